@@ -1,0 +1,209 @@
+//! ACPI tables through the `acpi` crate: the MADT (processors, I/O APICs,
+//! interrupt source overrides, NMI wiring) and the HPET.
+//!
+//! Read once on the boot CPU into a [`Platform`] summary that the rest of the
+//! kernel consults; nothing here keeps a mapping of a table. ACPI tables live in
+//! memory the bootloader's physical-memory mapping already covers, so "mapping"
+//! a region is computing its address.
+
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+
+use acpi::madt::{Madt, MadtEntry};
+use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
+use x86_64::PhysAddr;
+
+use crate::mm;
+use crate::sync::Once;
+
+#[derive(Clone, Copy)]
+struct PhysMap;
+
+impl AcpiHandler for PhysMap {
+    unsafe fn map_physical_region<T>(&self, pa: usize, size: usize) -> PhysicalMapping<Self, T> {
+        let va = mm::phys_to_virt(PhysAddr::new(pa as u64));
+        let ptr = NonNull::new(va.as_mut_ptr::<T>()).expect("physical mapping at 0");
+        // SAFETY: the physical-memory mapping covers every physical address the
+        // firmware reports for ACPI tables; `va` maps `pa` for `size` bytes and
+        // stays mapped forever, so the mapping outlives the PhysicalMapping.
+        unsafe { PhysicalMapping::new(pa, ptr, size, size, *self) }
+    }
+
+    fn unmap_physical_region<T>(_region: &PhysicalMapping<Self, T>) {}
+}
+
+/// A processor the MADT lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuEntry {
+    /// Local APIC id (x2APIC id for x2APIC entries).
+    pub apic_id: u32,
+    /// ACPI processor UID.
+    pub uid: u32,
+    /// Usable now (`Enabled`), or may be brought online later (`OnlineCapable`).
+    pub enabled: bool,
+    /// Listed with the online-capable flag (hot-add); not started at boot.
+    pub online_capable: bool,
+}
+
+/// An I/O APIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoApicEntry {
+    pub id: u8,
+    pub address: u64,
+    pub gsi_base: u32,
+}
+
+/// Trigger mode / polarity of an override or NMI source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IrqFlags {
+    /// Active low (else active high, the ISA default).
+    pub active_low: bool,
+    /// Level triggered (else edge, the ISA default).
+    pub level: bool,
+}
+
+impl IrqFlags {
+    /// Decodes the MPS INTI flags of MADT entries; "conforms to the bus" means
+    /// the ISA default (edge, active high).
+    fn from_mps(flags: u16) -> Self {
+        IrqFlags {
+            active_low: flags & 0b11 == 0b11,
+            level: (flags >> 2) & 0b11 == 0b11,
+        }
+    }
+}
+
+/// An ISA IRQ routed to a GSI other than its own number, or with other flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Override {
+    pub isa_irq: u8,
+    pub gsi: u32,
+    pub flags: IrqFlags,
+}
+
+/// Where a local APIC's LINT pin carries NMI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LapicNmi {
+    /// ACPI processor UID, or `None` for all processors (0xff / 0xffffffff).
+    pub uid: Option<u32>,
+    pub lint: u8,
+    pub flags: IrqFlags,
+}
+
+/// What the firmware says about the machine.
+#[derive(Debug, Clone)]
+pub struct Platform {
+    pub local_apic_address: u64,
+    pub cpus: Vec<CpuEntry>,
+    pub ioapics: Vec<IoApicEntry>,
+    pub overrides: Vec<Override>,
+    pub nmi_sources: Vec<(u32, IrqFlags)>,
+    pub lapic_nmis: Vec<LapicNmi>,
+    pub has_8259: bool,
+    /// HPET base address and tick period in femtoseconds is read from its
+    /// registers; the table gives the base.
+    pub hpet_base: Option<u64>,
+}
+
+impl Platform {
+    /// Processors usable at boot.
+    pub fn enabled_cpus(&self) -> impl Iterator<Item = &CpuEntry> {
+        self.cpus.iter().filter(|c| c.enabled)
+    }
+
+    /// The GSI and flags of ISA IRQ `irq`, honouring overrides.
+    pub fn isa_irq(&self, irq: u8) -> (u32, IrqFlags) {
+        self.overrides
+            .iter()
+            .find(|o| o.isa_irq == irq)
+            .map(|o| (o.gsi, o.flags))
+            .unwrap_or((
+                u32::from(irq),
+                IrqFlags {
+                    active_low: false,
+                    level: false,
+                },
+            ))
+    }
+}
+
+static PLATFORM: Once<Platform> = Once::new();
+
+/// Reads the tables from the RSDP the bootloader found. Boot CPU, once, after
+/// the heap is up.
+pub fn init(rsdp: u64) -> &'static Platform {
+    PLATFORM.call_once(|| {
+        // SAFETY: the bootloader got `rsdp` from the firmware; the handler maps all
+        // of physical memory.
+        let tables = unsafe { AcpiTables::from_rsdp(PhysMap, rsdp as usize) }
+            .expect("cannot read the ACPI tables");
+        let madt = tables.find_table::<Madt>().expect("no MADT");
+        let mut p = Platform {
+            local_apic_address: u64::from(madt.get().local_apic_address),
+            cpus: Vec::new(),
+            ioapics: Vec::new(),
+            overrides: Vec::new(),
+            nmi_sources: Vec::new(),
+            lapic_nmis: Vec::new(),
+            has_8259: madt.get().supports_8259(),
+            hpet_base: HpetInfo::new(&tables).ok().map(|h| h.base_address as u64),
+        };
+        for entry in madt.get().entries() {
+            match entry {
+                MadtEntry::LocalApic(e) => {
+                    let flags = e.flags;
+                    p.cpus.push(CpuEntry {
+                        apic_id: u32::from(e.apic_id),
+                        uid: u32::from(e.processor_id),
+                        enabled: flags & 1 != 0,
+                        online_capable: flags & 2 != 0,
+                    });
+                }
+                MadtEntry::LocalX2Apic(e) => {
+                    let (flags, id, uid) = (e.flags, e.x2apic_id, e.processor_uid);
+                    p.cpus.push(CpuEntry {
+                        apic_id: id,
+                        uid,
+                        enabled: flags & 1 != 0,
+                        online_capable: flags & 2 != 0,
+                    });
+                }
+                MadtEntry::IoApic(e) => p.ioapics.push(IoApicEntry {
+                    id: e.io_apic_id,
+                    address: u64::from(e.io_apic_address),
+                    gsi_base: e.global_system_interrupt_base,
+                }),
+                MadtEntry::InterruptSourceOverride(e) => p.overrides.push(Override {
+                    isa_irq: e.irq,
+                    gsi: e.global_system_interrupt,
+                    flags: IrqFlags::from_mps(e.flags),
+                }),
+                MadtEntry::NmiSource(e) => p
+                    .nmi_sources
+                    .push((e.global_system_interrupt, IrqFlags::from_mps(e.flags))),
+                MadtEntry::LocalApicNmi(e) => p.lapic_nmis.push(LapicNmi {
+                    uid: (e.processor_id != 0xff).then_some(u32::from(e.processor_id)),
+                    lint: e.nmi_line,
+                    flags: IrqFlags::from_mps(e.flags),
+                }),
+                MadtEntry::X2ApicNmi(e) => p.lapic_nmis.push(LapicNmi {
+                    uid: (e.processor_uid != u32::MAX).then_some(e.processor_uid),
+                    lint: e.nmi_line,
+                    flags: IrqFlags::from_mps(e.flags),
+                }),
+                MadtEntry::LocalApicAddressOverride(e) => {
+                    p.local_apic_address = e.local_apic_address;
+                }
+                _ => {}
+            }
+        }
+        // A CPU listed twice (xAPIC and x2APIC entries) counts once.
+        p.cpus.dedup_by_key(|c| c.apic_id);
+        p
+    })
+}
+
+/// The summary read at boot.
+pub fn platform() -> &'static Platform {
+    PLATFORM.get().expect("ACPI not initialized")
+}

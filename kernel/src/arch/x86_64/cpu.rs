@@ -1,0 +1,194 @@
+//! Single instructions of the CPU, wrapped: interrupt flag, halt, pause, TSC,
+//! control registers, CPUID.
+//!
+//! Every function here is one or two instructions; callers state *why* they use
+//! them, these wrappers only state what they do.
+
+use core::arch::asm;
+use core::arch::x86_64::{__cpuid_count, CpuidResult};
+
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// Whether maskable interrupts are enabled on this CPU.
+#[inline(always)]
+pub fn interrupts_enabled() -> bool {
+    read_rflags() & RFLAGS_IF != 0
+}
+
+/// Reads RFLAGS.
+#[inline(always)]
+pub fn read_rflags() -> u64 {
+    let flags: u64;
+    // SAFETY: pushfq/pop only touch the stack slot they allocate; no memory
+    // the compiler knows about is read or written.
+    unsafe { asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags
+}
+
+/// Disables maskable interrupts and returns whether they were enabled.
+#[inline(always)]
+pub fn interrupts_save_disable() -> bool {
+    let was = interrupts_enabled();
+    // SAFETY: `cli` only clears RFLAGS.IF; the caller restores it with
+    // `interrupts_restore`.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+    was
+}
+
+/// Re-enables maskable interrupts if `enabled` (the value from
+/// [`interrupts_save_disable`]).
+#[inline(always)]
+pub fn interrupts_restore(enabled: bool) {
+    if enabled {
+        // SAFETY: `sti` sets RFLAGS.IF, returning to the state the caller saved.
+        unsafe { asm!("sti", options(nomem, nostack)) };
+    }
+}
+
+/// Enables maskable interrupts.
+#[inline(always)]
+pub fn interrupts_enable() {
+    // SAFETY: `sti` sets RFLAGS.IF; handlers are installed before any CPU calls this.
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Disables maskable interrupts.
+#[inline(always)]
+pub fn interrupts_disable() {
+    // SAFETY: `cli` only clears RFLAGS.IF.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Enables interrupts and halts until the next one, atomically: `sti` takes
+/// effect after the following instruction, so an interrupt pending at the `sti`
+/// wakes the `hlt` instead of being taken before it. This is what lets an idle
+/// loop check for work with interrupts off and then sleep without a lost wakeup.
+#[inline(always)]
+pub fn enable_and_halt() {
+    // SAFETY: `sti; hlt` enables interrupts and waits for one; handlers are installed.
+    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+}
+
+/// Halts with interrupts disabled, forever: the end of a CPU that must stop
+/// (after a panic, or when QEMU's exit device is absent).
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: `cli; hlt` stops this CPU; only an NMI or reset wakes it, and the
+        // loop halts again.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// `pause`: tells the CPU (and QEMU's TCG) that this is a spin-wait iteration.
+/// Every loop that waits for another CPU executes it (see BUILD-NOTES.md).
+#[inline(always)]
+pub fn pause() {
+    core::hint::spin_loop();
+}
+
+/// Reads the time-stamp counter.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: `rdtsc` has no side effects; CR4.TSD is clear in ring 0.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Reads CR2, the linear address of the last page fault.
+#[inline(always)]
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads CR3.
+#[inline(always)]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR3 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads the frame pointer of the caller's frame.
+#[inline(always)]
+pub fn read_rbp() -> u64 {
+    let v: u64;
+    // SAFETY: copying RBP has no side effects.
+    unsafe { asm!("mov {}, rbp", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads the stack pointer.
+#[inline(always)]
+pub fn read_rsp() -> u64 {
+    let v: u64;
+    // SAFETY: copying RSP has no side effects.
+    unsafe { asm!("mov {}, rsp", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Executes CPUID for `leaf`/`subleaf`.
+#[inline]
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    __cpuid_count(leaf, subleaf)
+}
+
+/// Whether CPUID says we run under a hypervisor (leaf 1, ECX bit 31).
+pub fn under_hypervisor() -> bool {
+    cpuid(1, 0).ecx & (1 << 31) != 0
+}
+
+/// The hypervisor's vendor signature (CPUID 0x4000_0000), e.g. `TCGTCGTCGTCG`.
+pub fn hypervisor_vendor() -> Option<[u8; 12]> {
+    if !under_hypervisor() {
+        return None;
+    }
+    let r = cpuid(0x4000_0000, 0);
+    let mut v = [0u8; 12];
+    v[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+    v[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+    v[8..12].copy_from_slice(&r.edx.to_le_bytes());
+    Some(v)
+}
+
+/// The CPU's brand string (CPUID 0x8000_0002..4), trimmed.
+pub fn brand_string(buf: &mut [u8; 48]) -> &str {
+    if cpuid(0x8000_0000, 0).eax < 0x8000_0004 {
+        return "unknown CPU";
+    }
+    for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+        let r = cpuid(leaf, 0);
+        for (j, reg) in [r.eax, r.ebx, r.ecx, r.edx].iter().enumerate() {
+            buf[i * 16 + j * 4..i * 16 + j * 4 + 4].copy_from_slice(&reg.to_le_bytes());
+        }
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(48);
+    core::str::from_utf8(&buf[..end])
+        .unwrap_or("unknown CPU")
+        .trim()
+}
+
+/// Calls `f(arg)` on the stack whose top is `top`, and returns on the original
+/// stack.
+///
+/// # Safety
+///
+/// 1. `top` is the 16-byte-aligned top of a mapped stack that nothing else uses
+///    until `f` returns.
+/// 2. `f` does not unwind (the kernel aborts on panic anyway) and returns
+///    normally or never.
+#[unsafe(naked)]
+pub unsafe extern "C" fn call_on_stack(arg: usize, f: extern "C" fn(usize), top: u64) {
+    core::arch::naked_asm!(
+        "push rbp",
+        "mov rbp, rsp",
+        "mov rsp, rdx",
+        "call rsi",
+        "mov rsp, rbp",
+        "pop rbp",
+        "ret",
+    )
+}

@@ -1,0 +1,124 @@
+//! Per-CPU GDT and TSS.
+//!
+//! Each CPU has its own GDT (the TSS descriptor differs) and its own TSS, whose
+//! interrupt stack table gives the double fault, NMI and machine check their own
+//! stacks: those three can arrive when the current stack is unusable (a kernel
+//! stack overflow runs into its guard page, which turns the page fault into a
+//! double fault that must not touch the overflowed stack).
+//!
+//! Selector layout, fixed by `syscall`/`sysret` (STAR expects user data at
+//! `base + 8` and 64-bit user code at `base + 16`):
+//!
+//! | index | selector | descriptor                      |
+//! |-------|----------|---------------------------------|
+//! | 1     | 0x08     | kernel code                     |
+//! | 2     | 0x10     | kernel data                     |
+//! | 3     | 0x18     | null (32-bit user code, unused) |
+//! | 4     | 0x23     | user data                       |
+//! | 5     | 0x2b     | user code (64-bit)              |
+//! | 6–7   | 0x30     | TSS                             |
+
+use core::cell::UnsafeCell;
+
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, FS, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+
+/// Kernel code selector.
+pub const KERNEL_CS: u16 = 0x08;
+/// Kernel data selector.
+pub const KERNEL_DS: u16 = 0x10;
+/// User data selector (RPL 3).
+pub const USER_DS: u16 = 0x23;
+/// User code selector (RPL 3).
+pub const USER_CS: u16 = 0x2b;
+/// TSS selector.
+pub const TSS_SEL: u16 = 0x30;
+
+/// IST slot (1-based, as the IDT encodes it) of the double-fault stack.
+pub const IST_DOUBLE_FAULT: u16 = 1;
+/// IST slot of the NMI stack.
+pub const IST_NMI: u16 = 2;
+/// IST slot of the machine-check stack.
+pub const IST_MACHINE_CHECK: u16 = 3;
+
+/// One CPU's descriptor tables. Lives as long as the CPU (static for the boot
+/// CPU, leaked for the others).
+///
+/// Local: written only by the CPU that owns them (once in [`CpuTables::load`],
+/// then RSP0 on switches to user threads); the hardware reads them at trap time.
+pub struct CpuTables {
+    gdt: UnsafeCell<GlobalDescriptorTable<8>>,
+    tss: UnsafeCell<TaskStateSegment>,
+}
+
+// SAFETY: a CPU's tables are written only by that CPU (see the type's docs); other
+// CPUs never touch them, so sharing the reference cannot race.
+unsafe impl Sync for CpuTables {}
+
+impl CpuTables {
+    /// Empty tables, filled in by [`CpuTables::load`].
+    pub const fn new() -> Self {
+        CpuTables {
+            gdt: UnsafeCell::new(GlobalDescriptorTable::empty()),
+            tss: UnsafeCell::new(TaskStateSegment::new()),
+        }
+    }
+
+    /// Fills in the TSS and the GDT and loads them on this CPU. Called once per
+    /// CPU, by that CPU, before it enables interrupts.
+    ///
+    /// `ist` are the tops of the double-fault, NMI and machine-check stacks.
+    pub fn load(&'static self, ist: [VirtAddr; 3]) {
+        // SAFETY: called once, on the owning CPU, before the TSS is loaded: nothing
+        // else reads or writes it now.
+        let tss = unsafe { &mut *self.tss.get() };
+        tss.interrupt_stack_table[usize::from(IST_DOUBLE_FAULT - 1)] = ist[0];
+        tss.interrupt_stack_table[usize::from(IST_NMI - 1)] = ist[1];
+        tss.interrupt_stack_table[usize::from(IST_MACHINE_CHECK - 1)] = ist[2];
+        // SAFETY: as above; from here on the TSS is only read (and RSP0 written by
+        // this CPU through `set_rsp0`).
+        let tss: &'static TaskStateSegment = unsafe { &*self.tss.get() };
+        let mut gdt = GlobalDescriptorTable::empty();
+        let kcs = gdt.append(Descriptor::kernel_code_segment());
+        let kds = gdt.append(Descriptor::kernel_data_segment());
+        gdt.append(Descriptor::UserSegment(0));
+        let uds = gdt.append(Descriptor::user_data_segment());
+        let ucs = gdt.append(Descriptor::user_code_segment());
+        let tsss = gdt.append(Descriptor::tss_segment(tss));
+        debug_assert_eq!(
+            (kcs.0, kds.0, uds.0, ucs.0, tsss.0),
+            (KERNEL_CS, KERNEL_DS, USER_DS, USER_CS, TSS_SEL)
+        );
+        // SAFETY: called once, on the owning CPU, before this GDT is loaded.
+        let slot = unsafe { &mut *self.gdt.get() };
+        *slot = gdt;
+        // SAFETY: the GDT is 'static and no longer written.
+        let gdt: &'static GlobalDescriptorTable<8> = unsafe { &*self.gdt.get() };
+        gdt.load();
+        // SAFETY: the selectors index descriptors of the GDT just loaded, which is
+        // 'static: the code segment is a 64-bit ring-0 code segment, the data
+        // selectors a writable data segment, and the TSS descriptor points to
+        // `self.tss`, which lives as long as the CPU.
+        unsafe {
+            CS::set_reg(SegmentSelector(KERNEL_CS));
+            SS::set_reg(SegmentSelector(KERNEL_DS));
+            DS::set_reg(SegmentSelector(KERNEL_DS));
+            ES::set_reg(SegmentSelector(KERNEL_DS));
+            FS::set_reg(SegmentSelector(0));
+            load_tss(SegmentSelector(TSS_SEL));
+        }
+    }
+
+    /// Sets the stack the CPU switches to on a trap from ring 3 (TSS.RSP0).
+    /// Only the owning CPU calls it, with interrupts disabled or from the switch.
+    pub fn set_rsp0(&self, top: VirtAddr) {
+        // SAFETY: only the owning CPU writes the TSS (type invariant); the CPU
+        // reads RSP0 only when it takes a trap from ring 3, which cannot happen
+        // while this kernel code runs.
+        unsafe { (*self.tss.get()).privilege_stack_table[0] = top };
+    }
+}

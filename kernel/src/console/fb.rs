@@ -1,0 +1,103 @@
+//! A scrolling text console on the UEFI framebuffer.
+//!
+//! Real machines booted from the USB image usually have no serial port, so
+//! everything the kernel prints — the boot log and, above all, panics — is also
+//! drawn here, in Noto Sans Mono (the `noto-sans-mono-bitmap` crate, 16 px).
+//! When the text reaches the bottom the picture moves up one line.
+//!
+//! Under QEMU the test harness turns this off (`fb=off`): scrolling a 1280×800
+//! framebuffer costs more guest instructions than the rest of a test boot.
+
+use bootloader_api::info::{FrameBufferInfo, PixelFormat};
+use noto_sans_mono_bitmap::{FontWeight, RasterHeight, get_raster, get_raster_width};
+
+const WEIGHT: FontWeight = FontWeight::Regular;
+const HEIGHT: RasterHeight = RasterHeight::Size16;
+const CHAR_W: usize = get_raster_width(WEIGHT, HEIGHT);
+const LINE_H: usize = HEIGHT.val() + 2;
+const MARGIN: usize = 4;
+/// Text colour (grey on black keeps the intensity bitmap readable).
+const FG: [u8; 3] = [0xd0, 0xd0, 0xd0];
+
+/// The framebuffer console.
+pub struct FbConsole {
+    buf: &'static mut [u8],
+    info: FrameBufferInfo,
+    x: usize,
+    y: usize,
+}
+
+impl FbConsole {
+    /// Takes over the framebuffer the bootloader mapped and clears it.
+    pub fn new(buf: &'static mut [u8], info: FrameBufferInfo) -> Self {
+        buf.fill(0);
+        FbConsole {
+            buf,
+            info,
+            x: MARGIN,
+            y: MARGIN,
+        }
+    }
+
+    fn newline(&mut self) {
+        self.x = MARGIN;
+        self.y += LINE_H;
+        if self.y + LINE_H > self.info.height {
+            self.scroll();
+            self.y -= LINE_H;
+        }
+    }
+
+    fn scroll(&mut self) {
+        let row = self.info.stride * self.info.bytes_per_pixel;
+        let shift = LINE_H * row;
+        let used = self.info.height * row;
+        self.buf.copy_within(shift..used, 0);
+        self.buf[used - shift..used].fill(0);
+    }
+
+    fn put_pixel(&mut self, x: usize, y: usize, intensity: u8) {
+        let bpp = self.info.bytes_per_pixel;
+        let off = (y * self.info.stride + x) * bpp;
+        let scale = |c: u8| ((u16::from(c) * u16::from(intensity)) / 255) as u8;
+        let (r, g, b) = (scale(FG[0]), scale(FG[1]), scale(FG[2]));
+        let px: [u8; 4] = match self.info.pixel_format {
+            PixelFormat::Rgb => [r, g, b, 0],
+            PixelFormat::Bgr => [b, g, r, 0],
+            PixelFormat::U8 => [g, 0, 0, 0],
+            _ => [g, g, g, 0],
+        };
+        let n = bpp.min(4);
+        if let Some(dst) = self.buf.get_mut(off..off + n) {
+            dst.copy_from_slice(&px[..n]);
+        }
+    }
+
+    fn put_char(&mut self, c: char) {
+        match c {
+            '\n' => self.newline(),
+            '\r' => self.x = MARGIN,
+            c => {
+                if self.x + CHAR_W + MARGIN > self.info.width {
+                    self.newline();
+                }
+                let glyph = get_raster(c, WEIGHT, HEIGHT)
+                    .or_else(|| get_raster('?', WEIGHT, HEIGHT))
+                    .expect("the font has '?'");
+                for (dy, row) in glyph.raster().iter().enumerate() {
+                    for (dx, &v) in row.iter().enumerate() {
+                        self.put_pixel(self.x + dx, self.y + dy, v);
+                    }
+                }
+                self.x += glyph.width();
+            }
+        }
+    }
+
+    /// Draws `s`.
+    pub fn write_str(&mut self, s: &str) {
+        for c in s.chars() {
+            self.put_char(c);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The kernel console: COM1 and the UEFI framebuffer, behind `print!`/`println!`.
+//!
+//! # Locking, and why printing cannot deadlock
+//!
+//! Output goes through one [`ConsoleLock`] that records the CPU holding it and is
+//! held with interrupts disabled on that CPU, so a line is never split by another
+//! CPU's line nor by an interrupt handler on the same CPU. Three cases could still
+//! deadlock a plain spinlock, and each is handled:
+//!
+//! * An exception or NMI on the CPU that is printing, whose handler prints: the
+//!   lock sees its owner is this very CPU and lets the nested writer through
+//!   without waiting. The nested writer writes to the serial port only (which
+//!   has no state of ours to corrupt) and leaves the framebuffer to the writer it
+//!   interrupted.
+//! * A panic on one CPU while another holds the lock and is wedged (or has just
+//!   been stopped): in panic mode a writer waits a bounded time, then takes the
+//!   lock over.
+//! * A printing CPU that faults inside the console code itself: covered by the
+//!   first case.
+//!
+//! The serial port is optional: real machines often have none, and then output
+//! goes to the framebuffer alone.
+
+pub mod fb;
+pub mod log;
+pub mod serial;
+
+use core::cell::UnsafeCell;
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use crate::arch::cpu;
+use crate::percpu;
+
+/// Owner value of a free lock.
+const NO_OWNER: u32 = u32::MAX;
+/// How many `pause`s a panicking writer waits for another CPU's line to end.
+const PANIC_WAIT_SPINS: u32 = 20_000_000;
+
+struct ConsoleState {
+    serial: serial::Serial,
+    fb: Option<fb::FbConsole>,
+}
+
+/// The console's lock. See the module docs.
+struct ConsoleLock {
+    owner: AtomicU32,
+    state: UnsafeCell<ConsoleState>,
+}
+
+// SAFETY: `state` is only reached through `ConsoleGuard`, which the lock hands to
+// one CPU at a time (nested writers on the owning CPU use only the serial port,
+// which is stateless here).
+unsafe impl Sync for ConsoleLock {}
+
+static CONSOLE: ConsoleLock = ConsoleLock {
+    owner: AtomicU32::new(NO_OWNER),
+    state: UnsafeCell::new(ConsoleState {
+        serial: serial::Serial::absent(),
+        fb: None,
+    }),
+};
+
+/// Set once a panic has started: writers stop waiting for wedged owners.
+static PANIC_MODE: AtomicBool = AtomicBool::new(false);
+
+struct ConsoleGuard {
+    /// This CPU already held the lock: we interrupted its own writer.
+    nested: bool,
+    irq: bool,
+}
+
+impl ConsoleLock {
+    fn acquire(&self) -> ConsoleGuard {
+        let irq = cpu::interrupts_save_disable();
+        let me = percpu::cpu_index();
+        if self.owner.load(Ordering::Relaxed) == me {
+            return ConsoleGuard { nested: true, irq };
+        }
+        let mut spins = 0u32;
+        loop {
+            match self.owner.compare_exchange_weak(
+                NO_OWNER,
+                me,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return ConsoleGuard { nested: false, irq },
+                Err(_) => {
+                    cpu::pause();
+                    spins = spins.saturating_add(1);
+                    if PANIC_MODE.load(Ordering::Relaxed) && spins > PANIC_WAIT_SPINS {
+                        // The owner is wedged or stopped: take the console over.
+                        self.owner.store(me, Ordering::Release);
+                        return ConsoleGuard { nested: false, irq };
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ConsoleGuard {
+    fn drop(&mut self) {
+        if !self.nested {
+            CONSOLE.owner.store(NO_OWNER, Ordering::Release);
+        }
+        cpu::interrupts_restore(self.irq);
+    }
+}
+
+struct Writer<'a> {
+    guard: &'a ConsoleGuard,
+}
+
+impl Write for Writer<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // SAFETY: we hold the console (see `ConsoleLock`); a nested writer touches
+        // only the serial port, whose state is the port number.
+        let state = unsafe { &mut *CONSOLE.state.get() };
+        state.serial.write_str(s);
+        if !self.guard.nested
+            && let Some(fb) = state.fb.as_mut()
+        {
+            fb.write_str(s);
+        }
+        Ok(())
+    }
+}
+
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments) {
+    let guard = CONSOLE.acquire();
+    let _ = Writer { guard: &guard }.write_fmt(args);
+}
+
+/// Prints to the console (serial and framebuffer). Any context.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => ($crate::console::_print(format_args!($($arg)*)));
+}
+
+/// Prints a line to the console (serial and framebuffer). Any context.
+#[macro_export]
+macro_rules! println {
+    () => ($crate::print!("\n"));
+    ($($arg:tt)*) => ($crate::console::_print(format_args!("{}\n", format_args!($($arg)*))));
+}
+
+/// Sets up COM1. First thing at boot, so everything after can print.
+pub fn init_serial() {
+    let guard = CONSOLE.acquire();
+    // SAFETY: we hold the console lock, taken above.
+    unsafe { (*CONSOLE.state.get()).serial = serial::Serial::probe_com1() };
+    drop(guard);
+}
+
+/// Adds the framebuffer as a second output (boot CPU, once, before the APs run).
+pub fn attach_framebuffer(fb: fb::FbConsole) {
+    let guard = CONSOLE.acquire();
+    // SAFETY: we hold the console lock, taken above.
+    unsafe { (*CONSOLE.state.get()).fb = Some(fb) };
+    drop(guard);
+}
+
+/// Whether COM1 answered at boot.
+pub fn has_serial() -> bool {
+    let guard = CONSOLE.acquire();
+    // SAFETY: we hold the console lock, taken above.
+    let present = unsafe { (*CONSOLE.state.get()).serial.present() };
+    drop(guard);
+    present
+}
+
+/// From now on, writers do not wait forever for a wedged owner. Called by the
+/// panic path before it prints.
+pub fn enter_panic_mode() {
+    PANIC_MODE.store(true, Ordering::Relaxed);
+}

@@ -1,0 +1,203 @@
+//! The physical frame allocator: one bit per 4 KiB frame.
+//!
+//! Built from the bootloader's memory map: frames of `Usable` regions start free,
+//! everything else (firmware, ACPI, the bootloader's own page tables and the
+//! kernel image, which the map reports as used) is never handed out. Frames below
+//! 1 MiB are kept for callers that need them there (the AP start-up trampoline)
+//! and are only returned by [`alloc_low`].
+//!
+//! Freeing a frame that is already free is a panic: a double free here is memory
+//! corruption later. [`stats`] reports total and free frames, which the memory
+//! tests compare before and after their stress loops.
+//!
+//! Lock: one [`SpinLock`] — frames are needed before any thread exists (page
+//! tables at boot, AP stacks) and by the heap's growth path, which a token
+//! cannot serve. It is held for a bitmap scan only.
+
+use bootloader_api::info::{MemoryRegionKind, MemoryRegions};
+use x86_64::PhysAddr;
+use x86_64::structures::paging::{PhysFrame, Size4KiB};
+
+use super::{PAGE_SIZE, phys_to_virt};
+use crate::sync::SpinLock;
+
+/// Frames below this are only given out by [`alloc_low`].
+const LOW_LIMIT_FRAME: usize = (1 << 20) / PAGE_SIZE as usize;
+
+struct Bitmap {
+    /// Bit set = frame free.
+    words: &'static mut [u64],
+    /// Frames covered.
+    frames: usize,
+    /// Frames ever free (usable memory).
+    total: usize,
+    /// Frames free now.
+    free: usize,
+    /// Word to start the next search at.
+    hint: usize,
+}
+
+static FRAMES: SpinLock<Option<Bitmap>> = SpinLock::new(None);
+
+/// A snapshot of the allocator's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameStats {
+    /// Usable frames.
+    pub total: usize,
+    /// Frames free now.
+    pub free: usize,
+}
+
+impl FrameStats {
+    /// Usable memory in bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.total as u64 * PAGE_SIZE
+    }
+}
+
+impl Bitmap {
+    fn set_free(&mut self, frame: usize, free: bool) {
+        let (w, b) = (frame / 64, frame % 64);
+        if free {
+            self.words[w] |= 1 << b;
+        } else {
+            self.words[w] &= !(1 << b);
+        }
+    }
+
+    fn is_free(&self, frame: usize) -> bool {
+        self.words[frame / 64] & (1 << (frame % 64)) != 0
+    }
+
+    /// First free frame in words `[from, to)`, marked used.
+    fn take_in(&mut self, from: usize, to: usize) -> Option<usize> {
+        for w in from..to {
+            let word = self.words[w];
+            if word != 0 {
+                let frame = w * 64 + word.trailing_zeros() as usize;
+                self.set_free(frame, false);
+                self.free -= 1;
+                return Some(frame);
+            }
+        }
+        None
+    }
+}
+
+/// Builds the bitmap from the memory map. Boot CPU, once.
+pub fn init(regions: &MemoryRegions) {
+    let usable = || {
+        regions
+            .iter()
+            .filter(|r| r.kind == MemoryRegionKind::Usable)
+            .map(|r| {
+                let start = r.start.div_ceil(PAGE_SIZE) as usize;
+                let end = (r.end / PAGE_SIZE) as usize;
+                (start, end.max(start))
+            })
+    };
+    let frames = usable().map(|(_, e)| e).max().expect("no usable memory");
+    let words = frames.div_ceil(64);
+    let bytes = (words * 8) as u64;
+    let bitmap_frames = bytes.div_ceil(PAGE_SIZE) as usize;
+    // The bitmap lives in the first usable run above 1 MiB that can hold it.
+    let (home, _) = usable()
+        .map(|(s, e)| (s.max(LOW_LIMIT_FRAME), e))
+        .find(|&(s, e)| e >= s + bitmap_frames)
+        .expect("no room for the frame bitmap");
+    let va = phys_to_virt(PhysAddr::new(home as u64 * PAGE_SIZE));
+    // SAFETY: frames [home, home + bitmap_frames) are usable RAM that nothing
+    // else uses yet (they are marked used below before any allocation), mapped
+    // through the physical-memory mapping; the slice is the only reference.
+    let words: &'static mut [u64] =
+        unsafe { core::slice::from_raw_parts_mut(va.as_mut_ptr::<u64>(), words) };
+    words.fill(0);
+    let mut map = Bitmap {
+        words,
+        frames,
+        total: 0,
+        free: 0,
+        hint: LOW_LIMIT_FRAME / 64,
+    };
+    for (s, e) in usable() {
+        for f in s.max(1)..e {
+            if !map.is_free(f) {
+                map.set_free(f, true);
+                map.total += 1;
+                map.free += 1;
+            }
+        }
+    }
+    for f in home..home + bitmap_frames {
+        map.set_free(f, false);
+        map.free -= 1;
+        map.total -= 1;
+    }
+    *FRAMES.lock() = Some(map);
+}
+
+fn frame_of(n: usize) -> PhysFrame {
+    PhysFrame::containing_address(PhysAddr::new(n as u64 * PAGE_SIZE))
+}
+
+/// A free frame above 1 MiB, or `None` when memory is exhausted. Any context
+/// but NMI.
+pub fn alloc() -> Option<PhysFrame> {
+    let mut guard = FRAMES.lock();
+    let map = guard.as_mut().expect("frame allocator not initialized");
+    let low = LOW_LIMIT_FRAME / 64;
+    let nwords = map.words.len();
+    let hint = map.hint.max(low);
+    let n = map
+        .take_in(hint, nwords)
+        .or_else(|| map.take_in(low, hint))?;
+    map.hint = n / 64;
+    Some(frame_of(n))
+}
+
+/// Like [`alloc`], with the frame filled with zeros.
+pub fn alloc_zeroed() -> Option<PhysFrame> {
+    let frame = alloc()?;
+    let va = phys_to_virt(frame.start_address());
+    // SAFETY: the frame was just allocated, so nothing else references it; it is
+    // mapped writable through the physical-memory mapping.
+    unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, PAGE_SIZE as usize) };
+    Some(frame)
+}
+
+/// A free frame below 1 MiB (for real-mode code). Any context but NMI.
+pub fn alloc_low() -> Option<PhysFrame<Size4KiB>> {
+    let mut guard = FRAMES.lock();
+    let map = guard.as_mut().expect("frame allocator not initialized");
+    map.take_in(0, LOW_LIMIT_FRAME / 64).map(frame_of)
+}
+
+/// Returns `frame` to the allocator. Panics on a frame that is already free or
+/// outside usable memory. Any context but NMI.
+pub fn free(frame: PhysFrame) {
+    let n = (frame.start_address().as_u64() / PAGE_SIZE) as usize;
+    let mut guard = FRAMES.lock();
+    let map = guard.as_mut().expect("frame allocator not initialized");
+    assert!(
+        n != 0 && n < map.frames,
+        "freeing frame {:#x} outside usable memory",
+        frame.start_address().as_u64()
+    );
+    assert!(
+        !map.is_free(n),
+        "double free of frame {:#x}",
+        frame.start_address().as_u64()
+    );
+    map.set_free(n, true);
+    map.free += 1;
+}
+
+/// Total and free frames now.
+pub fn stats() -> FrameStats {
+    let guard = FRAMES.lock();
+    let map = guard.as_ref().expect("frame allocator not initialized");
+    FrameStats {
+        total: map.total,
+        free: map.free,
+    }
+}

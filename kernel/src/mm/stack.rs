@@ -1,0 +1,217 @@
+//! Kernel stacks, each above an unmapped guard.
+//!
+//! The stack region is cut into 128 KiB slots. A slot's low [`GUARD_SIZE`] bytes
+//! are never mapped; its top [`STACK_SIZE`] bytes are the stack. A thread that
+//! overflows its stack touches the guard, the page fault cannot be delivered on
+//! that stack, the CPU raises a double fault on its IST stack, and the handler
+//! names the stack through [`guard_page_owner`]. A guard of 64 KiB rather than
+//! one page also catches a frame that jumps more than a page past the end.
+//!
+//! # Reuse and the TLB
+//!
+//! Freeing a stack unmaps it and returns its frames at once: nothing may touch a
+//! dead stack, so stale TLB entries on other CPUs are never used. Its *slot*,
+//! though, is not reused until every CPU's TLB is known to be clean, or a CPU
+//! could reach the new stack through an old translation. Freed slots wait in
+//! `quarantine`; [`reclaim_quarantine`] moves them back once a flush of every
+//! CPU has happened. With one CPU online the local flush in `unmap` suffices
+//! and slots are reused at once.
+//!
+//! Lock: one [`SpinLock`] around the slot lists (AP stacks are made before the
+//! APs have threads).
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use bootloader_api::BootInfo;
+use x86_64::VirtAddr;
+use x86_64::structures::paging::{Page, PageTableFlags as F};
+
+use super::{KSTACK_BASE, PAGE_SIZE, REGION_SIZE, frame, paging};
+use crate::sync::SpinLock;
+
+/// Bytes of usable stack in a slot.
+pub const STACK_SIZE: u64 = 64 << 10;
+/// Bytes of unmapped guard below each stack.
+pub const GUARD_SIZE: u64 = 64 << 10;
+/// Distance between slots.
+const SLOT_SIZE: u64 = STACK_SIZE + GUARD_SIZE;
+const MAX_SLOTS: u64 = REGION_SIZE / SLOT_SIZE;
+
+struct Slots {
+    /// Slots never used yet start here.
+    next_fresh: u32,
+    /// Freed slots whose TLB entries are known flushed everywhere.
+    free: Vec<u32>,
+    /// Freed slots that may still be cached in another CPU's TLB.
+    quarantine: Vec<u32>,
+    /// Stacks in use.
+    live: usize,
+}
+
+static SLOTS: SpinLock<Slots> = SpinLock::new(Slots {
+    next_fresh: 0,
+    free: Vec::new(),
+    quarantine: Vec::new(),
+    live: 0,
+});
+
+/// Whether freed slots must be quarantined (more than one CPU may cache them).
+static MULTI_CPU: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The boot CPU's stack, made by the bootloader: (lowest usable address, guard page).
+static BOOT_STACK: SpinLock<(u64, u64)> = SpinLock::new((0, 0));
+
+/// A kernel stack. Dropping it unmaps it and frees its frames.
+pub struct KernelStack {
+    slot: u32,
+}
+
+fn slot_base(slot: u32) -> u64 {
+    KSTACK_BASE + u64::from(slot) * SLOT_SIZE
+}
+
+impl KernelStack {
+    /// Allocates and maps a stack. `None` when memory or slots run out.
+    pub fn new() -> Option<Self> {
+        let slot = {
+            let mut s = SLOTS.lock();
+            let slot = match s.free.pop() {
+                Some(slot) => slot,
+                None if u64::from(s.next_fresh) < MAX_SLOTS => {
+                    s.next_fresh += 1;
+                    s.next_fresh - 1
+                }
+                None => return None,
+            };
+            s.live += 1;
+            slot
+        };
+        let stack = KernelStack { slot };
+        let bottom = stack.bottom().as_u64();
+        let mut va = bottom;
+        while va < bottom + STACK_SIZE {
+            let Some(frame) = frame::alloc() else {
+                // Dropping unmaps the pages mapped so far.
+                drop(stack);
+                return None;
+            };
+            let page = Page::containing_address(VirtAddr::new(va));
+            paging::map(page, frame, F::WRITABLE | F::NO_EXECUTE)
+                .expect("stack slot already mapped");
+            va += PAGE_SIZE;
+        }
+        Some(stack)
+    }
+
+    /// Lowest usable address.
+    pub fn bottom(&self) -> VirtAddr {
+        VirtAddr::new(slot_base(self.slot) + GUARD_SIZE)
+    }
+
+    /// One past the highest usable address: the initial stack pointer.
+    pub fn top(&self) -> VirtAddr {
+        self.bottom() + STACK_SIZE
+    }
+}
+
+impl Drop for KernelStack {
+    fn drop(&mut self) {
+        let bottom = self.bottom().as_u64();
+        let mut va = bottom;
+        while va < bottom + STACK_SIZE {
+            let page = Page::containing_address(VirtAddr::new(va));
+            if let Ok(frame) = paging::unmap(page) {
+                frame::free(frame);
+            }
+            va += PAGE_SIZE;
+        }
+        let mut s = SLOTS.lock();
+        s.live -= 1;
+        if MULTI_CPU.load(core::sync::atomic::Ordering::Relaxed) {
+            s.quarantine.push(self.slot);
+        } else {
+            s.free.push(self.slot);
+        }
+    }
+}
+
+impl fmt::Debug for KernelStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "kernel stack #{} [{:#x}..{:#x})",
+            self.slot,
+            self.bottom(),
+            self.top()
+        )
+    }
+}
+
+/// Records the boot CPU's stack (made by the bootloader with its own guard page).
+pub fn init(boot_info: &BootInfo) {
+    let bottom = boot_info.kernel_stack_bottom;
+    // The bootloader leaves the first page of its stack mapping unmapped.
+    let guard = if super::is_mapped(bottom) {
+        bottom - PAGE_SIZE
+    } else {
+        bottom
+    };
+    *BOOT_STACK.lock() = (guard + PAGE_SIZE, guard);
+}
+
+/// From now on freed slots wait for a global TLB flush before reuse. Called
+/// when the second CPU comes online.
+pub fn enable_quarantine() {
+    MULTI_CPU.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Makes quarantined slots reusable. The caller guarantees that every CPU has
+/// flushed its TLB after the slots were unmapped.
+pub fn reclaim_quarantine() {
+    let mut s = SLOTS.lock();
+    let q = core::mem::take(&mut s.quarantine);
+    s.free.extend(q);
+}
+
+/// Stacks in use and slots waiting in quarantine.
+pub fn stats() -> (usize, usize) {
+    let s = SLOTS.lock();
+    (s.live, s.quarantine.len())
+}
+
+/// What a guard address belongs to, for the overflow report.
+pub struct GuardOwner {
+    slot: Option<u64>,
+    bottom: u64,
+}
+
+impl fmt::Display for GuardOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.slot {
+            Some(slot) => write!(f, "kernel stack #{slot} (bottom {:#x})", self.bottom),
+            None => write!(f, "boot stack (bottom {:#x})", self.bottom),
+        }
+    }
+}
+
+/// If `addr` lies in the guard of a kernel stack, says which. Any context: it
+/// does not take a lock that a faulting CPU might hold (the boot-stack record is
+/// read with `try_lock`).
+pub fn guard_page_owner(addr: u64) -> Option<GuardOwner> {
+    if (KSTACK_BASE..KSTACK_BASE + REGION_SIZE).contains(&addr) {
+        let off = addr - KSTACK_BASE;
+        if off % SLOT_SIZE < GUARD_SIZE {
+            let slot = off / SLOT_SIZE;
+            return Some(GuardOwner {
+                slot: Some(slot),
+                bottom: KSTACK_BASE + slot * SLOT_SIZE + GUARD_SIZE,
+            });
+        }
+        return None;
+    }
+    let (bottom, guard) = *BOOT_STACK.try_lock()?;
+    (guard..guard + PAGE_SIZE)
+        .contains(&addr)
+        .then_some(GuardOwner { slot: None, bottom })
+}

@@ -1,0 +1,117 @@
+//! Self-tests: one boot runs one named test and ends QEMU with its verdict.
+//!
+//! A test passes when it returns (the kernel prints `TEST <name> ok` and exits
+//! with the success code), or — for a test whose purpose is to provoke a fatal
+//! error (a page fault, a panic, a stack overflow) — when exactly that error
+//! reaches [`crate::fatal::die`] after its report was printed. The host checks
+//! both the exit status and the final `TEST` line, and for the fatal tests the
+//! report lines too.
+//!
+//! A failing check prints `TEST <name> FAILED: <why>` and exits with the
+//! failure code at once ([`fail`], [`check!`]).
+
+mod basic;
+
+use core::fmt;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::arch::qemu::{self, ExitCode};
+use crate::fatal::Fatal;
+use crate::println;
+use wyvern_abi::result::{TEST_FAILED, TEST_OK, TEST_TAG};
+
+/// What a test's boot should end in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The test returns.
+    Return,
+    /// A kernel panic.
+    Panic,
+    /// A fatal trap with this vector.
+    Trap(u8),
+    /// A kernel stack overflow.
+    StackOverflow,
+}
+
+/// A self-test.
+pub struct SelfTest {
+    pub name: &'static str,
+    pub expect: Expect,
+    pub run: fn(),
+}
+
+/// Every self-test the kernel knows.
+static TESTS: &[&[SelfTest]] = &[basic::TESTS];
+
+/// Index + 1 of the running test in the flattened list; 0 = none.
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+
+fn all() -> impl Iterator<Item = &'static SelfTest> {
+    TESTS.iter().flat_map(|t| t.iter())
+}
+
+fn current() -> Option<&'static SelfTest> {
+    match CURRENT.load(Ordering::Acquire) {
+        0 => None,
+        n => all().nth(n - 1),
+    }
+}
+
+/// Runs test `name` and ends the boot with its verdict.
+pub fn run(name: &str) -> ! {
+    let Some((i, test)) = all().enumerate().find(|(_, t)| t.name == name) else {
+        println!("{TEST_TAG} {name} {TEST_FAILED} no such test");
+        println!("known tests:");
+        for t in all() {
+            println!("  {}", t.name);
+        }
+        qemu::exit(ExitCode::Failure);
+    };
+    CURRENT.store(i + 1, Ordering::Release);
+    println!("running self-test {name}");
+    (test.run)();
+    match test.expect {
+        Expect::Return => {
+            println!("{TEST_TAG} {name} {TEST_OK}");
+            qemu::exit(ExitCode::Success)
+        }
+        other => fail(format_args!("returned, but expected {other:?}")),
+    }
+}
+
+/// Fails the running test with `why` and ends the boot.
+pub fn fail(why: fmt::Arguments) -> ! {
+    let name = current().map_or("<none>", |t| t.name);
+    println!("{TEST_TAG} {name} {TEST_FAILED} {why}");
+    qemu::exit(ExitCode::Failure)
+}
+
+/// Fails the running test unless `cond` holds.
+#[macro_export]
+macro_rules! check {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            $crate::selftest::fail(format_args!($($why)+));
+        }
+    };
+}
+
+/// Called by `fatal::die`: a test that provoked exactly this error passes.
+pub fn verdict_on_fatal(kind: Fatal) -> ExitCode {
+    let Some(test) = current() else {
+        return ExitCode::Failure;
+    };
+    let expected = match (test.expect, kind) {
+        (Expect::Panic, Fatal::Panic) => true,
+        (Expect::Trap(v), Fatal::Trap { vector, .. }) => v == vector,
+        (Expect::StackOverflow, Fatal::StackOverflow { .. }) => true,
+        _ => false,
+    };
+    if expected {
+        println!("{TEST_TAG} {} {TEST_OK}", test.name);
+        ExitCode::Success
+    } else {
+        println!("{TEST_TAG} {} {TEST_FAILED} fatal {kind:?}", test.name);
+        ExitCode::Failure
+    }
+}

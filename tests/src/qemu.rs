@@ -1,0 +1,252 @@
+//! One QEMU boot of a Wyvern image: the command line, and running it with a
+//! deadline while keeping the serial transcript.
+//!
+//! The machine is fixed: `q35`, OVMF as `-bios`, no NIC (OVMF would try PXE
+//! first), no display, serial on stdio, `isa-debug-exit` at 0xf4, no reboot (a
+//! triple fault ends QEMU instead of looping), the RTC pinned to a fixed date
+//! and driven by the guest clock so icount runs repeat exactly. The image is
+//! attached with `snapshot=on` (writes go to a temporary overlay) so several
+//! boots can share it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use wait_timeout::ChildExt;
+use wyvern_abi::bootopt::FW_CFG_NAME;
+use wyvern_abi::exit::Verdict;
+
+use crate::env::QemuEnv;
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct Boot {
+    /// The UEFI disk image.
+    pub image: PathBuf,
+    /// `-smp`.
+    pub smp: u32,
+    /// `-m`, in MiB.
+    pub memory_mib: u32,
+    /// `-icount shift=N` (deterministic, one host thread), or multi-threaded TCG.
+    pub icount: Option<u32>,
+    /// The boot option line handed to the kernel through `fw_cfg`.
+    pub bootopt: String,
+    /// Wait for a debugger on :1234 before the first instruction.
+    pub gdb: bool,
+    /// More QEMU arguments.
+    pub extra: Vec<String>,
+}
+
+impl Boot {
+    /// A boot of `image` with the defaults: 8 CPUs, 256 MiB, no icount.
+    pub fn new(image: impl Into<PathBuf>) -> Self {
+        Boot {
+            image: image.into(),
+            smp: 8,
+            memory_mib: 256,
+            icount: None,
+            bootopt: String::new(),
+            gdb: false,
+            extra: Vec::new(),
+        }
+    }
+
+    /// The QEMU command, with serial on stdio.
+    pub fn command(&self, env: &QemuEnv) -> Command {
+        let mut cmd = Command::new(&env.qemu);
+        cmd.args(["-machine", "q35", "-cpu", "max", "-seed", "1"])
+            .arg("-smp")
+            .arg(self.smp.to_string())
+            .arg("-m")
+            .arg(format!("{}M", self.memory_mib))
+            .args(["-display", "none", "-nic", "none", "-monitor", "none"])
+            .args(["-serial", "stdio", "-no-reboot"])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"])
+            .arg("-bios")
+            .arg(&env.ovmf)
+            .arg("-drive")
+            .arg(format!(
+                "format=raw,snapshot=on,file={}",
+                self.image.display()
+            ));
+        if let Some(shift) = self.icount {
+            cmd.arg("-icount").arg(format!("shift={shift},align=off"));
+        } else {
+            cmd.args(["-accel", "tcg,thread=multi"]);
+        }
+        if !self.bootopt.is_empty() {
+            cmd.arg("-fw_cfg")
+                .arg(format!("name={FW_CFG_NAME},string={}", self.bootopt));
+        }
+        if self.gdb {
+            cmd.args(["-s", "-S"]);
+        }
+        cmd.args(&self.extra);
+        cmd
+    }
+}
+
+/// How a captured boot ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// QEMU exited with this status.
+    Exited(Verdict),
+    /// QEMU was killed by a signal.
+    Signalled,
+    /// The deadline passed and the host killed QEMU.
+    Deadline(Duration),
+}
+
+/// A finished boot.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub end: End,
+    /// Serial output and QEMU's stderr, with terminal escapes removed.
+    pub transcript: String,
+    /// Wall time from spawn to end.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The transcript's lines.
+    pub fn lines(&self) -> impl Iterator<Item = &str> {
+        self.transcript.lines()
+    }
+
+    /// The last `n` lines.
+    pub fn tail(&self, n: usize) -> String {
+        let lines: Vec<&str> = self.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+/// Removes CSI/OSC escape sequences and carriage returns (OVMF paints the
+/// serial console as a terminal).
+pub fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    for c in chars.by_ref() {
+                        if c == '\x07' {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c if c.is_control() && c != '\n' && c != '\t' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Something that watches the serial lines of a running boot and may type on
+/// the serial port in answer (for tests that drive the console).
+pub trait Responder: Send {
+    /// Called with each complete line; returns bytes to send to the guest.
+    fn on_line(&mut self, line: &str) -> Option<Vec<u8>>;
+}
+
+fn pump<R: Read + Send + 'static>(
+    src: R,
+    transcript: Arc<Mutex<String>>,
+    mut responder: Option<(Box<dyn Responder>, ChildStdin)>,
+    echo: bool,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(src);
+        let mut buf = Vec::new();
+        while let Ok(n) = reader.read_until(b'\n', &mut buf) {
+            if n == 0 {
+                break;
+            }
+            let line = strip_escapes(&String::from_utf8_lossy(&buf));
+            buf.clear();
+            if echo {
+                eprint!("{line}");
+            }
+            transcript.lock().expect("transcript lock").push_str(&line);
+            if let Some((r, stdin)) = responder.as_mut()
+                && let Some(bytes) = r.on_line(line.trim_end())
+            {
+                let _ = stdin.write_all(&bytes);
+                let _ = stdin.flush();
+            }
+        }
+    })
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Boots, capturing serial output, and kills QEMU at `deadline`. `echo` copies
+/// the serial output to stderr as it comes.
+pub fn run_captured(
+    boot: &Boot,
+    env: &QemuEnv,
+    deadline: Duration,
+    responder: Option<Box<dyn Responder>>,
+    echo: bool,
+) -> Result<Outcome> {
+    let start = Instant::now();
+    let mut child = boot
+        .command(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", env.qemu.display()))?;
+    let transcript = Arc::new(Mutex::new(String::new()));
+    let stdin = child.stdin.take().context("QEMU stdin")?;
+    let out = pump(
+        child.stdout.take().context("QEMU stdout")?,
+        transcript.clone(),
+        responder.map(|r| (r, stdin)),
+        echo,
+    );
+    let err = pump(
+        child.stderr.take().context("QEMU stderr")?,
+        transcript.clone(),
+        None,
+        echo,
+    );
+    let end = match child.wait_timeout(deadline).context("waiting for QEMU")? {
+        Some(status) => match status.code() {
+            Some(code) => End::Exited(Verdict::from_status(code)),
+            None => End::Signalled,
+        },
+        None => {
+            kill(&mut child);
+            End::Deadline(deadline)
+        }
+    };
+    let _ = out.join();
+    let _ = err.join();
+    let transcript = Arc::try_unwrap(transcript)
+        .map(|m| m.into_inner().expect("transcript lock"))
+        .unwrap_or_else(|a| a.lock().expect("transcript lock").clone());
+    Ok(Outcome {
+        end,
+        transcript,
+        elapsed: start.elapsed(),
+    })
+}

@@ -1,0 +1,42 @@
+//! Foundation: boot at 1 and 8 CPUs, fatal-error reports, memory under stress.
+
+use wyvern_tests::harness::TestBoot;
+
+#[test]
+fn boots_on_one_cpu() {
+    TestBoot::new("boot", 1).run();
+}
+
+#[test]
+fn boots_on_eight_cpus() {
+    TestBoot::new("boot", 8).run();
+}
+
+#[test]
+fn page_fault_is_caught_and_reported() {
+    TestBoot::new("pagefault", 1)
+        .must_contain("FATAL TRAP: #PF page fault (vector 14)")
+        .must_contain("cr2=0xffffa17ffffff120 cause: read of a not-present page")
+        .must_contain("BT #0 ")
+        .run();
+}
+
+#[test]
+fn panic_is_reported() {
+    TestBoot::new("panic", 1)
+        .must_contain("PANIC on CPU 0: deliberate panic from the panic self-test")
+        .must_contain("BT #0 ")
+        .run();
+}
+
+#[test]
+fn stack_overflow_hits_the_guard_page() {
+    TestBoot::new("stackoverflow", 1)
+        .must_contain("KERNEL STACK OVERFLOW on CPU 0: kernel stack #")
+        .run();
+}
+
+#[test]
+fn frames_and_heap_return_to_baseline_under_stress() {
+    TestBoot::new("memstress", 1).run();
+}
