@@ -43,6 +43,17 @@ pub enum LogLevel {
     Trace,
 }
 
+/// Which local APIC timer mode drives the tick (`timer=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerChoice {
+    /// TSC-deadline when the CPU has it, else periodic (the default).
+    Auto,
+    /// TSC-deadline; the boot fails if the CPU lacks it.
+    Deadline,
+    /// The LAPIC timer's periodic mode, calibrated against the TSC.
+    Periodic,
+}
+
 /// Keys a mode reads for its own parameters (all take unsigned integers).
 pub const PARAM_KEYS: &[&str] = &["seconds", "iters", "reps", "rate", "cpus", "seed"];
 
@@ -55,6 +66,8 @@ pub struct BootOptions<'a> {
     pub framebuffer: bool,
     /// Log level (`log=error|warn|info|debug|trace`, default info).
     pub log_level: LogLevel,
+    /// Tick source (`timer=auto|deadline|periodic`, default auto).
+    pub timer: TimerChoice,
     text: &'a str,
 }
 
@@ -91,6 +104,7 @@ impl Default for BootOptions<'_> {
             mode: Mode::Interactive,
             framebuffer: true,
             log_level: LogLevel::Info,
+            timer: TimerChoice::Auto,
             text: "",
         }
     }
@@ -146,6 +160,14 @@ impl<'a> BootOptions<'a> {
                         _ => return Err(BootOptError::BadValue(word)),
                     }
                 }
+                "timer" => {
+                    opts.timer = match value {
+                        "auto" => TimerChoice::Auto,
+                        "deadline" => TimerChoice::Deadline,
+                        "periodic" => TimerChoice::Periodic,
+                        _ => return Err(BootOptError::BadValue(word)),
+                    }
+                }
                 k if PARAM_KEYS.contains(&k) => {
                     if value.parse::<u64>().is_err() {
                         return Err(BootOptError::BadValue(word));
@@ -197,6 +219,10 @@ mod tests {
         assert_eq!(o.mode, Mode::Test("pagefault"));
         assert!(!o.framebuffer);
         assert_eq!(o.log_level, LogLevel::Debug);
+        assert_eq!(o.timer, TimerChoice::Auto);
+        let o = BootOptions::parse("timer=periodic").unwrap();
+        assert_eq!(o.timer, TimerChoice::Periodic);
+        assert!(BootOptions::parse("timer=fast").is_err());
         let o = BootOptions::parse("stress=token seconds=5").unwrap();
         assert_eq!(o.mode, Mode::Stress("token"));
         assert_eq!(o.param("seconds"), Some(5));

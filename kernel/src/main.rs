@@ -42,6 +42,7 @@ pub static BOOTLOADER_CONFIG: BootloaderConfig = {
 entry_point!(kmain, config = &BOOTLOADER_CONFIG);
 
 fn kmain(boot_info: &'static mut BootInfo) -> ! {
+    arch::tsc::mark_boot();
     percpu::init_bsp();
     console::init_serial();
     mm::early_init(boot_info);
@@ -62,7 +63,10 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     console::log::init(opts.log_level);
 
     let platform = acpi::init(rsdp.expect("the bootloader found no RSDP"));
-    banner(platform);
+    let machine = arch::init_machine(platform, opts.timer);
+    console::input::init(platform);
+    let report = smp::start_aps(platform);
+    banner(platform, &machine, &report);
 
     match opts.mode {
         Mode::Test(name) => selftest::run(name),
@@ -74,26 +78,69 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     }
 }
 
-fn banner(platform: &acpi::Platform) {
+fn banner(platform: &acpi::Platform, machine: &arch::Machine, report: &arch::smpboot::Report) {
     let frames = mm::frame::stats();
     let mut brand = [0; 48];
     println!(
-        "Wyvern {} on {}: {} MiB usable, {} CPUs in ACPI, console {}",
+        "Wyvern {} on {}: {} MiB usable, console {}",
         env!("CARGO_PKG_VERSION"),
         arch::cpu::brand_string(&mut brand),
         frames.total_bytes() >> 20,
-        platform.enabled_cpus().count(),
         if console::has_serial() {
             "COM1 + framebuffer"
         } else {
             "framebuffer"
         },
     );
+    println!(
+        "{} of {} CPUs online ({} local APICs); tick: {:?} timer at {} Hz; TSC {}.{:03} MHz from {:?}{}",
+        smp::online(),
+        platform.enabled_cpus().count(),
+        if arch::apic::x2apic_mode() {
+            "x2APIC"
+        } else {
+            "xAPIC"
+        },
+        machine.timer,
+        arch::timer::HZ,
+        machine.tsc_hz / 1_000_000,
+        machine.tsc_hz / 1_000 % 1_000,
+        machine.tsc_source,
+        if arch::tsc::invariant() {
+            ", invariant"
+        } else {
+            ""
+        },
+    );
+    for c in percpu::online() {
+        println!(
+            "  cpu{:<3} apic id {:<4}{}",
+            c.index(),
+            c.apic_id(),
+            if c.index() == 0 { " (boot CPU)" } else { "" }
+        );
+    }
+    let last = percpu::online()
+        .map(|c| c.online_tsc.load(core::sync::atomic::Ordering::Relaxed))
+        .max()
+        .unwrap_or(0);
+    let since_entry = last.saturating_sub(arch::tsc::boot_tsc());
+    println!(
+        "bring-up: {} of {} APs answered{} in {} us; all CPUs online {} us after kernel entry (TSC delta {})",
+        report.online,
+        report.asked,
+        if report.missing.is_empty() {
+            alloc::string::String::new()
+        } else {
+            alloc::format!(" (APIC ids {:?} did not)", report.missing)
+        },
+        arch::tsc::ticks_to_ns(report.tsc_ticks) / 1000,
+        arch::tsc::ticks_to_ns(since_entry) / 1000,
+        since_entry,
+    );
 }
 
 fn interactive() -> ! {
-    println!("boot complete; nothing more to run yet, halting");
-    loop {
-        arch::cpu::enable_and_halt();
-    }
+    println!("boot complete; nothing more to run yet, idling");
+    smp::idle_loop()
 }

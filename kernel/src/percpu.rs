@@ -2,43 +2,121 @@
 //!
 //! Each CPU's GS base points at its [`PerCpu`], whose first word points at
 //! itself, so [`mycpu`] is a single `mov rax, gs:[0]`. The boot CPU's block is
-//! static and installed before anything else runs; each AP installs its own as
-//! the first thing it does.
+//! static and installed before anything else runs; the boot CPU makes every
+//! AP's block before starting it, and each AP installs its own as the first
+//! thing it does in Rust.
 //!
-//! Field discipline: a *local* field is touched only by its own CPU (plain
-//! `Cell`s would do; they are atomics with `Relaxed` order only so that an
-//! interrupt on the same CPU may read them); a *shared* field is read or
-//! written by other CPUs and says its ordering.
+//! Field discipline: a *local* field is written only by its own CPU. Local
+//! counters are atomics used with `Relaxed` loads and stores (never
+//! read-modify-write, so no `lock` prefix) only so that an interrupt on the
+//! same CPU, and a statistics reader on another, may read them without a data
+//! race. A *shared* field says who writes it and with what ordering.
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
+use crate::arch::apic::LocalApic;
 use crate::arch::gdt::CpuTables;
+use crate::mm::stack::KernelStack;
+
+/// Most CPUs Wyvern brings up; more in the MADT are reported and left off.
+pub const MAX_CPUS: usize = 256;
+
+/// A local counter: written only by its CPU, read by anyone.
+#[derive(Default)]
+pub struct LocalCounter(AtomicU64);
+
+impl LocalCounter {
+    /// A zero counter.
+    pub const fn new() -> Self {
+        LocalCounter(AtomicU64::new(0))
+    }
+
+    /// Adds one. Only the owning CPU calls it, and only from one context that
+    /// no other incrementer of the same counter can interrupt (for example the
+    /// timer handler for `ticks`): it is a plain load and store, not an atomic
+    /// read-modify-write, so it costs no `lock` prefix.
+    #[inline(always)]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`. Same rule as [`LocalCounter::inc`].
+    #[inline(always)]
+    pub fn add(&self, n: u64) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+
+    /// Current value. Any CPU.
+    #[inline(always)]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// One CPU's private data.
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// Points at this block: `gs:[0]`. Written once before the GS base is set.
     self_ptr: *const PerCpu,
-    /// Index of this CPU, 0 for the boot CPU, dense. Written once.
+    /// Index of this CPU, 0 for the boot CPU, dense. Written once before the
+    /// block is published.
     index: u32,
-    /// Local APIC id. Written once.
-    apic_id: AtomicU32,
+    /// Local APIC id. Written once before the block is published.
+    apic_id: u32,
+    /// Set by the CPU itself once it runs Wyvern code with interrupts on.
+    /// Shared: `Release` store, `Acquire` load.
+    online: AtomicBool,
     /// GDT and TSS of this CPU. Local.
     pub tables: CpuTables,
+    /// The local APIC driver. Local, used with interrupts disabled
+    /// (`arch::apic`).
+    pub(crate) lapic: UnsafeCell<Option<LocalApic>>,
+    /// IST stacks (double fault, NMI, machine check) of an AP; the boot CPU
+    /// uses static ones. Written once before the block is published.
+    ist: Option<[KernelStack; 3]>,
+    /// Scheduler clock ticks taken. Local counter (timer interrupt).
+    pub ticks: LocalCounter,
+    /// Times the idle loop halted. Local counter (idle loop, interrupts off).
+    pub idle_halts: LocalCounter,
+    /// Interrupts and exceptions taken, all vectors. Local counter (trap
+    /// entry, interrupts off).
+    pub traps: LocalCounter,
+    /// NMIs taken. Local counter (NMI handler).
+    pub nmis: LocalCounter,
+    /// Interrupts taken per vector. Local counters (trap entry).
+    pub vectors: [LocalCounter; 256],
+    /// TSC when this CPU came online. Local, written once.
+    pub online_tsc: AtomicU64,
+    /// Next TSC deadline of the tick (TSC-deadline mode). Local.
+    pub timer_deadline: AtomicU64,
 }
 
-// SAFETY: `self_ptr` is written once before the block is published and never
-// again; every other field is atomic or documented as local to its CPU.
+// SAFETY: `self_ptr`, `index`, `apic_id` and `ist` are written once before the
+// block is published (to the CPU table and the GS base) and only read after;
+// `lapic` is touched only by its own CPU with interrupts disabled
+// (`arch::apic::with_lapic`); every other field is atomic.
 unsafe impl Sync for PerCpu {}
 
 impl PerCpu {
-    /// A block for CPU `index`; `install` completes it.
-    pub const fn new(index: u32) -> Self {
+    /// A block for CPU `index` with local APIC id `apic_id`.
+    pub const fn new(index: u32, apic_id: u32, ist: Option<[KernelStack; 3]>) -> Self {
         PerCpu {
             self_ptr: core::ptr::null(),
             index,
-            apic_id: AtomicU32::new(0),
+            apic_id,
+            online: AtomicBool::new(false),
             tables: CpuTables::new(),
+            lapic: UnsafeCell::new(None),
+            ist,
+            ticks: LocalCounter::new(),
+            idle_halts: LocalCounter::new(),
+            traps: LocalCounter::new(),
+            nmis: LocalCounter::new(),
+            vectors: [const { LocalCounter::new() }; 256],
+            online_tsc: AtomicU64::new(0),
+            timer_deadline: AtomicU64::new(0),
         }
     }
 
@@ -49,35 +127,89 @@ impl PerCpu {
 
     /// This CPU's local APIC id.
     pub fn apic_id(&self) -> u32 {
-        self.apic_id.load(Ordering::Relaxed)
+        self.apic_id
+    }
+
+    /// Whether the CPU has come online.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Acquire)
+    }
+
+    /// Marks the calling CPU online. Its own CPU, once.
+    pub fn set_online(&self) {
+        debug_assert!(core::ptr::eq(self, mycpu()));
+        self.online.store(true, Ordering::Release);
+    }
+
+    /// Tops of this AP's IST stacks, if it has its own.
+    pub fn ist_tops(&self) -> Option<[x86_64::VirtAddr; 3]> {
+        self.ist
+            .as_ref()
+            .map(|s| [s[0].top(), s[1].top(), s[2].top()])
     }
 }
 
 /// The block of the boot CPU.
-static mut BSP: PerCpu = PerCpu::new(0);
+static mut BSP: PerCpu = PerCpu::new(0, 0, None);
+
+/// Every CPU's block, by index; null where there is none.
+static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
 /// Makes `block` this CPU's per-CPU block.
 ///
 /// # Safety
 ///
 /// 1. Called once per CPU, by that CPU, before anything reads `mycpu()`.
-/// 2. `block` is not referenced anywhere else yet and lives as long as the CPU.
-unsafe fn install(block: *mut PerCpu, apic_id: u32) {
-    // SAFETY: condition 2: nothing else references `block` yet.
-    unsafe {
-        (*block).self_ptr = block;
-        (*block).apic_id.store(apic_id, Ordering::Relaxed);
-    }
-    // Condition 1: this CPU reads its block through GS only after this point, and
-    // the block is 'static (condition 2).
+/// 2. `block` lives as long as the CPU, and nothing else holds a mutable
+///    reference to it.
+unsafe fn install(block: *mut PerCpu) {
+    // SAFETY: condition 2: no other reference writes `block`; `self_ptr` is read
+    // only through GS, which is not pointed here yet.
+    unsafe { (*block).self_ptr = block };
+    // Condition 1: this CPU reads its block through GS only after this point,
+    // and the block is 'static (condition 2).
     x86_64::registers::model_specific::GsBase::write(x86_64::VirtAddr::from_ptr(block));
 }
 
 /// Installs the boot CPU's static block. First thing `kmain` does.
 pub fn init_bsp() {
+    let block = &raw mut BSP;
     // SAFETY: called once, first thing on the boot CPU (condition 1); `BSP` is
-    // only reached through `mycpu()` afterwards (condition 2).
-    unsafe { install(&raw mut BSP, 0) };
+    // only reached through `mycpu()` and the CPU table afterwards (condition 2).
+    unsafe { install(block) };
+    CPUS[0].store(block, Ordering::Release);
+}
+
+/// Records the boot CPU's APIC id, learned from its local APIC once mapped.
+pub fn set_bsp_apic_id(apic_id: u32) {
+    let bsp = &raw mut BSP;
+    // SAFETY: boot CPU, before any AP runs and before anything reads the id
+    // from another CPU; a single aligned store to a field of the static block.
+    unsafe { (*bsp).apic_id = apic_id };
+}
+
+/// Creates and publishes the block of AP `index`. Boot CPU, before starting it.
+pub fn create_ap(index: u32, apic_id: u32, ist: [KernelStack; 3]) -> &'static PerCpu {
+    let block = alloc::boxed::Box::leak(alloc::boxed::Box::new(PerCpu::new(
+        index,
+        apic_id,
+        Some(ist),
+    )));
+    CPUS[index as usize].store(block, Ordering::Release);
+    block
+}
+
+/// Installs AP block `block` on the calling AP (first thing an AP does in Rust).
+///
+/// # Safety
+///
+/// `block` was made by [`create_ap`] for this CPU, and this is the CPU's first
+/// call.
+pub unsafe fn install_ap(block: &'static PerCpu) {
+    // SAFETY: the caller guarantees condition 1; `create_ap` leaked the block,
+    // so it lives forever, and no `&mut` to it exists (condition 2).
+    unsafe { install(core::ptr::from_ref(block).cast_mut()) };
 }
 
 /// This CPU's block.
@@ -96,4 +228,22 @@ pub fn mycpu() -> &'static PerCpu {
 #[inline(always)]
 pub fn cpu_index() -> u32 {
     mycpu().index
+}
+
+/// The block of CPU `index`, if it exists.
+pub fn cpu(index: u32) -> Option<&'static PerCpu> {
+    let p = CPUS.get(index as usize)?.load(Ordering::Acquire);
+    // SAFETY: non-null entries point at blocks that live forever (the static
+    // BSP block or a leaked AP block), published with Release.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Every CPU with a block, in index order.
+pub fn all() -> impl Iterator<Item = &'static PerCpu> {
+    (0..MAX_CPUS as u32).map_while(cpu)
+}
+
+/// Every online CPU.
+pub fn online() -> impl Iterator<Item = &'static PerCpu> {
+    all().filter(|c| c.is_online())
 }

@@ -1,8 +1,10 @@
-//! The set of online CPUs.
-//!
-//! Until the APs are started (the SMP bring-up), only the boot CPU is online.
+//! The set of online CPUs, bringing the APs up, stopping them, and the idle
+//! loop.
 
 use core::sync::atomic::{AtomicU32, Ordering};
+
+use crate::arch::{apic, cpu, smpboot};
+use crate::percpu::{PerCpu, mycpu};
 
 /// CPUs running Wyvern code.
 static ONLINE: AtomicU32 = AtomicU32::new(1);
@@ -12,8 +14,52 @@ pub fn online() -> u32 {
     ONLINE.load(Ordering::Acquire)
 }
 
-/// Stops every other online CPU (from the fatal path). With one CPU online
-/// there is nobody to stop.
+/// Called by an AP once it runs Wyvern code with its own tables, APIC and
+/// tick: it counts as online from here.
+pub fn ap_online(block: &PerCpu) {
+    block.online_tsc.store(cpu::rdtsc(), Ordering::Relaxed);
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    block.set_online();
+}
+
+/// Marks the boot CPU online.
+pub fn bsp_online() {
+    let me = mycpu();
+    me.online_tsc.store(cpu::rdtsc(), Ordering::Relaxed);
+    me.set_online();
+}
+
+/// Starts the APs (boot CPU, once).
+pub fn start_aps(platform: &crate::acpi::Platform) -> smpboot::Report {
+    smpboot::start_aps(platform)
+}
+
+/// Stops every other CPU (the fatal path): an NMI to all others; their NMI
+/// handler sees the boot is ending and halts them.
 pub fn stop_others() {
-    debug_assert_eq!(online(), 1, "stopping APs needs the NMI broadcast");
+    if online() > 1 {
+        apic::nmi_all_others_raw();
+    }
+}
+
+/// What a CPU does when it has nothing to do: halt until an interrupt. Interrupts
+/// are disabled while the loop looks for work and enabled by the `sti` right
+/// before `hlt`, so an interrupt arriving in between wakes the `hlt` instead of
+/// being missed.
+pub fn idle_loop() -> ! {
+    loop {
+        cpu::interrupts_disable();
+        mycpu().idle_halts.inc();
+        cpu::enable_and_halt();
+    }
+}
+
+/// Halts the calling CPU until its tick count has grown by `ticks` (interrupts
+/// must be on).
+pub fn wait_ticks(ticks: u64) {
+    let me = mycpu();
+    let target = me.ticks.get() + ticks;
+    while me.ticks.get() < target {
+        cpu::enable_and_halt();
+    }
 }

@@ -21,9 +21,10 @@ fn page_fault_is_caught_and_reported() {
         .run();
 }
 
+/// At 4 CPUs, so the dying CPU also stops the others (an NMI to each).
 #[test]
 fn panic_is_reported() {
-    TestBoot::new("panic", 1)
+    TestBoot::new("panic", 4)
         .must_contain("PANIC on CPU 0: deliberate panic from the panic self-test")
         .must_contain("BT #0 ")
         .run();

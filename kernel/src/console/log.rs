@@ -1,4 +1,5 @@
-//! The `log` facade, printed on the console as `[cpu N] LEVEL message`.
+//! The `log` facade, printed on the console as `[seconds] [cpuN] LEVEL message`
+//! (seconds since kernel entry, from the TSC; 0 before it is calibrated).
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use wyvern_abi::bootopt::LogLevel;
@@ -21,8 +22,11 @@ impl Log for ConsoleLogger {
             Level::Debug => "DEBUG",
             Level::Trace => "TRACE",
         };
+        let us = crate::arch::tsc::uptime_ns() / 1000;
         crate::println!(
-            "[cpu{}] {level} {}",
+            "[{:>5}.{:06}] [cpu{}] {level} {}",
+            us / 1_000_000,
+            us % 1_000_000,
             crate::percpu::cpu_index(),
             record.args()
         );

@@ -22,6 +22,7 @@
 //! goes to the framebuffer alone.
 
 pub mod fb;
+pub mod input;
 pub mod log;
 pub mod serial;
 
@@ -170,6 +171,14 @@ pub fn has_serial() -> bool {
     let present = unsafe { (*CONSOLE.state.get()).serial.present() };
     drop(guard);
     present
+}
+
+/// Enables COM1's receive interrupt (see [`input`]).
+pub fn enable_serial_rx() {
+    let guard = CONSOLE.acquire();
+    // SAFETY: we hold the console lock, taken above.
+    serial::enable_rx_interrupt(unsafe { &mut (*CONSOLE.state.get()).serial });
+    drop(guard);
 }
 
 /// From now on, writers do not wait forever for a wedged owner. Called by the

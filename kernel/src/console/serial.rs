@@ -64,3 +64,10 @@ impl Serial {
         }
     }
 }
+
+/// Enables the receive-data interrupt of COM1.
+pub fn enable_rx_interrupt(serial: &mut Serial) {
+    if let Some(uart) = serial.uart.as_mut() {
+        uart.enable_interrupts(uart_16550::spec::registers::IER::DATA_READY);
+    }
+}

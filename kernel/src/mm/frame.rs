@@ -65,6 +65,31 @@ impl Bitmap {
         }
     }
 
+    /// Marks frames `[from, to)` free or used, a word at a time.
+    fn set_range(&mut self, from: usize, to: usize, free: bool) {
+        let mut f = from;
+        while f < to {
+            let (w, b) = (f / 64, f % 64);
+            let n = (64 - b).min(to - f);
+            let mask = if n == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << n) - 1) << b
+            };
+            if free {
+                self.words[w] |= mask;
+            } else {
+                self.words[w] &= !mask;
+            }
+            f += n;
+        }
+    }
+
+    /// The first used frame in `[from, from + n)`, if any.
+    fn first_used(&self, from: usize, n: usize) -> Option<usize> {
+        (from..from + n).find(|&f| !self.is_free(f))
+    }
+
     fn is_free(&self, frame: usize) -> bool {
         self.words[frame / 64] & (1 << (frame % 64)) != 0
     }
@@ -120,19 +145,11 @@ pub fn init(regions: &MemoryRegions) {
         hint: LOW_LIMIT_FRAME / 64,
     };
     for (s, e) in usable() {
-        for f in s.max(1)..e {
-            if !map.is_free(f) {
-                map.set_free(f, true);
-                map.total += 1;
-                map.free += 1;
-            }
-        }
+        map.set_range(s.max(1), e, true);
     }
-    for f in home..home + bitmap_frames {
-        map.set_free(f, false);
-        map.free -= 1;
-        map.total -= 1;
-    }
+    map.set_range(home, home + bitmap_frames, false);
+    map.total = map.words.iter().map(|w| w.count_ones() as usize).sum();
+    map.free = map.total;
     *FRAMES.lock() = Some(map);
 }
 
@@ -160,9 +177,53 @@ pub fn alloc_zeroed() -> Option<PhysFrame> {
     let frame = alloc()?;
     let va = phys_to_virt(frame.start_address());
     // SAFETY: the frame was just allocated, so nothing else references it; it is
-    // mapped writable through the physical-memory mapping.
-    unsafe { core::ptr::write_bytes(va.as_mut_ptr::<u8>(), 0, PAGE_SIZE as usize) };
+    // page-aligned and mapped writable through the physical-memory mapping.
+    unsafe { crate::arch::cpu::clear_page(va.as_mut_ptr::<u8>()) };
     Some(frame)
+}
+
+/// `count` physically contiguous free frames above 1 MiB, the first aligned to
+/// `align` frames (a power of two), or `None`. Any context but NMI. Scans the
+/// bitmap; meant for the heap's large spans, not for hot paths.
+pub fn alloc_contiguous(count: usize, align: usize) -> Option<PhysFrame> {
+    assert!(count > 0 && align.is_power_of_two());
+    let mut guard = FRAMES.lock();
+    let map = guard.as_mut().expect("frame allocator not initialized");
+    let mut f = LOW_LIMIT_FRAME.next_multiple_of(align);
+    while f + count <= map.frames {
+        if map.words[f / 64] == 0 && f.is_multiple_of(64) {
+            f += 64usize.max(align);
+            continue;
+        }
+        match map.first_used(f, count) {
+            None => {
+                map.set_range(f, f + count, false);
+                map.free -= count;
+                return Some(frame_of(f));
+            }
+            Some(used) => f = (used + 1).next_multiple_of(align),
+        }
+    }
+    None
+}
+
+/// Returns `count` contiguous frames starting at `first` (from
+/// [`alloc_contiguous`]). Panics on frames that are already free.
+pub fn free_contiguous(first: PhysFrame, count: usize) {
+    let n = (first.start_address().as_u64() / PAGE_SIZE) as usize;
+    let mut guard = FRAMES.lock();
+    let map = guard.as_mut().expect("frame allocator not initialized");
+    assert!(
+        n + count <= map.frames,
+        "freeing frames outside usable memory"
+    );
+    assert!(
+        (n..n + count).all(|f| !map.is_free(f)),
+        "double free in frames {:#x}+{count}",
+        first.start_address().as_u64()
+    );
+    map.set_range(n, n + count, true);
+    map.free += count;
 }
 
 /// A free frame below 1 MiB (for real-mode code). Any context but NMI.

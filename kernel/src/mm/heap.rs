@@ -1,69 +1,60 @@
-//! The kernel heap: `talc` over a region that grows on demand.
+//! The kernel heap: `talc` over physically contiguous spans reached through
+//! the physical-memory mapping.
 //!
-//! At boot the heap gets a sixteenth of usable memory (16 MiB at least, 256 MiB
-//! at most), mapped up front so ordinary kernel work never maps pages from inside
-//! the allocator. When an allocation does not fit, the out-of-memory handler
-//! maps more frames at the end of the region (at least what the allocation needs,
-//! in 2 MiB steps) and extends the heap; the region never shrinks.
+//! The heap needs no page tables of its own: each span is a run of contiguous
+//! frames, addressed through the direct mapping of physical memory (which the
+//! bootloader made with large pages, writable and — after `paging::init` — not
+//! executable). At boot the heap gets one span of a sixteenth of usable memory
+//! (16 MiB at least, 256 MiB at most); when an allocation does not fit, the
+//! out-of-memory handler claims another span of at least 2 MiB (or what the
+//! allocation needs). Spans are never returned.
 //!
 //! Lock: one [`SpinLock`] — the allocator is used before there are threads and
-//! by code that cannot block (IPI handlers creating messages). Allocation inside
-//! an NMI or exception handler is not allowed.
+//! by code that cannot block (IPI handlers). Allocation inside an NMI or
+//! exception handler is not allowed.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
 use talc::{OomHandler, Span, Talc};
-use x86_64::VirtAddr;
-use x86_64::structures::paging::{Page, PageTableFlags as F};
 
-use super::{HEAP_BASE, PAGE_SIZE, REGION_SIZE, frame, paging};
+use super::{PAGE_SIZE, frame, phys_to_virt};
 use crate::sync::SpinLock;
 
 const MIN_INITIAL: u64 = 16 << 20;
 const MAX_INITIAL: u64 = 256 << 20;
 const GROW_STEP: u64 = 2 << 20;
 
-/// Grows the heap region when `talc` runs out.
+/// Claims more memory when `talc` runs out.
 struct Grow {
-    /// The span `talc` currently manages (empty before `init`).
-    heap: Span,
-    /// End of the mapped part of the region.
-    mapped_end: u64,
+    /// Bytes claimed so far.
+    claimed: u64,
+    /// Spans claimed so far.
+    spans: u32,
 }
 
 impl Grow {
-    /// Maps `bytes` (page-rounded) more at the end of the region.
-    fn map_more(&mut self, bytes: u64) -> Result<(), ()> {
-        let end = self.mapped_end + bytes.next_multiple_of(PAGE_SIZE);
-        if end > HEAP_BASE + REGION_SIZE {
-            return Err(());
-        }
-        let mut va = self.mapped_end;
-        while va < end {
-            let frame = frame::alloc().ok_or(())?;
-            let page = Page::containing_address(VirtAddr::new(va));
-            paging::map(page, frame, F::WRITABLE | F::NO_EXECUTE).map_err(|_| ())?;
-            va += PAGE_SIZE;
-            self.mapped_end = va;
-        }
+    /// Takes `bytes` (rounded up to 2 MiB) of contiguous frames and gives them
+    /// to talc.
+    fn claim(talc: &mut Talc<Self>, bytes: u64) -> Result<(), ()> {
+        let bytes = bytes.next_multiple_of(GROW_STEP);
+        let frames = (bytes / PAGE_SIZE) as usize;
+        let first = frame::alloc_contiguous(frames, (GROW_STEP / PAGE_SIZE) as usize).ok_or(())?;
+        let start = phys_to_virt(first.start_address()).as_mut_ptr::<u8>();
+        // SAFETY: the frames were just taken from the allocator, so nothing else
+        // uses them; the physical mapping maps them writable for their whole
+        // length.
+        unsafe { talc.claim(Span::from_base_size(start, bytes as usize)) }?;
+        talc.oom_handler.claimed += bytes;
+        talc.oom_handler.spans += 1;
         Ok(())
     }
 }
 
 impl OomHandler for Grow {
     fn handle_oom(talc: &mut Talc<Self>, layout: Layout) -> Result<(), ()> {
-        let need = (layout.size() + layout.align()) as u64 + 4096;
-        let step = need.next_multiple_of(GROW_STEP);
-        let old = talc.oom_handler.heap;
-        talc.oom_handler.map_more(step)?;
-        let end = talc.oom_handler.mapped_end as *mut u8;
-        let want = Span::new(HEAP_BASE as *mut u8, end);
-        // SAFETY: `old` is the span talc manages (we recorded it at claim and after
-        // each extend), and `want` only adds freshly mapped, unused memory after it.
-        let new = unsafe { talc.extend(old, want) };
-        talc.oom_handler.heap = new;
-        Ok(())
+        let need = (layout.size() + layout.align()) as u64 + PAGE_SIZE;
+        Grow::claim(talc, need.max(GROW_STEP))
     }
 }
 
@@ -75,13 +66,13 @@ pub struct KernelHeap {
 #[global_allocator]
 static HEAP: KernelHeap = KernelHeap {
     talc: SpinLock::new(Talc::new(Grow {
-        heap: Span::empty(),
-        mapped_end: HEAP_BASE,
+        claimed: 0,
+        spans: 0,
     })),
 };
 
 // SAFETY: every call is serialized by the lock and forwarded to talc, which
-// returns memory of the requested layout from the mapped heap region or fails.
+// returns memory of the requested layout from claimed spans or fails.
 unsafe impl GlobalAlloc for KernelHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: talc's `malloc` has no preconditions beyond a valid layout.
@@ -107,28 +98,24 @@ unsafe impl GlobalAlloc for KernelHeap {
     }
 }
 
-/// Maps the initial heap and hands it to talc. Boot CPU, once, after paging.
+/// Claims the initial span. Boot CPU, once, after the frame allocator.
 pub fn init(usable_bytes: u64) {
     let initial = (usable_bytes / 16).clamp(MIN_INITIAL, MAX_INITIAL);
     let mut talc = HEAP.talc.lock();
-    talc.oom_handler
-        .map_more(initial)
-        .expect("cannot map the initial kernel heap");
-    let span = Span::new(HEAP_BASE as *mut u8, talc.oom_handler.mapped_end as *mut u8);
-    // SAFETY: the span was just mapped and nothing else uses it.
-    let heap = unsafe { talc.claim(span) }.expect("talc refused the initial heap");
-    talc.oom_handler.heap = heap;
+    Grow::claim(&mut talc, initial).expect("cannot claim the initial kernel heap");
 }
 
-/// Heap figures: bytes in use, live allocations, bytes mapped.
+/// Heap figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeapStats {
     /// Bytes handed out and not yet freed.
     pub allocated: usize,
     /// Allocations not yet freed.
     pub allocations: usize,
-    /// Bytes of the region currently mapped.
-    pub mapped: u64,
+    /// Bytes claimed from the frame allocator.
+    pub claimed: u64,
+    /// Spans claimed.
+    pub spans: u32,
 }
 
 /// Current heap figures.
@@ -138,6 +125,7 @@ pub fn stats() -> HeapStats {
     HeapStats {
         allocated: c.allocated_bytes,
         allocations: c.allocation_count,
-        mapped: talc.oom_handler.mapped_end - HEAP_BASE,
+        claimed: talc.oom_handler.claimed,
+        spans: talc.oom_handler.spans,
     }
 }

@@ -236,15 +236,31 @@ pub fn audit_wx() -> Result<(), u64> {
     Ok(())
 }
 
-/// Maps `len` bytes of device memory at physical `pa` uncached at `va`
-/// (in the MMIO region); returns the virtual address of `pa`.
-pub fn map_mmio(va: VirtAddr, pa: PhysAddr, len: u64) -> VirtAddr {
+/// Next free address of the MMIO region.
+static MMIO_NEXT: core::sync::atomic::AtomicU64 =
+    core::sync::atomic::AtomicU64::new(super::MMIO_BASE);
+
+/// Maps `len` bytes of device registers at physical `pa`, uncached and not
+/// executable, in the MMIO region; returns the virtual address of `pa`.
+/// Mappings are permanent (devices are found once, at boot).
+pub fn map_mmio(pa: PhysAddr, len: u64) -> VirtAddr {
     let first = PhysFrame::<Size4KiB>::containing_address(pa);
     let last = PhysFrame::<Size4KiB>::containing_address(pa + (len.max(1) - 1));
+    let pages = last.start_address().as_u64() / super::PAGE_SIZE
+        - first.start_address().as_u64() / super::PAGE_SIZE
+        + 1;
+    let va = MMIO_NEXT.fetch_add(
+        pages * super::PAGE_SIZE,
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    assert!(
+        va + pages * super::PAGE_SIZE <= super::MMIO_BASE + super::REGION_SIZE,
+        "MMIO region exhausted"
+    );
     let flags = F::WRITABLE | F::NO_CACHE | F::WRITE_THROUGH | F::NO_EXECUTE;
     for (i, f) in PhysFrame::range_inclusive(first, last).enumerate() {
-        let page = Page::containing_address(va + i as u64 * super::PAGE_SIZE);
-        map(page, f, flags).expect("MMIO range already mapped");
+        let page = Page::containing_address(VirtAddr::new(va + i as u64 * super::PAGE_SIZE));
+        map(page, f, flags).expect("fresh MMIO address already mapped");
     }
-    va + (pa.as_u64() - first.start_address().as_u64())
+    VirtAddr::new(va + (pa.as_u64() - first.start_address().as_u64()))
 }

@@ -12,10 +12,10 @@
 //! Freeing a stack unmaps it and returns its frames at once: nothing may touch a
 //! dead stack, so stale TLB entries on other CPUs are never used. Its *slot*,
 //! though, is not reused until every CPU's TLB is known to be clean, or a CPU
-//! could reach the new stack through an old translation. Freed slots wait in
-//! `quarantine`; [`reclaim_quarantine`] moves them back once a flush of every
-//! CPU has happened. With one CPU online the local flush in `unmap` suffices
-//! and slots are reused at once.
+//! could reach the new stack through an old translation. Once a second CPU is
+//! online, freed slots wait in `quarantine` until a flush of every CPU has
+//! happened (the scheduler's `cpusync` returns them). With one CPU online the
+//! local flush in `unmap` suffices and slots are reused at once.
 //!
 //! Lock: one [`SpinLock`] around the slot lists (AP stacks are made before the
 //! APs have threads).
@@ -164,14 +164,6 @@ pub fn init(boot_info: &BootInfo) {
 /// when the second CPU comes online.
 pub fn enable_quarantine() {
     MULTI_CPU.store(true, core::sync::atomic::Ordering::Relaxed);
-}
-
-/// Makes quarantined slots reusable. The caller guarantees that every CPU has
-/// flushed its TLB after the slots were unmapped.
-pub fn reclaim_quarantine() {
-    let mut s = SLOTS.lock();
-    let q = core::mem::take(&mut s.quarantine);
-    s.free.extend(q);
 }
 
 /// Stacks in use and slots waiting in quarantine.

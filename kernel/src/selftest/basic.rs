@@ -146,6 +146,34 @@ fn memstress() {
         "frames {:?} != baseline {frames0:?}",
         frame::stats()
     );
+    for (count, align) in [(1, 1), (7, 1), (512, 512), (64, 8), (3000, 1)] {
+        let runs: Vec<_> = (0..4)
+            .map(|_| frame::alloc_contiguous(count, align).expect("no contiguous run"))
+            .collect();
+        for r in &runs {
+            let n = r.start_address().as_u64() / mm::PAGE_SIZE;
+            check!(
+                n.is_multiple_of(align as u64),
+                "run at frame {n} not aligned to {align}"
+            );
+        }
+        let mut starts: Vec<u64> = runs.iter().map(|r| r.start_address().as_u64()).collect();
+        starts.sort_unstable();
+        check!(
+            starts
+                .windows(2)
+                .all(|w| w[1] - w[0] >= count as u64 * mm::PAGE_SIZE),
+            "contiguous runs of {count} overlap"
+        );
+        for r in runs {
+            frame::free_contiguous(r, count);
+        }
+    }
+    check!(
+        frame::stats() == frames0,
+        "frames after contiguous runs {:?} != {frames0:?}",
+        frame::stats()
+    );
 
     for _ in 0..20 {
         let mut blocks: Vec<Box<[u8]>> = Vec::new();

@@ -11,6 +11,7 @@
 //! failure code at once ([`fail`], [`check!`]).
 
 mod basic;
+mod smp;
 
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -41,7 +42,7 @@ pub struct SelfTest {
 }
 
 /// Every self-test the kernel knows.
-static TESTS: &[&[SelfTest]] = &[basic::TESTS];
+static TESTS: &[&[SelfTest]] = &[basic::TESTS, smp::TESTS];
 
 /// Index + 1 of the running test in the flattened list; 0 = none.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);

@@ -121,15 +121,6 @@ pub fn read_rbp() -> u64 {
     v
 }
 
-/// Reads the stack pointer.
-#[inline(always)]
-pub fn read_rsp() -> u64 {
-    let v: u64;
-    // SAFETY: copying RSP has no side effects.
-    unsafe { asm!("mov {}, rsp", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
 /// Executes CPUID for `leaf`/`subleaf`.
 #[inline]
 pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
@@ -139,19 +130,6 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
 /// Whether CPUID says we run under a hypervisor (leaf 1, ECX bit 31).
 pub fn under_hypervisor() -> bool {
     cpuid(1, 0).ecx & (1 << 31) != 0
-}
-
-/// The hypervisor's vendor signature (CPUID 0x4000_0000), e.g. `TCGTCGTCGTCG`.
-pub fn hypervisor_vendor() -> Option<[u8; 12]> {
-    if !under_hypervisor() {
-        return None;
-    }
-    let r = cpuid(0x4000_0000, 0);
-    let mut v = [0u8; 12];
-    v[0..4].copy_from_slice(&r.ebx.to_le_bytes());
-    v[4..8].copy_from_slice(&r.ecx.to_le_bytes());
-    v[8..12].copy_from_slice(&r.edx.to_le_bytes());
-    Some(v)
 }
 
 /// The CPU's brand string (CPUID 0x8000_0002..4), trimmed.
@@ -191,4 +169,25 @@ pub unsafe extern "C" fn call_on_stack(arg: usize, f: extern "C" fn(usize), top:
         "pop rbp",
         "ret",
     )
+}
+
+/// Fills the 4 KiB page at `page` with zeros, eight bytes per iteration
+/// (`rep stosq`, as Linux's `clear_page`).
+///
+/// # Safety
+///
+/// `page` is 4 KiB-aligned, mapped writable, and nothing else references it.
+#[inline]
+pub unsafe fn clear_page(page: *mut u8) {
+    // SAFETY: the caller guarantees the 4096 bytes at `page` are ours to write;
+    // `rep stosq` writes exactly 512 quadwords upward (DF is clear in the kernel).
+    unsafe {
+        asm!(
+            "rep stosq",
+            inout("rdi") page => _,
+            inout("rcx") 512usize => _,
+            in("rax") 0u64,
+            options(nostack, preserves_flags)
+        );
+    }
 }

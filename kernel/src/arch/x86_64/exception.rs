@@ -12,17 +12,12 @@
 //! runs on its own IST stack. The double-fault handler looks `cr2` up among the
 //! guard pages and reports the overflow by name instead of as a double fault.
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use super::backtrace;
 use super::cpu;
 use super::trap::TrapFrame;
 use crate::fatal::{self, Fatal};
 use crate::mm;
 use crate::println;
-
-/// NMIs taken by all CPUs.
-pub static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
 
 const NAMES: [&str; 32] = [
     "#DE divide error",
@@ -104,7 +99,7 @@ pub(super) fn unexpected_interrupt(frame: &mut TrapFrame) {
 }
 
 fn nmi(frame: &mut TrapFrame) {
-    NMI_COUNT.fetch_add(1, Ordering::Relaxed);
+    crate::percpu::mycpu().nmis.inc();
     if fatal::stopping() {
         // Another CPU panicked and stops everyone with an NMI.
         fatal::stopped_by_nmi(frame);

@@ -112,13 +112,4 @@ impl CpuTables {
             load_tss(SegmentSelector(TSS_SEL));
         }
     }
-
-    /// Sets the stack the CPU switches to on a trap from ring 3 (TSS.RSP0).
-    /// Only the owning CPU calls it, with interrupts disabled or from the switch.
-    pub fn set_rsp0(&self, top: VirtAddr) {
-        // SAFETY: only the owning CPU writes the TSS (type invariant); the CPU
-        // reads RSP0 only when it takes a trap from ring 3, which cannot happen
-        // while this kernel code runs.
-        unsafe { (*self.tss.get()).privilege_stack_table[0] = top };
-    }
 }

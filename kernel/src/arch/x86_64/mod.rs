@@ -1,12 +1,18 @@
 //! x86_64: descriptor tables, trap entry, the CPU's registers, QEMU's debug devices.
 
+pub mod apic;
 pub mod backtrace;
 pub mod cpu;
 pub mod exception;
 pub mod gdt;
+pub mod hpet;
 pub mod idt;
+pub mod ioapic;
 pub mod qemu;
+pub mod smpboot;
+pub mod timer;
 pub mod trap;
+pub mod tsc;
 
 /// Static IST stacks of the boot CPU (the APs get guarded ones from `mm::stack`).
 #[repr(C, align(16))]
@@ -20,4 +26,38 @@ pub fn init_boot_cpu_traps() {
     let top = |i: u64| ::x86_64::VirtAddr::new(base + (i + 1) * 16384);
     crate::percpu::mycpu().tables.load([top(0), top(1), top(2)]);
     idt::load();
+}
+
+/// What `init_machine` set up.
+pub struct Machine {
+    pub tsc_hz: u64,
+    pub tsc_source: tsc::Source,
+    pub timer: timer::Mode,
+}
+
+/// Interrupt controllers, clocks and the boot CPU's tick; ends with interrupts
+/// enabled on the boot CPU. Boot CPU, once, after ACPI.
+pub fn init_machine(
+    platform: &crate::acpi::Platform,
+    timer_choice: wyvern_abi::bootopt::TimerChoice,
+) -> Machine {
+    if platform.has_8259 {
+        apic::disable_legacy_pics();
+    }
+    apic::init_global(platform.local_apic_address);
+    crate::percpu::set_bsp_apic_id(apic::local_id());
+    ioapic::init(platform);
+    let hpet = platform.hpet_base.map(hpet::Hpet::new);
+    let (tsc_hz, tsc_source) = tsc::calibrate(hpet.as_ref());
+    let timer = timer::select(timer_choice);
+    apic::init_local(timer::uses_deadline());
+    timer::init_global();
+    timer::start_local();
+    crate::smp::bsp_online();
+    cpu::interrupts_enable();
+    Machine {
+        tsc_hz,
+        tsc_source,
+        timer,
+    }
 }

@@ -90,6 +90,12 @@ unsafe extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // it stays there, unaliased, until this function returns.
     let frame = unsafe { &mut *frame };
     let vector = frame.vector as usize;
+    if vector != 2 {
+        // NMIs count themselves (they may interrupt this very increment).
+        let cpu = crate::percpu::mycpu();
+        cpu.traps.inc();
+        cpu.vectors[vector].inc();
+    }
     if vector < 32 {
         exception::handle(frame);
         return;

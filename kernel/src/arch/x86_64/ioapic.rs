@@ -1,0 +1,103 @@
+//! I/O APICs (through the `x2apic` crate): every redirection entry starts
+//! masked; device interrupts are routed one by one.
+//!
+//! GSI *g* is delivered on vector [`VECTOR_GSI_BASE`]` + g`, so a handler knows
+//! its line from its vector. ISA IRQs go through the MADT's interrupt source
+//! overrides (QEMU's q35 moves IRQ 0 to GSI 2, for instance) with the polarity
+//! and trigger mode they give.
+//!
+//! Lock: one [`SpinLock`] — routing happens at boot, and masking/unmasking from
+//! interrupt stubs, where a token cannot be taken.
+
+use alloc::vec::Vec;
+
+use x2apic::ioapic::{IoApic, IrqFlags, IrqMode, RedirectionTableEntry};
+use x86_64::PhysAddr;
+
+use crate::acpi::Platform;
+use crate::mm;
+use crate::sync::SpinLock;
+
+/// Vector of GSI 0.
+pub const VECTOR_GSI_BASE: u8 = 0x30;
+/// Highest GSI that gets a vector (vectors stop below the APIC's own).
+pub const MAX_GSI: u32 = 0xef - VECTOR_GSI_BASE as u32;
+
+struct Chip {
+    gsi_base: u32,
+    lines: u32,
+    regs: IoApic,
+}
+
+static CHIPS: SpinLock<Vec<Chip>> = SpinLock::new(Vec::new());
+
+/// Maps every I/O APIC and masks all its lines. Boot CPU, once.
+pub fn init(platform: &Platform) {
+    let mut chips = CHIPS.lock();
+    for io in &platform.ioapics {
+        let va = mm::paging::map_mmio(PhysAddr::new(io.address), 0x20);
+        // SAFETY: `va` maps this I/O APIC's registers uncached, permanently, and
+        // this `IoApic` is the only one created for it.
+        let mut regs = unsafe { IoApic::new(va.as_u64()) };
+        // SAFETY: programming the chip we own: every line to its vector, masked.
+        let lines = unsafe {
+            regs.init(VECTOR_GSI_BASE.wrapping_add(io.gsi_base as u8));
+            let n = u32::from(regs.max_table_entry()) + 1;
+            for i in 0..n {
+                regs.disable_irq(i as u8);
+            }
+            n
+        };
+        chips.push(Chip {
+            gsi_base: io.gsi_base,
+            lines,
+            regs,
+        });
+    }
+}
+
+fn with_line<R>(gsi: u32, f: impl FnOnce(&mut IoApic, u8) -> R) -> R {
+    let mut chips = CHIPS.lock();
+    let chip = chips
+        .iter_mut()
+        .find(|c| (c.gsi_base..c.gsi_base + c.lines).contains(&gsi))
+        .unwrap_or_else(|| panic!("no I/O APIC serves GSI {gsi}"));
+    let line = (gsi - chip.gsi_base) as u8;
+    f(&mut chip.regs, line)
+}
+
+/// The vector GSI `gsi` is delivered on.
+pub fn vector_of(gsi: u32) -> u8 {
+    assert!(gsi <= MAX_GSI, "GSI {gsi} has no vector");
+    VECTOR_GSI_BASE + gsi as u8
+}
+
+/// Routes ISA IRQ `irq` (honouring overrides) to `apic_id`, masked; returns its
+/// GSI and vector.
+pub fn route_isa(platform: &Platform, irq: u8, apic_id: u32) -> (u32, u8) {
+    let (gsi, flags) = platform.isa_irq(irq);
+    let vector = vector_of(gsi);
+    let mut f = IrqFlags::MASKED;
+    if flags.active_low {
+        f |= IrqFlags::LOW_ACTIVE;
+    }
+    if flags.level {
+        f |= IrqFlags::LEVEL_TRIGGERED;
+    }
+    let mut entry = RedirectionTableEntry::default();
+    entry.set_vector(vector);
+    entry.set_mode(IrqMode::Fixed);
+    entry.set_flags(f);
+    entry.set_dest(u8::try_from(apic_id).expect("I/O APIC destinations are 8-bit APIC ids"));
+    // SAFETY: writing the redirection entry of a line we own; it stays masked.
+    with_line(gsi, |regs, line| unsafe {
+        regs.set_table_entry(line, entry)
+    });
+    (gsi, vector)
+}
+
+/// Unmasks GSI `gsi`. Any context.
+pub fn unmask(gsi: u32) {
+    // SAFETY: clearing the mask bit of a routed line.
+    with_line(gsi, |regs, line| unsafe { regs.enable_irq(line) });
+}
