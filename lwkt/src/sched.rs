@@ -1,0 +1,207 @@
+//! Making threads runnable and not: schedule, deschedule, priorities,
+//! migration.
+//!
+//! A CPU only ever touches its own run queue. Scheduling a thread owned by
+//! another CPU sends that CPU a message ([`schedule`]); if the thread moved on
+//! in the meantime, the message follows it. Migration is DragonFly's: the
+//! thread takes itself off its CPU and switches away; the *old* CPU, once it
+//! is off the thread's stack, sends the new CPU a message that adopts and
+//! enqueues it ([`migrate_self`]).
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use crate::Machine;
+use crate::cpu::Cpu;
+use crate::crit::{CritGuard, crit_enter};
+use crate::slab::{deref, ptr as tdptr};
+use crate::thread::{NO_CPU, Thread, flags, pri};
+
+/// Puts `td`, owned by `cpu`, on its run queue unless it is there already,
+/// migrating or exiting; asks for a reschedule if it is now the best.
+/// Requires critical section on `cpu`.
+pub(crate) fn enqueue<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) {
+    if td.has(flags::RUNQ | flags::MIGRATING | flags::EXITING) {
+        return;
+    }
+    debug_assert_eq!(td.cpu(), cpu.index(), "enqueue on a foreign CPU: {td:?}");
+    td.set(flags::RUNQ);
+    cpu.runq.push_tail(td);
+    if cpu.runq.best().is_some_and(|b| ptr::eq(b, td)) {
+        cpu.need_resched();
+    }
+}
+
+/// Takes `td` off `cpu`'s run queue if it is on it. Requires critical section.
+pub(crate) fn dequeue<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) {
+    if td.has(flags::RUNQ) {
+        td.clear(flags::RUNQ);
+        cpu.runq.remove(td);
+    }
+}
+
+/// Makes `td` runnable. On this CPU it is enqueued at once, and preempts the
+/// current thread if it is preemptable and of higher priority; on another CPU
+/// the owner is sent a message.
+///
+/// Any context (hard-interrupt handlers included); never blocks.
+pub fn schedule<M: Machine>(td: &'static Thread<M>) {
+    debug_assert!(!td.has(flags::IDLE), "scheduling an idle thread");
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    let owner = td.cpu();
+    if ptr::eq(td, cpu.curthread()) {
+        enqueue(cpu, td);
+    } else if owner == cpu.index() {
+        enqueue(cpu, td);
+        if td.has(flags::RUNQ) && td.has(flags::PREEMPTABLE) {
+            crate::switch::preempt(td, 1);
+        }
+    } else if owner != NO_CPU as usize {
+        M::world()
+            .ipi
+            .send(owner, schedule_remote::<M>, tdptr(td) as usize, 0);
+    }
+    drop(g);
+}
+
+/// IPI-dispatch context, on the CPU a schedule request was sent to.
+fn schedule_remote<M: Machine>(arg: usize, _: usize) {
+    if let Some(td) = deref(arg as *mut Thread<M>) {
+        // If it moved on, `schedule` forwards the request to its new owner.
+        schedule::<M>(td);
+    }
+}
+
+/// Puts the current thread back on the run queue (where it normally is while
+/// running). Requires critical section.
+pub fn schedule_self<M: Machine>(_g: &CritGuard<M>) {
+    let cpu = M::mycpu();
+    enqueue(cpu, cpu.curthread());
+}
+
+/// Takes the current thread off the run queue: the next [`crate::switch`]
+/// blocks it until someone schedules it. Requires critical section.
+pub fn deschedule_self<M: Machine>(_g: &CritGuard<M>) {
+    let cpu = M::mycpu();
+    dequeue(cpu, cpu.curthread());
+}
+
+/// Takes `td` off its CPU's run queue (by message if that is another CPU; the
+/// effect is then asynchronous).
+///
+/// Any context; never blocks.
+pub fn deschedule<M: Machine>(td: &'static Thread<M>) {
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    if td.cpu() == cpu.index() {
+        dequeue(cpu, td);
+    } else {
+        M::world()
+            .ipi
+            .send(td.cpu(), deschedule_remote::<M>, tdptr(td) as usize, 0);
+    }
+    drop(g);
+}
+
+fn deschedule_remote<M: Machine>(arg: usize, _: usize) {
+    if let Some(td) = deref(arg as *mut Thread<M>) {
+        deschedule::<M>(td);
+    }
+}
+
+/// Sets the current thread's priority (requeued at the tail of its new
+/// level). Does not switch: yield if you want the new order to take effect.
+///
+/// Thread context.
+pub fn setpri_self<M: Machine>(p: u8) {
+    assert!(p <= pri::MAX, "priority {p} out of range");
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    let td = cpu.curthread();
+    set_priority(cpu, td, p);
+    drop(g);
+}
+
+fn set_priority<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, p: u8) {
+    if td.has(flags::RUNQ) {
+        dequeue(cpu, td);
+        td.pri.store(p, Ordering::Relaxed);
+        enqueue(cpu, td);
+    } else {
+        td.pri.store(p, Ordering::Relaxed);
+    }
+}
+
+/// Sets `td`'s priority, on its own CPU (by message if that is another one).
+///
+/// Any context; never blocks.
+pub fn setpri<M: Machine>(td: &'static Thread<M>, p: u8) {
+    assert!(p <= pri::MAX, "priority {p} out of range");
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    if td.cpu() == cpu.index() {
+        set_priority(cpu, td, p);
+    } else {
+        M::world().ipi.send(
+            td.cpu(),
+            setpri_remote::<M>,
+            tdptr(td) as usize,
+            usize::from(p),
+        );
+    }
+    drop(g);
+}
+
+fn setpri_remote<M: Machine>(arg: usize, p: usize) {
+    if let Some(td) = deref(arg as *mut Thread<M>) {
+        setpri::<M>(td, p as u8);
+    }
+}
+
+/// Moves the current thread to CPU `to` and returns running there.
+///
+/// Thread context, outside critical sections of the caller's own (the move
+/// itself is done in one); may block. Tokens are released and reacquired
+/// across the move, as across any switch.
+pub fn migrate_self<M: Machine>(to: usize) {
+    let cpu = M::mycpu();
+    assert!(to < M::world().cpus.len(), "no CPU {to}");
+    if to == cpu.index() {
+        return;
+    }
+    let td = cpu.curthread();
+    assert!(!td.has(flags::IDLE), "the idle thread cannot migrate");
+    let g = crit_enter::<M>();
+    crate::sleep::remove_from_sleepq(cpu, td);
+    td.set(flags::MIGRATING);
+    dequeue(cpu, td);
+    cpu.allq_remove(td);
+    td.migrate_to.store(to as u32, Ordering::Relaxed);
+    crate::switch::switch::<M>();
+    // Running on `to` now.
+    let here = M::mycpu();
+    debug_assert_eq!(here.index(), to);
+    here.allq_insert(td);
+    drop(g);
+}
+
+/// After a migrating thread switched out for the last time on its old CPU:
+/// hand it to `to`. Requires critical section (on the old CPU).
+pub(crate) fn send_setcpu<M: Machine>(td: &'static Thread<M>, to: usize) {
+    M::world()
+        .ipi
+        .send(to, setcpu_remote::<M>, tdptr(td) as usize, 0);
+}
+
+/// IPI-dispatch context on the new CPU: adopt the thread and enqueue it.
+fn setcpu_remote<M: Machine>(arg: usize, _: usize) {
+    let Some(td) = deref(arg as *mut Thread<M>) else {
+        return;
+    };
+    let cpu = M::mycpu();
+    debug_assert!(!td.has(flags::RUNNING | flags::PREEMPT_LOCK));
+    td.cpu.store(cpu.index, Ordering::Release);
+    td.clear(flags::MIGRATING);
+    enqueue(cpu, td);
+}

@@ -1,0 +1,282 @@
+//! Sleeping on an address, and waking its sleepers (`tsleep`/`wakeup`).
+//!
+//! Each CPU keeps its own sleep queues: [`BUCKETS`] hash buckets of threads
+//! asleep on that CPU, local and protected by its critical section. A global
+//! array of CPU sets says, per bucket, which CPUs *may* have sleepers in it.
+//! [`wakeup`] wakes local sleepers directly and sends every other CPU in the
+//! bucket's set a message to wake its own — no CPU touches another's queue.
+//!
+//! # Not losing a wakeup
+//!
+//! The race-free way to sleep on a condition is DragonFly's interlock:
+//! [`tsleep_interlock`] puts the thread on its sleep queue *first*, then the
+//! caller checks its condition, then [`tsleep`] with [`INTERLOCKED`] blocks —
+//! or returns at once if a wakeup already took the thread off the queue in
+//! between. A waker changes the condition and then calls `wakeup`.
+//!
+//! Why no wakeup is lost across CPUs: the sleeper adds its CPU to the bucket's
+//! set with a read-modify-write (if not there already) and then reads the
+//! condition; the waker writes the condition and then reads the bucket's set
+//! with a read-modify-write (`fetch_or(0)`). If the waker's read comes first,
+//! the sleeper's read-modify-write reads from it, so the condition the waker
+//! wrote is visible to the sleeper, which does not sleep. Otherwise the waker
+//! sees the sleeper's CPU in the set and sends it the wakeup message, which
+//! that CPU runs in its IPI-dispatch context: before or after the sleeper's
+//! whole interlock-and-check, never in the middle (it runs in a critical
+//! section).
+//!
+//! A timeout is a callout on the sleeping thread's CPU that takes it off the
+//! queue and marks it timed out. Threads cannot migrate while asleep.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering, fence};
+
+use crate::Machine;
+use crate::cpu::Cpu;
+use crate::crit::crit_enter;
+use crate::slab::{deref, ptr as tdptr};
+use crate::thread::{Thread, flags};
+
+/// Sleep-queue buckets per CPU.
+pub const BUCKETS: usize = 64;
+
+/// `tsleep` flag: the caller already called [`tsleep_interlock`] on this ident.
+pub const INTERLOCKED: u32 = 1;
+
+/// How a sleep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Woken (by `wakeup`, or scheduled directly).
+    Woken,
+    /// The timeout expired first.
+    TimedOut,
+}
+
+/// Bucket of an ident.
+pub(crate) fn bucket(ident: usize) -> usize {
+    ((ident >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - 6)) % BUCKETS
+}
+
+/// A CPU's sleep queues.
+pub struct SleepQueues<M: Machine> {
+    heads: [AtomicPtr<Thread<M>>; BUCKETS],
+}
+
+impl<M: Machine> SleepQueues<M> {
+    #[allow(clippy::declare_interior_mutable_const)]
+    pub(crate) const fn new() -> Self {
+        SleepQueues {
+            heads: [const { AtomicPtr::new(ptr::null_mut()) }; BUCKETS],
+        }
+    }
+
+    fn insert(&self, b: usize, td: &'static Thread<M>) {
+        let head = self.heads[b].load(Ordering::Relaxed);
+        td.sq_prev.store(ptr::null_mut(), Ordering::Relaxed);
+        td.sq_next.store(head, Ordering::Relaxed);
+        if let Some(h) = deref(head) {
+            h.sq_prev.store(tdptr(td), Ordering::Relaxed);
+        }
+        self.heads[b].store(tdptr(td), Ordering::Relaxed);
+    }
+
+    fn remove(&self, b: usize, td: &'static Thread<M>) {
+        let prev = td.sq_prev.load(Ordering::Relaxed);
+        let next = td.sq_next.load(Ordering::Relaxed);
+        match deref(prev) {
+            Some(p) => p.sq_next.store(next, Ordering::Relaxed),
+            None => self.heads[b].store(next, Ordering::Relaxed),
+        }
+        if let Some(n) = deref(next) {
+            n.sq_prev.store(prev, Ordering::Relaxed);
+        }
+        td.sq_next.store(ptr::null_mut(), Ordering::Relaxed);
+        td.sq_prev.store(ptr::null_mut(), Ordering::Relaxed);
+    }
+
+    fn is_empty(&self, b: usize) -> bool {
+        self.heads[b].load(Ordering::Relaxed).is_null()
+    }
+}
+
+/// Takes `td` (owned by `cpu`) off its sleep queue if it is on one. Requires
+/// critical section on `cpu`.
+pub(crate) fn remove_from_sleepq<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) {
+    if !td.has(flags::TSLEEPQ) {
+        return;
+    }
+    let b = bucket(td.sleep_ident.load(Ordering::Relaxed));
+    cpu.sleepq.remove(b, td);
+    td.clear(flags::TSLEEPQ);
+    if cpu.sleepq.is_empty(b) {
+        M::world().sleep_cpus[b].remove(cpu.index());
+    }
+}
+
+/// Puts the current thread on its CPU's sleep queue for `ident` without
+/// blocking: the first half of a race-free sleep (module docs). Check the
+/// condition next, then call [`tsleep`] with [`INTERLOCKED`], or
+/// [`tsleep_cancel`] if there is no need to sleep.
+///
+/// Thread context.
+pub fn tsleep_interlock<M: Machine>(ident: usize) {
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    let td = g.thread();
+    if td.has(flags::TSLEEPQ) {
+        if td.sleep_ident.load(Ordering::Relaxed) == ident {
+            drop(g);
+            return;
+        }
+        remove_from_sleepq(cpu, td);
+    }
+    let b = bucket(ident);
+    td.sleep_ident.store(ident, Ordering::Relaxed);
+    cpu.sleepq.insert(b, td);
+    td.set(flags::TSLEEPQ);
+    let set = &M::world().sleep_cpus[b];
+    if !set.load().contains(cpu.index()) {
+        set.insert(cpu.index());
+    }
+    // The caller reads its condition next: keep that read after our
+    // registration.
+    fence(Ordering::SeqCst);
+    drop(g);
+}
+
+/// Undoes [`tsleep_interlock`] when the condition says there is no need to
+/// sleep.
+///
+/// Thread context.
+pub fn tsleep_cancel<M: Machine>() {
+    let g = crit_enter::<M>();
+    remove_from_sleepq(M::mycpu(), g.thread());
+    drop(g);
+}
+
+/// Blocks the current thread until a [`wakeup`] on `ident`, or for at most
+/// `timeout` scheduler ticks if non-zero. With [`INTERLOCKED`] in `flags` the
+/// thread was already queued by [`tsleep_interlock`] and returns at once if a
+/// wakeup came since. `wmesg` says why, for `ps`.
+///
+/// Thread context, never from a hard interrupt or the idle thread; blocks.
+/// Tokens are released while asleep and reacquired before it returns. A
+/// critical section is allowed and kept.
+pub fn tsleep<M: Machine>(ident: usize, flags_: u32, wmesg: &str, timeout: u64) -> Wake {
+    let cpu = M::mycpu();
+    assert!(!cpu.in_interrupt(), "tsleep from a hard-interrupt handler");
+    let g = crit_enter::<M>();
+    let td = g.thread();
+    assert!(!td.has(flags::IDLE), "the idle thread cannot sleep");
+    if flags_ & INTERLOCKED != 0 {
+        if !td.has(flags::TSLEEPQ) {
+            // Woken between the interlock and now.
+            drop(g);
+            return Wake::Woken;
+        }
+        debug_assert_eq!(td.sleep_ident.load(Ordering::Relaxed), ident);
+    } else {
+        drop(g);
+        tsleep_interlock::<M>(ident);
+        return tsleep::<M>(ident, flags_ | INTERLOCKED, wmesg, timeout);
+    }
+    td.clear(flags::TIMED_OUT);
+    if timeout > 0 {
+        td.set(flags::TIMEOUT_ARMED);
+        crate::callout::reset::<M>(&td.timeout, timeout, endtsleep::<M>, tdptr(td) as usize);
+    }
+    td.set_wmesg(wmesg);
+    crate::sched::deschedule_self(&g);
+    crate::switch::switch::<M>();
+    // Woken, timed out, or scheduled directly. Threads do not migrate while
+    // asleep, so this is still the CPU we slept on.
+    let cpu = M::mycpu();
+    if td.has(flags::TIMEOUT_ARMED) {
+        crate::callout::stop::<M>(&td.timeout);
+        td.clear(flags::TIMEOUT_ARMED);
+    }
+    remove_from_sleepq(cpu, td);
+    td.set_wmesg("");
+    let r = if td.has(flags::TIMED_OUT) {
+        td.clear(flags::TIMED_OUT);
+        Wake::TimedOut
+    } else {
+        Wake::Woken
+    };
+    drop(g);
+    r
+}
+
+/// The timeout of a sleep (a callout on the sleeper's CPU).
+fn endtsleep<M: Machine>(arg: usize) {
+    let Some(td) = deref(arg as *mut Thread<M>) else {
+        return;
+    };
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    td.clear(flags::TIMEOUT_ARMED);
+    if td.has(flags::TSLEEPQ) {
+        remove_from_sleepq(cpu, td);
+        td.set(flags::TIMED_OUT);
+        crate::sched::schedule::<M>(td);
+    }
+    drop(g);
+}
+
+/// Wakes up to `max` of this CPU's sleepers on `ident`; returns how many.
+/// Requires critical section.
+fn wakeup_local<M: Machine>(cpu: &'static Cpu<M>, ident: usize, max: usize) -> usize {
+    let b = bucket(ident);
+    let mut woke = 0;
+    let mut p = deref(cpu.sleepq.heads[b].load(Ordering::Relaxed));
+    while let Some(td) = p {
+        p = deref(td.sq_next.load(Ordering::Relaxed));
+        if td.sleep_ident.load(Ordering::Relaxed) != ident {
+            continue;
+        }
+        remove_from_sleepq(cpu, td);
+        cpu.stats.wakeups.inc();
+        crate::sched::schedule::<M>(td);
+        woke += 1;
+        if woke == max {
+            break;
+        }
+    }
+    woke
+}
+
+fn wakeup_remote<M: Machine>(ident: usize, max: usize) {
+    let g = crit_enter::<M>();
+    wakeup_local(M::mycpu(), ident, max);
+    drop(g);
+}
+
+/// Wakes every thread asleep on `ident`, on every CPU.
+///
+/// Any context (hard-interrupt handlers included); never blocks.
+pub fn wakeup<M: Machine>(ident: usize) {
+    wake::<M>(ident, usize::MAX);
+}
+
+/// Wakes one thread asleep on `ident`: one on this CPU if there is one,
+/// otherwise at most one on each other CPU that has sleepers there (so
+/// possibly several; a woken thread must recheck its condition anyway).
+///
+/// Any context; never blocks.
+pub fn wakeup_one<M: Machine>(ident: usize) {
+    wake::<M>(ident, 1);
+}
+
+fn wake<M: Machine>(ident: usize, max: usize) {
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    let woke = wakeup_local(cpu, ident, max);
+    if woke < max {
+        let world = M::world();
+        let cpus = world.sleep_cpus[bucket(ident)].load_latest();
+        for c in cpus.iter().filter(|&c| c != cpu.index()) {
+            world.ipi.send(c, wakeup_remote::<M>, ident, max);
+        }
+    }
+    drop(g);
+}

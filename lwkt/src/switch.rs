@@ -1,0 +1,354 @@
+//! Switching threads: `lwkt_switch`, preemption, yields, the scheduler clock
+//! and the idle loop (DragonFly's `lwkt_thread.c`).
+//!
+//! # Switching
+//!
+//! [`switch`] picks the head of the highest non-empty run-queue level whose
+//! tokens it can get (the running thread stays queued while runnable, so it
+//! may pick itself); if none, the idle thread. The outgoing thread's tokens are
+//! released first and the incoming thread's reacquired before it runs. A
+//! thread that cannot have its tokens is passed over and counted as a token
+//! collision; after [`SPIN_LOOPS`] failed passes the scheduler acquires tokens
+//! in address order, so threads wanting {A, B} and {B, A} both progress.
+//!
+//! The bookkeeping that must happen *after* the outgoing thread's stack is no
+//! longer in use — clearing its RUNNING flag, finishing its migration, reaping
+//! it if it exited — runs in [`switch_return`] on the incoming thread.
+//!
+//! # Preemption
+//!
+//! Only threads marked preemptable (interrupt threads) preempt, and only a
+//! lower-priority thread that is outside any critical section and holds no
+//! cpusync. The preemptor is switched to directly; the preempted thread keeps
+//! its tokens, is marked PREEMPT_LOCK, and is switched back to as soon as the
+//! preemptor blocks (the `preempted` chain). A preemption wanted while it is
+//! not allowed is counted as a miss and happens at the end of the critical
+//! section, or at the end of the hard interrupt that asked for it.
+//!
+//! # Round robin
+//!
+//! The scheduler clock moves the running thread behind its equals and asks for
+//! a reschedule; kernel threads honour it where they yield ([`yield_now`],
+//! [`lwkt_yield`]), user threads on their way back to user mode. Kernel threads
+//! are never switched out behind their back by an equal — only preempted by an
+//! interrupt thread — so code between two blocking points runs as a unit.
+
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use crate::Machine;
+use crate::cpu::{Cpu, rqf};
+use crate::crit::{crit_enter, crit_exit_td, crit_inc};
+use crate::slab::{deref, ptr as tdptr};
+use crate::thread::{Thread, flags};
+
+/// Failed passes over the run queue before tokens are taken in address order.
+pub const SPIN_LOOPS: u32 = 10;
+
+/// The running thread.
+///
+/// Any context.
+#[inline]
+pub fn current<M: Machine>() -> &'static Thread<M> {
+    M::mycpu().curthread()
+}
+
+/// Picks the thread to run next on `cpu` after `td`, getting its tokens.
+/// Requires critical section.
+pub(crate) fn choose_next<M: Machine>(
+    cpu: &'static Cpu<M>,
+    td: &'static Thread<M>,
+) -> &'static Thread<M> {
+    let mut spinning = 0u32;
+    loop {
+        cpu.clear_resched();
+        let Some(first) = cpu.runq.best() else {
+            return &cpu.thread0;
+        };
+        let mut cand = Some(first);
+        while let Some(ntd) = cand {
+            if ntd.tokens.is_empty() || crate::token::get_all(ntd, spinning >= SPIN_LOOPS) {
+                return ntd;
+            }
+            cpu.stats.token_collisions.inc();
+            cand = cpu.runq.next_after(ntd);
+        }
+        // Every runnable thread wants a token someone else holds. If the
+        // current thread is not runnable, get off its stack through the idle
+        // thread (which must not halt: RESCHED keeps it looping).
+        if !td.has(flags::RUNQ) {
+            cpu.need_resched();
+            return &cpu.thread0;
+        }
+        spinning = spinning.saturating_add(1);
+        // We still run `td` (it is queued), so deferred work may run here: a
+        // CPU spinning for a token must keep serving IPIs — the holder may be
+        // waiting on one of ours (DragonFly's `splz_check` in this loop).
+        if !cpu.in_interrupt() {
+            crate::intr::run_deferred::<M>(cpu);
+        }
+        M::pause();
+    }
+}
+
+/// The thread to switch to from `td`: the one `td` preempted if any (a
+/// preemptor that blocks or exits gives the CPU straight back), otherwise the
+/// best runnable one. Requires critical section.
+pub(crate) fn next_thread<M: Machine>(
+    cpu: &'static Cpu<M>,
+    td: &'static Thread<M>,
+) -> &'static Thread<M> {
+    match deref(td.preempted.load(Ordering::Relaxed)) {
+        Some(p) => {
+            debug_assert!(p.has(flags::PREEMPT_LOCK));
+            p.set(flags::PREEMPT_DONE);
+            if !cpu.runq.best().is_some_and(|b| ptr::eq(b, p)) {
+                cpu.need_resched();
+            }
+            p
+        }
+        None => choose_next(cpu, td),
+    }
+}
+
+/// Switches to the best runnable thread of this CPU (possibly the current one,
+/// which then simply continues). The current thread's tokens are released and
+/// reacquired before it runs again.
+///
+/// Thread context, never from a hard interrupt; may block (if the current
+/// thread descheduled itself, this is where it blocks).
+pub fn switch<M: Machine>() {
+    let cpu = M::mycpu();
+    let td = cpu.curthread();
+    debug_assert!(
+        !cpu.in_interrupt(),
+        "lwkt switch from a hard-interrupt handler"
+    );
+    debug_assert!(td.has(flags::RUNNING));
+    crit_inc(td);
+    crate::token::release_all(td);
+    let ntd = next_thread(cpu, td);
+    if !ptr::eq(ntd, td) {
+        switch_to(cpu, td, ntd);
+    }
+    crit_exit_td(td);
+}
+
+/// Performs the switch from `td` to `ntd` on `cpu` and, once `td` runs again,
+/// the post-switch bookkeeping. Requires critical section.
+fn switch_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'static Thread<M>) {
+    assert!(
+        !ntd.has(flags::RUNNING),
+        "lwkt: switching to a thread already running: {ntd:?}"
+    );
+    debug_assert!(
+        ntd.crit_depth() > 0,
+        "switching to a thread outside a critical section"
+    );
+    cpu.stats.switches.inc();
+    ntd.set(flags::RUNNING);
+    ntd.switches
+        .store(ntd.switches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    cpu.curthread.store(tdptr(ntd), Ordering::Relaxed);
+    #[allow(unsafe_code)]
+    // SAFETY: `td` is this CPU's current thread, both in critical sections
+    // (condition 1); `ntd` was not RUNNING (asserted) and is marked so by us (2).
+    let prev = unsafe { M::switch(td, ntd) };
+    switch_return::<M>(prev);
+}
+
+/// Bookkeeping after a switch, on the incoming thread: the outgoing thread
+/// `otd` is no longer on its stack.
+///
+/// Called by [`switch`] and by the start of every new thread. Requires
+/// critical section.
+pub fn switch_return<M: Machine>(otd: &'static Thread<M>) {
+    let to = otd.migrate_to.load(Ordering::Relaxed);
+    if to != crate::thread::NO_CPU && !otd.has(flags::PREEMPT_LOCK) {
+        debug_assert!(otd.has(flags::MIGRATING));
+        otd.migrate_to
+            .store(crate::thread::NO_CPU, Ordering::Relaxed);
+        otd.clear(flags::RUNNING);
+        crate::sched::send_setcpu::<M>(otd, to as usize);
+    } else {
+        otd.clear(flags::RUNNING);
+    }
+    if otd.has(flags::EXITING) {
+        crate::lifecycle::reap::<M>(otd);
+    }
+}
+
+/// Tries to preempt the current thread in favour of `ntd`, which was just
+/// made runnable on this CPU. `depth` is the critical-section depth the
+/// caller itself holds (preemption is allowed only if that is all of it).
+/// Counts a hit, a miss or a weird case; a miss leaves `ntd` as the
+/// candidate to preempt at the end of the critical section.
+///
+/// Requires critical section (of depth `depth`).
+pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
+    let cpu = M::mycpu();
+    let td = cpu.curthread();
+    if ntd.priority() <= td.priority() {
+        cpu.stats.preempt_miss.inc();
+        return;
+    }
+    if cpu.in_interrupt() {
+        // Asked from a hard-interrupt handler: `doreti` does it.
+        cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
+        return;
+    }
+    if td.crit_depth() > depth || !ntd.tokens.is_empty() || ntd.cpu() != cpu.index() {
+        cpu.stats.preempt_miss.inc();
+        cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
+        return;
+    }
+    if ptr::eq(td, ntd) || td.has(flags::PREEMPT_LOCK) || ntd.has(flags::PREEMPT_LOCK) {
+        cpu.stats.preempt_weird.inc();
+        return;
+    }
+    if deref(ntd.preempted.load(Ordering::Relaxed)).is_some() || ntd.has(flags::RUNNING) {
+        cpu.stats.preempt_weird.inc();
+        return;
+    }
+    cpu.stats.preempt_hit.inc();
+    ntd.preempted.store(tdptr(td), Ordering::Relaxed);
+    td.set(flags::PREEMPT_LOCK);
+    switch_to(cpu, td, ntd);
+    // The preemptor blocked and `switch` gave the CPU straight back to us.
+    debug_assert!(td.has(flags::PREEMPT_DONE));
+    ntd.preempted.store(ptr::null_mut(), Ordering::Relaxed);
+    td.clear(flags::PREEMPT_LOCK | flags::PREEMPT_DONE);
+}
+
+/// Performs a preemption that was refused earlier, if it is still due and now
+/// allowed. Thread context outside critical sections, or the end of a trap.
+pub(crate) fn preempt_pending<M: Machine>() {
+    let cpu = M::mycpu();
+    let cand = cpu
+        .preempt_candidate
+        .swap(ptr::null_mut(), Ordering::Relaxed);
+    let Some(ntd) = deref(cand) else {
+        return;
+    };
+    let td = cpu.curthread();
+    if td.crit_depth() != 0 || cpu.in_interrupt() {
+        cpu.preempt_candidate.store(cand, Ordering::Relaxed);
+        return;
+    }
+    // Still runnable here, not running, and still better than us?
+    if ntd.cpu() == cpu.index()
+        && ntd.has(flags::RUNQ)
+        && !ntd.has(flags::RUNNING)
+        && ntd.has(flags::PREEMPTABLE)
+        && ntd.priority() > td.priority()
+    {
+        let g = crit_enter::<M>();
+        preempt(ntd, 1);
+        drop(g);
+    }
+}
+
+/// Yields to threads of equal or higher priority if the scheduler asked for it
+/// (DragonFly's `lwkt_yield`): cheap enough to call in a loop; switches at most
+/// about once a tick.
+///
+/// Thread context; may block.
+pub fn lwkt_yield<M: Machine>() {
+    let cpu = M::mycpu();
+    if cpu.reqflags() & rqf::IDLECHECK_MASK != 0 && cpu.curthread().crit_depth() == 0 {
+        crate::crit::splz::<M>();
+    }
+    if cpu.resched_wanted() {
+        yield_to_best::<M>();
+    }
+}
+
+/// Switches to the best runnable thread, staying runnable.
+pub(crate) fn yield_to_best<M: Machine>() {
+    let g = crit_enter::<M>();
+    crate::sched::schedule_self::<M>(&g);
+    switch::<M>();
+    drop(g);
+}
+
+/// Gives the CPU to the next thread of the same priority, if any (explicit
+/// round robin: the current thread goes behind its equals).
+///
+/// Thread context; may block.
+pub fn yield_now<M: Machine>() {
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    let td = cpu.curthread();
+    if td.has(flags::RUNQ) {
+        cpu.runq.rotate(td);
+    } else {
+        crate::sched::enqueue(cpu, td);
+    }
+    switch::<M>();
+    drop(g);
+}
+
+/// The scheduler clock, on every tick of every CPU: counts the tick, rotates
+/// the running thread behind its equals (asking for a reschedule if it
+/// moved), wakes the softclock thread when callouts are due, and polls the IPI
+/// queues for passive messages.
+///
+/// Hard-interrupt context, or `splz` replaying a deferred tick.
+pub(crate) fn hardclock<M: Machine>(cpu: &'static Cpu<M>) {
+    cpu.ticks
+        .store(cpu.ticks.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    cpu.stats.ticks.inc();
+    let td = cpu.curthread();
+    if td.has(flags::RUNQ) {
+        if cpu.runq.best().is_some_and(|b| ptr::eq(b, td)) {
+            if cpu.runq.has_peer_after(td) {
+                cpu.runq.rotate(td);
+                cpu.need_resched();
+            }
+        } else {
+            cpu.need_resched();
+        }
+    } else if !cpu.runq.is_empty() {
+        cpu.need_resched();
+    }
+    if cpu.callouts.due(cpu.ticks())
+        && let Some(sc) = deref(cpu.softclock.load(Ordering::Relaxed))
+    {
+        crate::sched::schedule::<M>(sc);
+    }
+    let world = M::world();
+    if world.ipi.has_pending() {
+        world.ipi.process();
+    }
+}
+
+/// The idle loop: switch to runnable threads, otherwise halt with interrupts
+/// enabled. Work is looked for with interrupts disabled and the halt is
+/// `sti; hlt`, so an interrupt between the check and the halt wakes the halt
+/// instead of being lost. Never spins.
+///
+/// The CPU's boot thread calls it once it has nothing more to do.
+pub fn idle_loop<M: Machine>() -> ! {
+    let cpu = M::mycpu();
+    let td = cpu.curthread();
+    assert!(
+        ptr::eq(td, &cpu.thread0),
+        "idle_loop on a thread other than the boot thread"
+    );
+    loop {
+        if !cpu.runq.is_empty() || cpu.reqflags() & (rqf::RESCHED | rqf::IDLECHECK_MASK) != 0 {
+            if cpu.reqflags() & rqf::IDLECHECK_MASK != 0 && td.crit_depth() == 0 {
+                crate::crit::splz::<M>();
+            }
+            switch::<M>();
+            continue;
+        }
+        let irq = M::interrupts_disable();
+        if cpu.runq.is_empty() && cpu.reqflags() & (rqf::RESCHED | rqf::IDLECHECK_MASK) == 0 {
+            cpu.stats.idle_halts.inc();
+            M::idle_halt();
+        } else {
+            M::interrupts_restore(irq);
+        }
+    }
+}

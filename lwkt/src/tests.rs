@@ -1,0 +1,670 @@
+//! Host tests of the scheduler on the simulated machine (`sim`).
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use std::vec::Vec;
+
+use crate::sim::{self, Sim, poll, run, this_machine};
+use crate::thread::{Thread, flags, pri};
+use crate::{Builder, Sema, Token, Wake, crit_enter, current, yield_now};
+
+type S = Sim;
+
+fn cpu() -> usize {
+    <Sim as crate::Machine>::mycpu().index()
+}
+
+fn stats(c: usize) -> crate::CpuStatsSnapshot {
+    this_machine().cpus[c].stats.snapshot()
+}
+
+/// Polls (lets interrupts in) and yields to equal threads on this CPU (kernel
+/// threads are not preempted by their equals) until `cond` or a deadline.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        poll();
+        yield_now::<S>();
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn run_queue_orders_by_priority_and_rotates_within_one() {
+    let threads: Vec<&'static Thread<S>> = (0..6)
+        .map(|_| &*Box::leak(Box::new(Thread::blank())))
+        .collect();
+    for (td, p) in threads.iter().zip([5u8, 12, 12, 28, 5, 12]) {
+        td.pri.store(p, Ordering::Relaxed);
+    }
+    let q = crate::runq::RunQueue::<S>::new();
+    assert!(q.best().is_none());
+    for td in &threads {
+        q.push_tail(td);
+    }
+    assert_eq!(q.len(), 6);
+    let order = |q: &crate::runq::RunQueue<S>| {
+        let mut v = Vec::new();
+        let mut p = q.best();
+        while let Some(t) = p {
+            v.push(threads.iter().position(|x| std::ptr::eq(*x, t)).unwrap());
+            p = q.next_after(t);
+        }
+        v
+    };
+    assert_eq!(order(&q), vec![3, 1, 2, 5, 0, 4]);
+    q.rotate(threads[1]);
+    assert_eq!(order(&q), vec![3, 2, 5, 1, 0, 4]);
+    q.remove(threads[3]);
+    assert_eq!(q.best_priority(), Some(12));
+    q.remove(threads[2]);
+    q.remove(threads[5]);
+    q.remove(threads[1]);
+    assert_eq!(order(&q), vec![0, 4]);
+    q.remove(threads[0]);
+    q.remove(threads[4]);
+    assert!(q.is_empty() && q.len() == 0);
+}
+
+#[test]
+fn yield_ping_pong_alternates_on_one_cpu() {
+    let log = run(1, None, || {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut refs = Vec::new();
+        for id in 0..2u32 {
+            let log = log.clone();
+            refs.push(
+                Builder::new("pingpong")
+                    .spawn::<S>(move || {
+                        for _ in 0..100 {
+                            log.lock().unwrap().push(id);
+                            yield_now::<S>();
+                        }
+                    })
+                    .unwrap(),
+            );
+        }
+        for r in &refs {
+            r.join();
+        }
+        let v = log.lock().unwrap().clone();
+        v
+    });
+    assert_eq!(log.len(), 200);
+    for w in log.windows(2) {
+        assert_ne!(w[0], w[1], "yield did not alternate: {log:?}");
+    }
+}
+
+#[test]
+fn scheduler_clock_round_robins_equal_threads() {
+    run(1, Some(Duration::from_millis(1)), || {
+        let counts: Arc<[AtomicU64; 3]> = Arc::new([const { AtomicU64::new(0) }; 3]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let refs: Vec<_> = (0..3)
+            .map(|i| {
+                let (counts, stop) = (counts.clone(), stop.clone());
+                Builder::new("spinner")
+                    .spawn::<S>(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            counts[i].fetch_add(1, Ordering::Relaxed);
+                            poll();
+                            crate::lwkt_yield::<S>();
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        // The test thread sleeps on ticks meanwhile.
+        crate::tsleep::<S>(0x1000, 0, "wait", 50);
+        stop.store(true, Ordering::Relaxed);
+        for r in &refs {
+            r.join();
+        }
+        for (i, c) in counts.iter().enumerate() {
+            assert!(c.load(Ordering::Relaxed) > 0, "spinner {i} never ran");
+        }
+        assert!(stats(0).ticks >= 10);
+    });
+}
+
+static ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+static HIGH_SEMA: Sema = Sema::new(0);
+static HIGHER_SEMA: Sema = Sema::new(0);
+static HIGH: AtomicUsize = AtomicUsize::new(0);
+static HIGHER: AtomicUsize = AtomicUsize::new(0);
+
+fn wake_high(_v: u8) {
+    crate::schedule::<S>(
+        crate::slab::deref(HIGH.load(Ordering::SeqCst) as *mut Thread<S>).unwrap(),
+    );
+}
+
+fn wake_higher(_v: u8) {
+    crate::schedule::<S>(
+        crate::slab::deref(HIGHER.load(Ordering::SeqCst) as *mut Thread<S>).unwrap(),
+    );
+}
+
+/// A device interrupt preempts a running thread with its interrupt thread,
+/// which is itself preempted by a higher one; each resumes the one it
+/// preempted when it blocks.
+#[test]
+fn preemption_chain_unwinds_in_order() {
+    run(1, None, || {
+        ORDER.lock().unwrap().clear();
+        let m = this_machine();
+        m.devices.lock().unwrap().push((3, wake_high));
+        m.devices.lock().unwrap().push((4, wake_higher));
+        // Interrupt threads: block until scheduled by their device.
+        let mk = |name: &'static str,
+                  p: u8,
+                  slot: &'static AtomicUsize,
+                  sema: &'static Sema,
+                  irq: Option<u8>| {
+            Builder::new(name)
+                .priority(p)
+                .preemptable()
+                .spawn::<S>(move || {
+                    let g = crit_enter::<S>();
+                    crate::sched::deschedule_self(&g);
+                    slot.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                    crate::switch::<S>();
+                    drop(g);
+                    ORDER.lock().unwrap().push(name);
+                    if let Some(v) = irq {
+                        // While we run, a higher interrupt arrives.
+                        this_machine().raise(0, v);
+                        poll();
+                    }
+                    ORDER.lock().unwrap().push(if name == "high" {
+                        "high-end"
+                    } else {
+                        "higher-end"
+                    });
+                    sema.post::<S>();
+                })
+                .unwrap()
+        };
+        let high = mk("high", pri::INT, &HIGH, &HIGH_SEMA, Some(4));
+        let higher = mk("higher", pri::INT + 2, &HIGHER, &HIGHER_SEMA, None);
+        wait_until("interrupt threads to block", || {
+            HIGH.load(Ordering::SeqCst) != 0 && HIGHER.load(Ordering::SeqCst) != 0
+        });
+        yield_now::<S>();
+        let before = stats(0);
+        ORDER.lock().unwrap().push("low");
+        m.raise(0, 3);
+        poll();
+        ORDER.lock().unwrap().push("low-resumed");
+        let after = stats(0);
+        assert_eq!(
+            *ORDER.lock().unwrap(),
+            vec![
+                "low",
+                "high",
+                "higher",
+                "higher-end",
+                "high-end",
+                "low-resumed"
+            ]
+        );
+        assert_eq!(after.preempt_hit - before.preempt_hit, 2, "{after:?}");
+        HIGH_SEMA.wait::<S>();
+        HIGHER_SEMA.wait::<S>();
+        high.join();
+        higher.join();
+    });
+}
+
+static DEFERRED_SEMA: Sema = Sema::new(0);
+static DEFERRED_TD: AtomicUsize = AtomicUsize::new(0);
+static DEFERRED_RAN: AtomicBool = AtomicBool::new(false);
+
+fn wake_deferred(_v: u8) {
+    crate::schedule::<S>(
+        crate::slab::deref(DEFERRED_TD.load(Ordering::SeqCst) as *mut Thread<S>).unwrap(),
+    );
+}
+
+/// Interrupts inside a critical section are deferred — ticks counted, IPIs and
+/// device interrupts held — and replayed at its end, with the preemption the
+/// device interrupt wanted (a miss, then a hit).
+#[test]
+fn critical_section_defers_interrupts_and_replays_them() {
+    run(2, None, || {
+        let m = this_machine();
+        m.devices.lock().unwrap().push((7, wake_deferred));
+        let ithread = Builder::new("ithread")
+            .priority(pri::INT)
+            .preemptable()
+            .spawn::<S>(|| {
+                let g = crit_enter::<S>();
+                crate::sched::deschedule_self(&g);
+                DEFERRED_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                crate::switch::<S>();
+                drop(g);
+                DEFERRED_RAN.store(true, Ordering::SeqCst);
+                DEFERRED_SEMA.post::<S>();
+            })
+            .unwrap();
+        wait_until("ithread to block", || {
+            DEFERRED_TD.load(Ordering::SeqCst) != 0
+        });
+        let before = stats(0);
+        let g = crit_enter::<S>();
+        for _ in 0..5 {
+            m.tick(0);
+        }
+        m.raise(0, 7);
+        poll();
+        poll();
+        // A message from CPU 1 arrives too.
+        let got = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicBool::new(false));
+        let (g2, s2) = (got.clone(), sent.clone());
+        // Spawning on another CPU only queues a message to it: no blocking
+        // here, which would let other threads (and the deferred work) run.
+        let sender = Builder::new("sender")
+            .cpu(1)
+            .spawn::<S>(move || {
+                let p = Arc::into_raw(g2) as usize;
+                let c = crit_enter::<S>();
+                <S as crate::Machine>::world().ipi.send(
+                    0,
+                    |p, _| {
+                        // SAFETY: a leaked Arc from the test.
+                        #[allow(unsafe_code)]
+                        let a = unsafe { Arc::from_raw(p as *const AtomicBool) };
+                        a.store(true, Ordering::SeqCst);
+                    },
+                    p,
+                    0,
+                );
+                drop(c);
+                s2.store(true, Ordering::SeqCst);
+            })
+            .unwrap();
+        let t = std::time::Instant::now();
+        while !sent.load(Ordering::SeqCst) {
+            assert!(t.elapsed() < Duration::from_secs(30), "sender never ran");
+            std::thread::yield_now();
+        }
+        for _ in 0..20 {
+            poll();
+            std::thread::yield_now();
+        }
+        let mid = stats(0);
+        assert!(
+            !DEFERRED_RAN.load(Ordering::SeqCst),
+            "the interrupt thread ran inside the critical section"
+        );
+        assert!(
+            !got.load(Ordering::SeqCst),
+            "an IPI message ran inside the critical section"
+        );
+        assert_eq!(
+            mid.ticks, before.ticks,
+            "ticks were taken inside the critical section"
+        );
+        drop(g);
+        let after = stats(0);
+        assert!(
+            DEFERRED_RAN.load(Ordering::SeqCst),
+            "the deferred interrupt thread did not run at crit_exit"
+        );
+        assert!(
+            got.load(Ordering::SeqCst),
+            "the deferred IPI was not processed at crit_exit"
+        );
+        assert_eq!(after.ticks_replayed - before.ticks_replayed, 5);
+        assert_eq!(after.ticks - before.ticks, 5);
+        assert_eq!(after.irqs_replayed - before.irqs_replayed, 1);
+        assert!(after.ipiq_replayed > before.ipiq_replayed);
+        assert!(after.preempt_miss > before.preempt_miss, "{after:?}");
+        assert!(after.preempt_hit > before.preempt_hit, "{after:?}");
+        DEFERRED_SEMA.wait::<S>();
+        ithread.join();
+        sender.join();
+    });
+}
+
+#[test]
+fn a_thread_migrates_round_robin_over_every_cpu() {
+    run(4, None, || {
+        let r = Builder::new("migrant")
+            .spawn::<S>(|| {
+                for hop in 0..40 {
+                    let to = (hop + 1) % 4;
+                    crate::migrate_self::<S>(to);
+                    assert_eq!(cpu(), to, "after migrating to cpu{to}");
+                    assert_eq!(current::<S>().cpu(), to);
+                }
+            })
+            .unwrap();
+        r.join();
+        assert!(r.has_exited());
+    });
+}
+
+/// Threads on every CPU take turns through semaphores and sleep/wakeup as fast
+/// as they can: every wait is matched by exactly one post, nothing is lost,
+/// nobody runs on two CPUs at once (the switch asserts it).
+#[test]
+fn wakeups_racing_sleeps_lose_nothing() {
+    const N: u64 = 2000;
+    run(4, None, || {
+        let semas: Arc<Vec<Sema>> = Arc::new((0..4).map(|_| Sema::new(0)).collect());
+        let total = Arc::new(AtomicU64::new(0));
+        let refs: Vec<_> = (0..4usize)
+            .map(|i| {
+                let (semas, total) = (semas.clone(), total.clone());
+                Builder::new("ring")
+                    .cpu(i)
+                    .spawn::<S>(move || {
+                        for _ in 0..N {
+                            semas[(i + 1) % 4].post::<S>();
+                            semas[i].wait::<S>();
+                            total.fetch_add(1, Ordering::Relaxed);
+                            if total.load(Ordering::Relaxed) % 7 == 0 {
+                                poll();
+                            }
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for r in &refs {
+            r.join();
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 4 * N);
+        for s in semas.iter() {
+            assert_eq!(s.count(), 0);
+        }
+    });
+}
+
+/// A raw interlocked sleep/wakeup storm: sleepers on all CPUs wait for their
+/// own flag; wakers set flags and wake; every sleeper wakes every round.
+#[test]
+fn tsleep_interlock_never_loses_a_wakeup() {
+    const ROUNDS: u32 = 500;
+    run(4, None, || {
+        let flags_: Arc<Vec<AtomicU32>> = Arc::new((0..8).map(|_| AtomicU32::new(0)).collect());
+        let done = Arc::new(AtomicU32::new(0));
+        let mut refs = Vec::new();
+        for i in 0..8usize {
+            let (fl, done) = (flags_.clone(), done.clone());
+            refs.push(
+                Builder::new("sleeper")
+                    .cpu(i % 4)
+                    .spawn::<S>(move || {
+                        for r in 1..=ROUNDS {
+                            let ident = &fl[i] as *const _ as usize;
+                            loop {
+                                crate::tsleep_interlock::<S>(ident);
+                                if fl[i].load(Ordering::SeqCst) >= r {
+                                    crate::tsleep_cancel::<S>();
+                                    break;
+                                }
+                                crate::tsleep::<S>(ident, crate::INTERLOCKED, "storm", 0);
+                            }
+                            done.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                    .unwrap(),
+            );
+        }
+        for r in 1..=ROUNDS {
+            for (i, f) in flags_.iter().enumerate() {
+                f.store(r, Ordering::SeqCst);
+                crate::wakeup::<S>(&flags_[i] as *const _ as usize);
+            }
+            wait_until("sleepers to finish the round", || {
+                done.load(Ordering::SeqCst) >= 8 * r
+            });
+        }
+        for r in &refs {
+            r.join();
+        }
+    });
+}
+
+#[test]
+fn sleep_timeouts_fire() {
+    run(2, Some(Duration::from_millis(1)), || {
+        let t0 = <S as crate::Machine>::mycpu().ticks();
+        let r = crate::tsleep::<S>(0xdead0, 0, "timeout", 5);
+        let t1 = <S as crate::Machine>::mycpu().ticks();
+        assert_eq!(r, Wake::TimedOut);
+        assert!(t1 - t0 >= 5, "woke after {} ticks", t1 - t0);
+        // A wakeup before the timeout wins.
+        let me = crate::ThreadRef::new(current::<S>());
+        let waker = Builder::new("waker")
+            .cpu(1)
+            .spawn::<S>(move || {
+                crate::tsleep::<S>(0xbeef0, 0, "pause", 2);
+                crate::wakeup::<S>(0xdead8);
+                drop(me);
+            })
+            .unwrap();
+        let r = crate::tsleep::<S>(0xdead8, 0, "woken", 10_000);
+        assert_eq!(r, Wake::Woken);
+        waker.join();
+        assert!(!current::<S>().timeout.is_armed());
+    });
+}
+
+/// Threads created and exited on one CPU reuse cached threads and stacks; the
+/// cache is bounded, and trimming it frees every stack.
+#[test]
+fn thread_cache_reuses_and_trims() {
+    run(1, None, || {
+        let m = this_machine();
+        let base = m.live_stacks();
+        for _ in 0..200 {
+            let r = Builder::new("short").spawn::<S>(|| {}).unwrap();
+            r.join();
+        }
+        // One thread at a time: one stack in use, reused each time.
+        assert!(
+            m.live_stacks() <= base + 1,
+            "stacks leaked: {} live",
+            m.live_stacks()
+        );
+        assert!(m.stacks_alloced.load(Ordering::SeqCst) <= base + 2);
+        // Many at once: the cache keeps at most CACHE_MAX.
+        let refs: Vec<_> = (0..50)
+            .map(|_| Builder::new("many").spawn::<S>(|| {}).unwrap())
+            .collect();
+        for r in &refs {
+            r.join();
+        }
+        drop(refs);
+        assert!(m.live_stacks() <= base + crate::slab::CACHE_MAX as usize + 1);
+        crate::trim_cache::<S>();
+        assert_eq!(m.live_stacks(), base, "trim left stacks behind");
+        let slab = &<S as crate::Machine>::world().slab;
+        assert!(
+            slab.capacity() <= 2 * crate::slab::CHUNK,
+            "slab grew to {}",
+            slab.capacity()
+        );
+    });
+}
+
+static PAIR: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static PAIR_TOKEN: Token = Token::new("pair");
+
+/// Threads on every CPU increment a pair of counters kept equal under one
+/// token, blocking now and then while holding it: the pair never differs and
+/// the total is exact.
+#[test]
+fn token_serializes_across_cpus_and_survives_blocking() {
+    const N: u64 = 3000;
+    PAIR[0].store(0, Ordering::SeqCst);
+    PAIR[1].store(0, Ordering::SeqCst);
+    run(4, Some(Duration::from_millis(1)), || {
+        let refs: Vec<_> = (0..4usize)
+            .map(|i| {
+                Builder::new("pair")
+                    .cpu(i)
+                    .spawn::<S>(move || {
+                        for n in 0..N {
+                            let _t = crate::gettoken::<S>(&PAIR_TOKEN);
+                            let a = PAIR[0].load(Ordering::Relaxed);
+                            assert_eq!(a, PAIR[1].load(Ordering::Relaxed), "pair torn");
+                            PAIR[0].store(a + 1, Ordering::Relaxed);
+                            if n % 3 == 0 {
+                                // An interrupt between the two stores changes nothing.
+                                poll();
+                            }
+                            PAIR[1].store(a + 1, Ordering::Relaxed);
+                            if n % 500 == 0 {
+                                // Blocking releases the token (others run their
+                                // critical code meanwhile); it is ours again before
+                                // we run, so the pair is whole when we look.
+                                crate::tsleep::<S>(0x7777, 0, "hold", 1);
+                                assert!(PAIR_TOKEN.is_held());
+                                let b = PAIR[0].load(Ordering::Relaxed);
+                                assert_eq!(
+                                    b,
+                                    PAIR[1].load(Ordering::Relaxed),
+                                    "pair torn after block"
+                                );
+                            }
+                        }
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for r in &refs {
+            r.join();
+        }
+        assert_eq!(PAIR[0].load(Ordering::SeqCst), 4 * N);
+        assert_eq!(PAIR[1].load(Ordering::SeqCst), 4 * N);
+    });
+}
+
+static TA: Token = Token::new("A");
+static TB: Token = Token::new("B");
+
+/// Two threads on two CPUs take {A, B} and {B, A} over and over, yielding
+/// between the two acquisitions: both finish.
+#[test]
+fn abba_token_order_completes() {
+    run(2, Some(Duration::from_millis(1)), || {
+        let mk = |first: &'static Token, second: &'static Token, c: usize| {
+            Builder::new("abba")
+                .cpu(c)
+                .spawn::<S>(move || {
+                    for _ in 0..500 {
+                        let _a = crate::gettoken::<S>(first);
+                        yield_now::<S>();
+                        poll();
+                        let _b = crate::gettoken::<S>(second);
+                        poll();
+                    }
+                })
+                .unwrap()
+        };
+        let x = mk(&TA, &TB, 0);
+        let y = mk(&TB, &TA, 1);
+        x.join();
+        y.join();
+        assert!(!TA.is_held() && !TB.is_held());
+    });
+}
+
+static RT: Token = Token::new("recursive");
+
+#[test]
+fn tokens_recurse_and_mix_shared_and_exclusive() {
+    run(2, None, || {
+        {
+            let _a = crate::gettoken::<S>(&RT);
+            let _b = crate::gettoken::<S>(&RT);
+            let _c = crate::gettoken_shared::<S>(&RT);
+            assert_eq!(current::<S>().tokens.len(), 3);
+        }
+        assert!(!RT.is_held());
+        // Shared holders on two CPUs at once; an exclusive try fails meanwhile.
+        let holding = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(AtomicBool::new(false));
+        let (h, rl) = (holding.clone(), release.clone());
+        let other = Builder::new("shared")
+            .cpu(1)
+            .spawn::<S>(move || {
+                let _s = crate::gettoken_shared::<S>(&RT);
+                h.store(true, Ordering::SeqCst);
+                wait_until("release", || rl.load(Ordering::SeqCst));
+            })
+            .unwrap();
+        wait_until("other CPU to hold shared", || {
+            holding.load(Ordering::SeqCst)
+        });
+        let s = crate::gettoken_shared::<S>(&RT);
+        drop(s);
+        assert!(
+            crate::trytoken::<S>(&RT).is_none(),
+            "exclusive try succeeded under a shared holder"
+        );
+        release.store(true, Ordering::SeqCst);
+        other.join();
+        assert!(crate::trytoken::<S>(&RT).is_some());
+    });
+}
+
+/// Holds one token per level of recursion, so unwinding drops them in
+/// reverse order.
+fn hold_tokens(tokens: &'static [Token]) {
+    if let Some((first, rest)) = tokens.split_first() {
+        let _g = crate::gettoken::<S>(first);
+        hold_tokens(rest);
+    }
+}
+
+#[test]
+#[should_panic(expected = "token stack overflow")]
+fn token_stack_overflow_is_a_clear_panic() {
+    static MANY: [Token; crate::token::MAX_TOKENS + 1] =
+        [const { Token::new("many") }; crate::token::MAX_TOKENS + 1];
+    run(1, None, || hold_tokens(&MANY));
+}
+
+#[test]
+#[should_panic(expected = "token rank violation")]
+fn rank_checker_catches_inverted_order() {
+    static LOW: Token = Token::ranked("low", 1);
+    static HIGHR: Token = Token::ranked("high", 2);
+    run(1, None, || {
+        let _h = crate::gettoken::<S>(&HIGHR);
+        let _l = crate::gettoken::<S>(&LOW);
+    });
+}
+
+static CPUSYNC_HITS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
+
+fn count_cpusync(_: usize) {
+    CPUSYNC_HITS[cpu()].fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn cpusync_from_a_thread_reaches_every_cpu() {
+    run(4, None, || {
+        let world = <S as crate::Machine>::world();
+        let g = crit_enter::<S>();
+        world.ipi.cpusync(&ipi::CpuSet::first(4), count_cpusync, 0);
+        drop(g);
+        for (c, h) in CPUSYNC_HITS.iter().enumerate() {
+            assert_eq!(h.load(Ordering::SeqCst), 1, "cpu{c}");
+        }
+        let _ = sim::poll;
+        assert!(current::<S>().has(flags::RUNNING));
+    });
+}

@@ -1,0 +1,411 @@
+//! Serializing tokens (DragonFly's `lwkt_token.c`).
+//!
+//! A token is held by a *thread*, and only while that thread runs: every
+//! switch releases all of the outgoing thread's tokens, and the scheduler
+//! reacquires all of the incoming thread's tokens before running it. A thread
+//! whose tokens cannot all be had is passed over (a *collision*, counted on
+//! the token and on the CPU) for the next runnable thread; after
+//! [`crate::switch::SPIN_LOOPS`] failed passes the scheduler takes them in
+//! address order, so two threads wanting {A, B} and {B, A} cannot starve each
+//! other. Code holding tokens may therefore block; there is no lock order to
+//! respect; and the guarantee is: between two points where the holder may
+//! block, nobody else holds the token (exclusive) or writes under it
+//! (shared). A preempted thread keeps its tokens — its preemptor may not need
+//! them.
+//!
+//! Exclusive acquisition is recursive; a thread holding a token exclusively may
+//! also take it shared. Each thread has a stack of [`MAX_TOKENS`] token
+//! references, released in reverse order ([`TokenGuard`] enforces it);
+//! overflowing it is a panic naming the thread and the token.
+//!
+//! # Count word
+//!
+//! `EXCLUSIVE` (bit 0) — held exclusively, `owner` points at the holder's
+//! token reference; `EXCLREQ` (bit 1) — an exclusive request is waiting, new
+//! shared holders (holding no other token) stand back so it is not starved;
+//! the rest counts shared holders in units of `INCR`.
+//!
+//! # Ranks
+//!
+//! A token may carry a rank ([`Token::ranked`]). In debug builds taking a
+//! ranked token while holding one of equal or higher rank panics with both
+//! names: correctness never depends on order, but performance does where two
+//! hot tokens are taken together, and the check keeps that order documented
+//! and true.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use crate::Machine;
+use crate::crit::crit_enter;
+use crate::thread::Thread;
+
+/// Token references a thread may hold at once.
+pub const MAX_TOKENS: usize = 16;
+
+const EXCLUSIVE: u64 = 1;
+const EXCLREQ: u64 = 2;
+const INCR: u64 = 4;
+
+/// A serializing token.
+pub struct Token {
+    count: AtomicU64,
+    owner: AtomicPtr<TokRef>,
+    collisions: AtomicU64,
+    name: &'static str,
+    rank: u8,
+}
+
+impl Token {
+    /// A free token named `name` (for collision reports).
+    pub const fn new(name: &'static str) -> Self {
+        Token::ranked(name, 0)
+    }
+
+    /// A free token of rank `rank` (see the module docs; 0 = unranked).
+    pub const fn ranked(name: &'static str, rank: u8) -> Self {
+        Token {
+            count: AtomicU64::new(0),
+            owner: AtomicPtr::new(ptr::null_mut()),
+            collisions: AtomicU64::new(0),
+            name,
+            rank,
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Times a thread could not get this token at once.
+    pub fn collisions(&self) -> u64 {
+        self.collisions.load(Ordering::Relaxed)
+    }
+
+    /// Whether anyone holds it (a snapshot, for assertions).
+    pub fn is_held(&self) -> bool {
+        self.count.load(Ordering::Relaxed) & !EXCLREQ != 0
+    }
+
+    fn collide(&self) {
+        self.collisions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One entry of a thread's token stack.
+pub(crate) struct TokRef {
+    tok: AtomicPtr<Token>,
+    /// `EXCLUSIVE`/`EXCLREQ` as requested.
+    mode: AtomicU64,
+}
+
+impl TokRef {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const EMPTY: TokRef = TokRef {
+        tok: AtomicPtr::new(ptr::null_mut()),
+        mode: AtomicU64::new(0),
+    };
+
+    fn token(&self) -> &'static Token {
+        let p = self.tok.load(Ordering::Relaxed);
+        // SAFETY: only `push` stores here, from a `&'static Token`.
+        #[allow(unsafe_code)]
+        unsafe {
+            &*p
+        }
+    }
+}
+
+/// A thread's token references. Local to the thread.
+pub struct TokenStack<M: Machine> {
+    refs: [TokRef; MAX_TOKENS],
+    len: AtomicU32,
+    /// When not `NOT_SET`: only the first `have` references are actually held
+    /// (a `gettoken` that failed pushed one it does not hold yet); the next
+    /// `release_all` releases just those (DragonFly's `td_toks_have`).
+    have: AtomicU32,
+    _m: core::marker::PhantomData<M>,
+}
+
+const NOT_SET: u32 = u32::MAX;
+
+impl<M: Machine> TokenStack<M> {
+    #[allow(clippy::declare_interior_mutable_const)]
+    pub(crate) const fn new() -> Self {
+        TokenStack {
+            refs: [TokRef::EMPTY; MAX_TOKENS],
+            len: AtomicU32::new(0),
+            have: AtomicU32::new(NOT_SET),
+            _m: core::marker::PhantomData,
+        }
+    }
+
+    /// Token references held.
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed) as usize
+    }
+
+    /// Whether the thread holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn live(&self) -> &[TokRef] {
+        &self.refs[..self.len()]
+    }
+
+    /// Whether `r` is one of this stack's live references.
+    fn owns(&self, r: *const TokRef) -> bool {
+        self.live().iter().any(|x| ptr::eq(x, r))
+    }
+}
+
+/// Tries to take `r.token()` for `td` in mode `mode` (DragonFly's
+/// `_lwkt_trytokref`).
+fn try_ref<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
+    let tok = r.token();
+    let mut count = tok.count.load(Ordering::Relaxed);
+    if mode & EXCLUSIVE != 0 {
+        loop {
+            let oref = tok.owner.load(Ordering::Relaxed);
+            if count & !EXCLREQ == 0 {
+                match tok.count.compare_exchange_weak(
+                    count,
+                    (count & !EXCLREQ) | EXCLUSIVE,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        tok.owner
+                            .store(ptr::from_ref(r).cast_mut(), Ordering::Relaxed);
+                        return true;
+                    }
+                    Err(c) => count = c,
+                }
+            } else if count & EXCLUSIVE != 0 && td.tokens.owns(oref) {
+                // Recursion: we hold it exclusively through an earlier
+                // reference; count this one as shared.
+                tok.count.fetch_add(INCR, Ordering::Relaxed);
+                r.mode.store(
+                    r.mode.load(Ordering::Relaxed) & !EXCLUSIVE,
+                    Ordering::Relaxed,
+                );
+                return true;
+            } else {
+                if mode & EXCLREQ != 0 && count & EXCLREQ == 0 {
+                    tok.count.fetch_or(EXCLREQ, Ordering::Relaxed);
+                }
+                return false;
+            }
+        }
+    } else {
+        loop {
+            let oref = tok.owner.load(Ordering::Relaxed);
+            // Shared holders stand back for a waiting exclusive request, but
+            // only a thread holding no other token (the no-deadlock guarantee
+            // needs the others to get through).
+            if count & (EXCLUSIVE | (mode & EXCLREQ)) == 0
+                || (count & EXCLUSIVE == 0 && td.tokens.len() != 1)
+            {
+                if tok.count.fetch_add(INCR, Ordering::Acquire) & EXCLUSIVE == 0 {
+                    return true;
+                }
+                count = tok.count.fetch_sub(INCR, Ordering::Relaxed) - INCR;
+            } else if count & EXCLUSIVE != 0 && td.tokens.owns(oref) {
+                tok.count.fetch_add(INCR, Ordering::Relaxed);
+                return true;
+            } else {
+                return false;
+            }
+        }
+    }
+}
+
+/// Releases `r`'s hold (DragonFly's `_lwkt_reltokref`).
+fn rel_ref(r: &TokRef) {
+    let tok = r.token();
+    if ptr::eq(tok.owner.load(Ordering::Relaxed), r) {
+        tok.owner.store(ptr::null_mut(), Ordering::Relaxed);
+        tok.count.fetch_and(!EXCLUSIVE, Ordering::Release);
+    } else {
+        let prev = tok.count.fetch_sub(INCR, Ordering::Release);
+        debug_assert!(prev >= INCR, "releasing token {} not held shared", tok.name);
+    }
+}
+
+/// Releases every token `td` holds, keeping its stack (the switch path).
+/// Requires critical section.
+pub(crate) fn release_all<M: Machine>(td: &Thread<M>) {
+    let have = td.tokens.have.swap(NOT_SET, Ordering::Relaxed);
+    let live = td.tokens.live();
+    let held = if have == NOT_SET {
+        live.len()
+    } else {
+        have as usize
+    };
+    for r in live[..held].iter().rev() {
+        rel_ref(r);
+    }
+}
+
+/// Acquires every token on `td`'s stack, in stack order or (`sorted`) in
+/// address order; on failure releases what it got and counts a collision on
+/// the token that failed. Requires critical section.
+pub(crate) fn get_all<M: Machine>(td: &Thread<M>, sorted: bool) -> bool {
+    let live = td.tokens.live();
+    let mut order = [0usize; MAX_TOKENS];
+    for (i, o) in order.iter_mut().enumerate().take(live.len()) {
+        *o = i;
+    }
+    let order = &mut order[..live.len()];
+    if sorted {
+        // Stable: recursive references keep their relative order, so the
+        // first (exclusive) one is taken first.
+        order.sort_by_key(|&i| live[i].tok.load(Ordering::Relaxed) as usize);
+    }
+    for (n, &i) in order.iter().enumerate() {
+        let r = &live[i];
+        if !try_ref(td, r, r.mode.load(Ordering::Relaxed)) {
+            r.token().collide();
+            for &j in order[..n].iter().rev() {
+                rel_ref(&live[j]);
+            }
+            return false;
+        }
+    }
+    true
+}
+
+/// Holds a token; dropping it releases the token. Guards must be dropped in
+/// the reverse order of their acquisition (checked).
+#[must_use = "dropping the guard releases the token at once"]
+pub struct TokenGuard<M: Machine> {
+    tok: &'static Token,
+    _not_send: core::marker::PhantomData<(*const (), M)>,
+}
+
+fn push<M: Machine>(td: &'static Thread<M>, tok: &'static Token, mode: u64) -> &'static TokRef {
+    let n = td.tokens.len();
+    assert!(
+        n < MAX_TOKENS,
+        "token stack overflow: thread `{}` holds {MAX_TOKENS} tokens and wants `{}`",
+        td.name(),
+        tok.name
+    );
+    if cfg!(debug_assertions) && tok.rank != 0 {
+        for held in td.tokens.live() {
+            let h = held.token();
+            assert!(
+                h.rank == 0 || h.rank < tok.rank || ptr::eq(h, tok),
+                "token rank violation: taking `{}` (rank {}) while holding `{}` (rank {})",
+                tok.name,
+                tok.rank,
+                h.name,
+                h.rank
+            );
+        }
+    }
+    let r = &td.tokens.refs[n];
+    r.tok
+        .store(ptr::from_ref(tok).cast_mut(), Ordering::Relaxed);
+    r.mode.store(mode, Ordering::Relaxed);
+    td.tokens.len.store(n as u32 + 1, Ordering::Relaxed);
+    r
+}
+
+fn acquire<M: Machine>(tok: &'static Token, mode: u64) -> TokenGuard<M> {
+    let cpu = M::mycpu();
+    debug_assert!(
+        !cpu.in_interrupt(),
+        "taking token `{}` in a hard-interrupt handler",
+        tok.name
+    );
+    let g = crit_enter::<M>();
+    let td = g.thread();
+    let r = push(td, tok, mode);
+    if !try_ref(td, r, mode) {
+        // The reference is on our stack: the scheduler now takes the token for
+        // us, and runs us only once it has. We hold all but this one.
+        td.tokens
+            .have
+            .store(td.tokens.len() as u32 - 1, Ordering::Relaxed);
+        tok.collide();
+        cpu.stats.token_collisions.inc();
+        td.set_wmesg(tok.name);
+        crate::switch::switch::<M>();
+        td.set_wmesg("");
+    }
+    drop(g);
+    TokenGuard {
+        tok,
+        _not_send: core::marker::PhantomData,
+    }
+}
+
+/// Takes `tok` exclusively, blocking until it is free.
+///
+/// Thread context, never from a hard interrupt; may block.
+pub fn gettoken<M: Machine>(tok: &'static Token) -> TokenGuard<M> {
+    acquire(tok, EXCLUSIVE | EXCLREQ)
+}
+
+/// Takes `tok` shared, blocking while someone holds it exclusively.
+///
+/// Thread context, never from a hard interrupt; may block.
+pub fn gettoken_shared<M: Machine>(tok: &'static Token) -> TokenGuard<M> {
+    acquire(tok, EXCLREQ)
+}
+
+/// Takes `tok` exclusively if that is possible without waiting.
+///
+/// Thread context; never blocks.
+pub fn trytoken<M: Machine>(tok: &'static Token) -> Option<TokenGuard<M>> {
+    let g = crit_enter::<M>();
+    let td = g.thread();
+    let r = push(td, tok, EXCLUSIVE | EXCLREQ);
+    if try_ref(td, r, EXCLUSIVE) {
+        drop(g);
+        Some(TokenGuard {
+            tok,
+            _not_send: core::marker::PhantomData,
+        })
+    } else {
+        td.tokens
+            .len
+            .store(td.tokens.len() as u32 - 1, Ordering::Relaxed);
+        tok.collide();
+        drop(g);
+        None
+    }
+}
+
+impl<M: Machine> Drop for TokenGuard<M> {
+    fn drop(&mut self) {
+        let g = crit_enter::<M>();
+        let td = g.thread();
+        let n = td.tokens.len();
+        let r = &td.tokens.refs[n - 1];
+        assert!(
+            ptr::eq(r.token(), self.tok),
+            "token `{}` released out of order (top of stack is `{}`)",
+            self.tok.name,
+            r.token().name
+        );
+        rel_ref(r);
+        td.tokens.len.store(n as u32 - 1, Ordering::Relaxed);
+        drop(g);
+    }
+}
+
+/// Number of pool tokens.
+pub const POOL_TOKENS: usize = 1024;
+
+static POOL: [Token; POOL_TOKENS] = [const { Token::new("pool") }; POOL_TOKENS];
+
+/// The pool token for `addr`: a token shared by all objects whose address
+/// hashes to it, for objects without a token of their own.
+pub fn pool_token(addr: usize) -> &'static Token {
+    let h = (addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - 10);
+    &POOL[h % POOL_TOKENS]
+}
