@@ -17,6 +17,7 @@ mod console;
 mod fatal;
 mod mm;
 mod percpu;
+mod sched;
 mod selftest;
 mod smp;
 mod sync;
@@ -24,6 +25,8 @@ mod sync;
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{BootInfo, entry_point};
 use wyvern_abi::bootopt::Mode;
+
+use crate::sched::X86;
 
 /// Where the bootloader puts things: the kernel at the top of the address space
 /// (the kernel code model), everything it maps dynamically (physical memory,
@@ -66,16 +69,22 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     let machine = arch::init_machine(platform, opts.timer);
     console::input::init(platform);
     let report = smp::start_aps(platform);
+    lwkt::start_cpu::<X86>();
     banner(platform, &machine, &report);
 
-    match opts.mode {
-        Mode::Test(name) => selftest::run(name),
-        Mode::Interactive => interactive(),
-        Mode::Bench(name) | Mode::Stress(name) => {
-            println!("mode `{}` is not available in this kernel", name);
-            arch::qemu::exit(arch::qemu::ExitCode::Failure)
-        }
-    }
+    // The boot thread becomes this CPU's idle thread; what the boot is for
+    // runs in a thread of its own.
+    lwkt::Builder::new("main")
+        .spawn::<X86>(move || match opts.mode {
+            Mode::Test(name) => selftest::run(name),
+            Mode::Interactive => interactive(),
+            Mode::Bench(name) | Mode::Stress(name) => {
+                println!("mode `{}` is not available in this kernel", name);
+                arch::qemu::exit(arch::qemu::ExitCode::Failure)
+            }
+        })
+        .expect("no memory for the main thread");
+    lwkt::idle_loop::<X86>()
 }
 
 fn banner(platform: &acpi::Platform, machine: &arch::Machine, report: &arch::smpboot::Report) {
@@ -140,7 +149,6 @@ fn banner(platform: &acpi::Platform, machine: &arch::Machine, report: &arch::smp
     );
 }
 
-fn interactive() -> ! {
+fn interactive() {
     println!("boot complete; nothing more to run yet, idling");
-    smp::idle_loop()
 }

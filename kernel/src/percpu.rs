@@ -76,10 +76,11 @@ pub struct PerCpu {
     /// IST stacks (double fault, NMI, machine check) of an AP; the boot CPU
     /// uses static ones. Written once before the block is published.
     ist: Option<[KernelStack; 3]>,
-    /// Scheduler clock ticks taken. Local counter (timer interrupt).
+    /// The scheduler's state of this CPU (DragonFly's `globaldata`).
+    pub lwkt: lwkt::Cpu<crate::sched::X86>,
+    /// Timer interrupts taken (whether the scheduler processed them at once or
+    /// after a critical section). Local counter (timer interrupt).
     pub ticks: LocalCounter,
-    /// Times the idle loop halted. Local counter (idle loop, interrupts off).
-    pub idle_halts: LocalCounter,
     /// Interrupts and exceptions taken, all vectors. Local counter (trap
     /// entry, interrupts off).
     pub traps: LocalCounter,
@@ -110,8 +111,8 @@ impl PerCpu {
             tables: CpuTables::new(),
             lapic: UnsafeCell::new(None),
             ist,
+            lwkt: lwkt::Cpu::new(index),
             ticks: LocalCounter::new(),
-            idle_halts: LocalCounter::new(),
             traps: LocalCounter::new(),
             nmis: LocalCounter::new(),
             vectors: [const { LocalCounter::new() }; 256],
@@ -179,6 +180,7 @@ pub fn init_bsp() {
     // only reached through `mycpu()` and the CPU table afterwards (condition 2).
     unsafe { install(block) };
     CPUS[0].store(block, Ordering::Release);
+    lwkt::bootstrap_cpu(&mycpu().lwkt);
 }
 
 /// Records the boot CPU's APIC id, learned from its local APIC once mapped.
@@ -210,6 +212,7 @@ pub unsafe fn install_ap(block: &'static PerCpu) {
     // SAFETY: the caller guarantees condition 1; `create_ap` leaked the block,
     // so it lives forever, and no `&mut` to it exists (condition 2).
     unsafe { install(core::ptr::from_ref(block).cast_mut()) };
+    lwkt::bootstrap_cpu(&block.lwkt);
 }
 
 /// This CPU's block.

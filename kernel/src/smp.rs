@@ -42,24 +42,10 @@ pub fn stop_others() {
     }
 }
 
-/// What a CPU does when it has nothing to do: halt until an interrupt. Interrupts
-/// are disabled while the loop looks for work and enabled by the `sti` right
-/// before `hlt`, so an interrupt arriving in between wakes the `hlt` instead of
-/// being missed.
-pub fn idle_loop() -> ! {
-    loop {
-        cpu::interrupts_disable();
-        mycpu().idle_halts.inc();
-        cpu::enable_and_halt();
-    }
-}
-
-/// Halts the calling CPU until its tick count has grown by `ticks` (interrupts
-/// must be on).
+/// Sleeps the calling thread for `ticks` scheduler ticks.
+///
+/// Thread context; blocks.
 pub fn wait_ticks(ticks: u64) {
-    let me = mycpu();
-    let target = me.ticks.get() + ticks;
-    while me.ticks.get() < target {
-        cpu::enable_and_halt();
-    }
+    let ident = core::ptr::from_ref(lwkt::current::<crate::sched::X86>()) as usize;
+    lwkt::tsleep::<crate::sched::X86>(ident, 0, "ticks", ticks);
 }

@@ -131,9 +131,8 @@ pub fn init(regions: &MemoryRegions) {
         .find(|&(s, e)| e >= s + bitmap_frames)
         .expect("no room for the frame bitmap");
     let va = phys_to_virt(PhysAddr::new(home as u64 * PAGE_SIZE));
-    // SAFETY: frames [home, home + bitmap_frames) are usable RAM that nothing
-    // else uses yet (they are marked used below before any allocation), mapped
-    // through the physical-memory mapping; the slice is the only reference.
+    // SAFETY: frames [home, home + bitmap_frames) are unused RAM (marked used
+    // below, before any allocation), mapped by the physical-memory mapping.
     let words: &'static mut [u64] =
         unsafe { core::slice::from_raw_parts_mut(va.as_mut_ptr::<u64>(), words) };
     words.fill(0);

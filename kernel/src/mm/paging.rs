@@ -31,13 +31,14 @@ use crate::sync::SpinLock;
 
 struct Kernel {
     table: Option<OffsetPageTable<'static>>,
-    pml4: Option<PhysFrame>,
 }
 
-static KERNEL: SpinLock<Kernel> = SpinLock::new(Kernel {
-    table: None,
-    pml4: None,
-});
+static KERNEL: SpinLock<Kernel> = SpinLock::new(Kernel { table: None });
+
+/// Physical address of the kernel PML4, written once by `init`. Read without
+/// the lock: an AP loads it before it has a per-CPU block, hence before it can
+/// enter the critical section a spinlock needs.
+static KERNEL_PML4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Hands page-table frames to the `x86_64` mapper.
 struct TableFrames;
@@ -125,27 +126,31 @@ pub fn init(_boot_info: &BootInfo) {
         table_at(pml4.start_address())[i]
             .set_addr(new_e_addr.start_address(), F::PRESENT | F::WRITABLE);
     }
-    // SAFETY: the new PML4 maps everything the kernel uses in the upper half
-    // (code, data, stack, boot info, framebuffer, physical memory) exactly as the
-    // old one did, with only NX and U/S tightened outside the kernel's code; the
-    // lower half it drops holds nothing the kernel touches after this point.
+    // The new PML4 maps every upper-half page the kernel uses exactly as the old
+    // one did (only NX and U/S tightened outside the code); the dropped lower
+    // half holds nothing the kernel touches after this point.
+    // SAFETY: same kernel-half mappings as the active tables (see above).
     unsafe { Cr3::write(pml4, Cr3::read().1) };
     let table = table_at(pml4.start_address());
     // SAFETY: the physical-memory offset maps all physical memory, and `table` is
     // the active PML4, reached only through this lock from now on.
     let mapper = unsafe { OffsetPageTable::new(table, phys_to_virt(PhysAddr::new(0))) };
-    let mut k = KERNEL.lock();
-    k.table = Some(mapper);
-    k.pml4 = Some(pml4);
-    drop(k);
+    KERNEL.lock().table = Some(mapper);
+    KERNEL_PML4.store(
+        pml4.start_address().as_u64(),
+        core::sync::atomic::Ordering::Release,
+    );
     if let Err(va) = audit_wx() {
         panic!("kernel page {va:#x} is writable and executable");
     }
 }
 
-/// The kernel PML4 frame (loaded by APs, copied by user address spaces).
+/// The kernel PML4 frame (loaded by APs, copied by user address spaces). Any
+/// context, even before the caller has a per-CPU block.
 pub fn kernel_pml4() -> PhysFrame {
-    KERNEL.lock().pml4.expect("paging not initialized")
+    let pa = KERNEL_PML4.load(core::sync::atomic::Ordering::Acquire);
+    assert!(pa != 0, "paging not initialized");
+    PhysFrame::containing_address(PhysAddr::new(pa))
 }
 
 /// Maps `page` to `frame` with `flags` (PRESENT is added). Fails if the page is

@@ -13,9 +13,11 @@
 //! dead stack, so stale TLB entries on other CPUs are never used. Its *slot*,
 //! though, is not reused until every CPU's TLB is known to be clean, or a CPU
 //! could reach the new stack through an old translation. Once a second CPU is
-//! online, freed slots wait in `quarantine` until a flush of every CPU has
-//! happened (the scheduler's `cpusync` returns them). With one CPU online the
-//! local flush in `unmap` suffices and slots are reused at once.
+//! online, freed slots wait in `quarantine`; when [`QUARANTINE_FLUSH`] of them
+//! have gathered and no free slot is left, one cpusync flushes every CPU's TLB
+//! and the batch becomes reusable — one shootdown per 64 stacks, not per
+//! stack. With one CPU online the local flush in `unmap` suffices and slots
+//! are reused at once.
 //!
 //! Lock: one [`SpinLock`] around the slot lists (AP stacks are made before the
 //! APs have threads).
@@ -37,6 +39,8 @@ pub const GUARD_SIZE: u64 = 64 << 10;
 /// Distance between slots.
 const SLOT_SIZE: u64 = STACK_SIZE + GUARD_SIZE;
 const MAX_SLOTS: u64 = REGION_SIZE / SLOT_SIZE;
+/// Quarantined slots that trigger a TLB flush of every CPU and their reuse.
+const QUARANTINE_FLUSH: usize = 64;
 
 struct Slots {
     /// Slots never used yet start here.
@@ -47,6 +51,8 @@ struct Slots {
     quarantine: Vec<u32>,
     /// Stacks in use.
     live: usize,
+    /// A CPU is flushing TLBs to reclaim the quarantine.
+    flushing: bool,
 }
 
 static SLOTS: SpinLock<Slots> = SpinLock::new(Slots {
@@ -54,6 +60,7 @@ static SLOTS: SpinLock<Slots> = SpinLock::new(Slots {
     free: Vec::new(),
     quarantine: Vec::new(),
     live: 0,
+    flushing: false,
 });
 
 /// Whether freed slots must be quarantined (more than one CPU may cache them).
@@ -73,19 +80,50 @@ fn slot_base(slot: u32) -> u64 {
 
 impl KernelStack {
     /// Allocates and maps a stack. `None` when memory or slots run out.
+    ///
+    /// Thread or boot context; once enough freed slots wait in quarantine it
+    /// flushes every CPU's TLB (a cpusync), so not while holding a spinlock.
     pub fn new() -> Option<Self> {
-        let slot = {
+        let slot = loop {
             let mut s = SLOTS.lock();
+            if s.free.is_empty()
+                && s.quarantine.len() >= QUARANTINE_FLUSH
+                && !s.flushing
+                && crate::sched::ready()
+            {
+                // Reuse quarantined slots once no CPU can hold a stale
+                // translation of them: flush everywhere, outside the lock.
+                // The first `batch` entries were quarantined before the flush
+                // began; one flush at a time keeps that true when they move.
+                let batch = s.quarantine.len();
+                s.flushing = true;
+                drop(s);
+                crate::sched::flush_tlb_everywhere();
+                let mut s = SLOTS.lock();
+                let Slots {
+                    free, quarantine, ..
+                } = &mut *s;
+                free.extend(quarantine.drain(..batch));
+                s.flushing = false;
+                continue;
+            }
             let slot = match s.free.pop() {
                 Some(slot) => slot,
                 None if u64::from(s.next_fresh) < MAX_SLOTS => {
                     s.next_fresh += 1;
+                    // Room for every slot there is in both lists, so freeing
+                    // never grows them: their size follows the number of
+                    // slots, not the order of frees.
+                    let n = s.next_fresh as usize;
+                    let (fl, ql) = (s.free.len(), s.quarantine.len());
+                    s.free.reserve(n - fl);
+                    s.quarantine.reserve(n - ql);
                     s.next_fresh - 1
                 }
                 None => return None,
             };
             s.live += 1;
-            slot
+            break slot;
         };
         let stack = KernelStack { slot };
         let bottom = stack.bottom().as_u64();

@@ -11,7 +11,8 @@
 //! failure code at once ([`fail`], [`check!`]).
 
 mod basic;
-mod smp;
+mod sched;
+pub(crate) mod smp;
 
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +43,7 @@ pub struct SelfTest {
 }
 
 /// Every self-test the kernel knows.
-static TESTS: &[&[SelfTest]] = &[basic::TESTS, smp::TESTS];
+static TESTS: &[&[SelfTest]] = &[basic::TESTS, smp::TESTS, sched::TESTS];
 
 /// Index + 1 of the running test in the flattened list; 0 = none.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);

@@ -46,7 +46,7 @@ fn smp_online() {
     // Per CPU at the start of the window: ticks, idle halts, traps.
     let before: [(u64, u64, u64); MAX_CPUS] = core::array::from_fn(|i| {
         percpu::cpu(i as u32).map_or((0, 0, 0), |c| {
-            let halts = c.idle_halts.get();
+            let halts = c.lwkt.stats.idle_halts.get();
             (c.ticks.get(), halts, c.traps.get())
         })
     });
@@ -56,7 +56,7 @@ fn smp_online() {
         // one in progress was ended by a trap, so `halts <= traps + 1` holds for
         // a pair read in this order (and read in the opposite order at the
         // start of the window).
-        let halts = c.idle_halts.get();
+        let halts = c.lwkt.stats.idle_halts.get();
         let traps = c.traps.get();
         let ticks = c.ticks.get();
         check!(ticks > 0, "cpu{} never ticked", c.index());
@@ -114,14 +114,15 @@ fn record_identity(_frame: &mut TrapFrame) {
     apic::eoi();
 }
 
-/// Waits (halting) until `cond` holds or `ms` pass; returns whether it held.
-fn wait_for(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
+/// Waits (sleeping a tick at a time) until `cond` holds or `ms` pass; returns
+/// whether it held.
+pub(super) fn wait_for(ms: u64, mut cond: impl FnMut() -> bool) -> bool {
     let end = cpu::rdtsc() + tsc::ns_to_ticks(ms * 1_000_000);
     while !cond() {
         if cpu::rdtsc() > end {
             return false;
         }
-        cpu::enable_and_halt();
+        smp::wait_ticks(1);
     }
     true
 }

@@ -1,19 +1,25 @@
-//! A spinlock held with interrupts disabled on the holding CPU.
+//! A spinlock held inside a critical section.
 //!
-//! Holding it with interrupts off means no interrupt handler on the same CPU can
-//! try to take it while the holder is interrupted, so it cannot self-deadlock;
-//! the waiter spins with `pause` (BUILD-NOTES.md: under QEMU's icount a spin
-//! without `pause` starves the holder's vCPU forever).
+//! Holding it inside a critical section means an interrupt on the same CPU is
+//! deferred rather than run, so no interrupt handler can try to take the lock
+//! while its holder is interrupted (no self-deadlock), and interrupts stay
+//! hardware-enabled (they are only recorded, then replayed when the section
+//! ends). The waiter spins with `pause` (BUILD-NOTES.md: under QEMU's icount a
+//! spin without `pause` starves the holder's vCPU forever).
 //!
-//! Exceptions and NMIs still arrive. Their handlers must not take spinlocks;
-//! the console, which they do use, has its own re-entrant lock
-//! (`console::ConsoleLock`).
+//! Rules: never wait for another CPU (an IPI answer, a cpusync) while holding
+//! one — that CPU may be spinning on the same lock inside its own critical
+//! section, where it does not serve IPIs. Exception and NMI handlers must not
+//! take spinlocks; the console, which they do use, has its own re-entrant lock.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use lwkt::CritGuard;
+
 use crate::arch::cpu;
+use crate::sched::X86;
 
 /// A spinlock protecting a `T`.
 pub struct SpinLock<T> {
@@ -36,10 +42,10 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// Takes the lock, spinning with `pause` while another CPU holds it.
-    /// Interrupts are disabled on this CPU until the guard drops.
+    /// Takes the lock, spinning with `pause` while another CPU holds it. The
+    /// calling thread is in a critical section until the guard drops.
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
-        let irq = cpu::interrupts_save_disable();
+        let crit = lwkt::crit_enter::<X86>();
         while self
             .locked
             .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -49,43 +55,49 @@ impl<T> SpinLock<T> {
                 cpu::pause();
             }
         }
-        SpinLockGuard { lock: self, irq }
+        SpinLockGuard {
+            lock: self,
+            _crit: crit,
+        }
     }
 
     /// Takes the lock if it is free.
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
-        let irq = cpu::interrupts_save_disable();
+        let crit = lwkt::crit_enter::<X86>();
         if self
             .locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            Some(SpinLockGuard { lock: self, irq })
+            Some(SpinLockGuard {
+                lock: self,
+                _crit: crit,
+            })
         } else {
-            cpu::interrupts_restore(irq);
             None
         }
     }
 }
 
-/// Holds a [`SpinLock`]; dropping it releases the lock and restores interrupts.
+/// Holds a [`SpinLock`]; dropping it releases the lock, then ends the
+/// critical section.
 pub struct SpinLockGuard<'a, T> {
     lock: &'a SpinLock<T>,
-    irq: bool,
+    _crit: CritGuard<X86>,
 }
 
 impl<T> Deref for SpinLockGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: the guard exists only while the lock is held by this CPU.
+        // SAFETY: the guard exists only while the lock is held by this thread.
         unsafe { &*self.lock.value.get() }
     }
 }
 
 impl<T> DerefMut for SpinLockGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard exists only while the lock is held by this CPU, and
-        // `&mut self` makes this the only reference through the guard.
+        // SAFETY: the guard exists only while the lock is held by this thread,
+        // and `&mut self` makes this the only reference through the guard.
         unsafe { &mut *self.lock.value.get() }
     }
 }
@@ -93,6 +105,6 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
 impl<T> Drop for SpinLockGuard<'_, T> {
     fn drop(&mut self) {
         self.lock.locked.store(false, Ordering::Release);
-        cpu::interrupts_restore(self.irq);
+        // `_crit` drops after this body: the section ends once the lock is free.
     }
 }

@@ -15,6 +15,7 @@
 //! | vector | use |
 //! |---|---|
 //! | [`VECTOR_TIMER`] | LAPIC timer: the per-CPU tick |
+//! | [`VECTOR_IPIQ`] | IPI: process this CPU's incoming IPI queues |
 //! | [`VECTOR_TEST`] | IPI used by self-tests |
 //! | [`VECTOR_ERROR`] | LAPIC error |
 //! | [`VECTOR_SPURIOUS`] | LAPIC spurious |
@@ -33,6 +34,8 @@ use crate::{mm, println};
 
 /// LAPIC timer.
 pub const VECTOR_TIMER: u8 = 0xf8;
+/// IPI-queue interrupt.
+pub const VECTOR_IPIQ: u8 = 0xf4;
 /// Self-test IPI.
 pub const VECTOR_TEST: u8 = 0xf2;
 /// LAPIC error.

@@ -191,3 +191,11 @@ pub unsafe fn clear_page(page: *mut u8) {
         );
     }
 }
+
+/// Flushes this CPU's TLB of non-global entries (reloads CR3).
+pub fn flush_tlb_local() {
+    let (frame, flags) = x86_64::registers::control::Cr3::read();
+    // SAFETY: writing back the current CR3 changes no mapping; it only drops
+    // cached translations.
+    unsafe { x86_64::registers::control::Cr3::write(frame, flags) };
+}

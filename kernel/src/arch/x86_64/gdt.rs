@@ -99,10 +99,9 @@ impl CpuTables {
         // SAFETY: the GDT is 'static and no longer written.
         let gdt: &'static GlobalDescriptorTable<8> = unsafe { &*self.gdt.get() };
         gdt.load();
-        // SAFETY: the selectors index descriptors of the GDT just loaded, which is
-        // 'static: the code segment is a 64-bit ring-0 code segment, the data
-        // selectors a writable data segment, and the TSS descriptor points to
-        // `self.tss`, which lives as long as the CPU.
+        // The selectors index the 'static GDT just loaded: 64-bit ring-0 code,
+        // writable data, and the TSS descriptor of `self.tss` (lives with the CPU).
+        // SAFETY: valid descriptors of the loaded, 'static GDT (see above).
         unsafe {
             CS::set_reg(SegmentSelector(KERNEL_CS));
             SS::set_reg(SegmentSelector(KERNEL_DS));

@@ -110,10 +110,10 @@ fn stub(vector: usize) -> VirtAddr {
 pub fn load() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
-        // SAFETY: (every `set_handler_addr` below) the address is the stub for the
-        // vector of the entry, which saves the full state and ends in `iretq`; for
-        // vectors with an error code the stub does not push a dummy one, so the
-        // frame layout is the same for all.
+        // Every address below is the stub of the entry's own vector: it saves the
+        // full state into one frame layout (no dummy error code where the CPU
+        // pushes one) and ends in `iretq`.
+        // SAFETY: each handler address is its vector's stub (see above).
         unsafe {
             idt.divide_error.set_handler_addr(stub(0));
             idt.debug.set_handler_addr(stub(1));

@@ -10,6 +10,7 @@ pub mod idt;
 pub mod ioapic;
 pub mod qemu;
 pub mod smpboot;
+pub mod switch;
 pub mod timer;
 pub mod trap;
 pub mod tsc;

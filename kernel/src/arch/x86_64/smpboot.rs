@@ -275,6 +275,7 @@ pub fn start_aps(platform: &Platform) -> Report {
         targets.truncate(MAX_CPUS - 1);
     }
     if targets.is_empty() {
+        crate::sched::init();
         return Report {
             asked: 0,
             online: 0,
@@ -303,6 +304,9 @@ pub fn start_aps(platform: &Platform) -> Report {
     let tops: Vec<u64> = stacks.iter().map(|s| s.top().as_u64()).collect();
     let tramp = Trampoline::build(&tops);
     mm::stack::enable_quarantine();
+    // Every CPU block exists: the scheduler's global state can be built, and
+    // must be before any AP ticks.
+    crate::sched::init();
 
     let t0 = cpu::rdtsc();
     with_lapic(|l| targets.iter().for_each(|&id| l.send_init(id)));
@@ -383,6 +387,7 @@ extern "C" fn ap_entry(_ticket: u32) -> ! {
     idt::load();
     apic::init_local(timer::uses_deadline());
     timer::start_local();
+    lwkt::start_cpu::<crate::sched::X86>();
     smp::ap_online(block);
-    smp::idle_loop()
+    lwkt::idle_loop::<crate::sched::X86>()
 }

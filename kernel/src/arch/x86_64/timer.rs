@@ -113,7 +113,8 @@ pub fn start_local() {
     }
 }
 
-/// The tick: count it, arm the next (deadline mode), acknowledge.
+/// The tick: count it, arm the next (deadline mode), acknowledge, and hand it
+/// to the scheduler (which defers it inside a critical section).
 fn tick(_frame: &mut TrapFrame) {
     mycpu().ticks.inc();
     if mode() == Mode::TscDeadline {
@@ -130,4 +131,7 @@ fn tick(_frame: &mut TrapFrame) {
         with_lapic(|l| l.set_tsc_deadline(next));
     }
     apic::eoi();
+    if crate::sched::ready() {
+        lwkt::clock_interrupt::<crate::sched::X86>();
+    }
 }

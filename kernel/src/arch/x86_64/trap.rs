@@ -109,4 +109,8 @@ unsafe extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // function pointers (non-zero), so a non-zero value is one.
     let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
     handler(frame);
+    // The way out: a preemption the handler asked for, deferred work.
+    if crate::sched::ready() {
+        lwkt::doreti::<crate::sched::X86>(frame.user_mode());
+    }
 }
