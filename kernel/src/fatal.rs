@@ -51,6 +51,8 @@ pub fn die(kind: Fatal) -> ! {
     }
     DYING_CPU.store(me, Ordering::Release);
     crate::smp::stop_others();
+    crate::stats::dump();
+    crate::trace::dump_all();
     let code = selftest::verdict_on_fatal(kind);
     qemu::exit(code)
 }

@@ -15,12 +15,16 @@ mod arch;
 mod bootopts;
 mod console;
 mod fatal;
+mod intr;
 mod mm;
 mod percpu;
 mod sched;
 mod selftest;
 mod smp;
+mod stats;
+mod stress;
 mod sync;
+mod trace;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{BootInfo, entry_point};
@@ -67,9 +71,10 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
 
     let platform = acpi::init(rsdp.expect("the bootloader found no RSDP"));
     let machine = arch::init_machine(platform, opts.timer);
-    console::input::init(platform);
     let report = smp::start_aps(platform);
     lwkt::start_cpu::<X86>();
+    intr::init();
+    console::input::init(platform);
     banner(platform, &machine, &report);
 
     // The boot thread becomes this CPU's idle thread; what the boot is for
@@ -78,8 +83,19 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
         .spawn::<X86>(move || match opts.mode {
             Mode::Test(name) => selftest::run(name),
             Mode::Interactive => interactive(),
-            Mode::Bench(name) | Mode::Stress(name) => {
-                println!("mode `{}` is not available in this kernel", name);
+            Mode::Stress(name) => {
+                let Some(kind) = stress::Kind::parse(name) else {
+                    println!("unknown stress workload `{name}` (token, sleep, nop)");
+                    arch::qemu::exit(arch::qemu::ExitCode::Failure)
+                };
+                let seconds = opts.param("seconds").unwrap_or(5);
+                let results = stress::run(kind, seconds);
+                stress::print(kind, seconds, &results);
+                stats::dump();
+                arch::qemu::exit(arch::qemu::ExitCode::Success)
+            }
+            Mode::Bench(name) => {
+                println!("mode `bench={name}` is not available in this kernel");
                 arch::qemu::exit(arch::qemu::ExitCode::Failure)
             }
         })
@@ -150,5 +166,8 @@ fn banner(platform: &acpi::Platform, machine: &arch::Machine, report: &arch::smp
 }
 
 fn interactive() {
-    println!("boot complete; nothing more to run yet, idling");
+    if console::has_serial() {
+        console::keys::run();
+    }
+    println!("boot complete; no serial console for keys, idling");
 }

@@ -92,6 +92,10 @@ pub struct PerCpu {
     pub online_tsc: AtomicU64,
     /// Next TSC deadline of the tick (TSC-deadline mode). Local.
     pub timer_deadline: AtomicU64,
+    /// This CPU's trace ring. Local writer, any reader.
+    pub trace: crate::trace::TraceRing,
+    /// Spinlocks this CPU holds (debug rank checking). Local.
+    pub held_locks: crate::sync::HeldLocks,
 }
 
 // SAFETY: `self_ptr`, `index`, `apic_id` and `ist` are written once before the
@@ -118,6 +122,8 @@ impl PerCpu {
             vectors: [const { LocalCounter::new() }; 256],
             online_tsc: AtomicU64::new(0),
             timer_deadline: AtomicU64::new(0),
+            trace: crate::trace::TraceRing::new(),
+            held_locks: crate::sync::HeldLocks::new(),
         }
     }
 

@@ -128,6 +128,7 @@ pub(crate) fn run_deferred<M: Machine>(cpu: &'static Cpu<M>) {
             M::interrupts_restore(irq);
             for _ in 0..n {
                 cpu.stats.ticks_replayed.inc();
+                M::trace(crate::Event::Replay, 0);
                 crate::switch::hardclock::<M>(cpu);
             }
         }
@@ -145,6 +146,7 @@ pub(crate) fn run_deferred<M: Machine>(cpu: &'static Cpu<M>) {
                     let b = bits.trailing_zeros();
                     bits &= bits - 1;
                     cpu.stats.irqs_replayed.inc();
+                    M::trace(crate::Event::Replay, u64::from((w * 64) as u32 + b));
                     M::dispatch_device((w * 64) as u8 + b as u8);
                 }
             }

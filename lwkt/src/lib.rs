@@ -34,7 +34,7 @@
 //! the target CPU's critical section, running a message: must not block);
 //! *never from a hard interrupt*; *may block*. The claims are checked with
 //! `debug_assert!` where they can be.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, loom)), no_std)]
 #![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -53,20 +53,21 @@ pub mod slab;
 pub mod sleep;
 mod spin;
 pub mod switch;
+mod sync;
 pub mod thread;
 pub mod token;
 pub mod world;
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod sim;
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use cpu::{Cpu, CpuStats, CpuStatsSnapshot, bootstrap_cpu, rqf};
 pub use crit::{CritGuard, crit_enter, in_crit, splz};
 pub use intr::{clock_interrupt, device_interrupt, doreti, ipi_interrupt};
 pub use lifecycle::{Builder, SpawnError, exit, thread_start, trim_cache};
-pub use machine::Machine;
+pub use machine::{Event, Machine};
 pub use sched::{
     deschedule, deschedule_self, migrate_self, schedule, schedule_self, setpri, setpri_self,
 };
@@ -74,5 +75,7 @@ pub use sema::Sema;
 pub use sleep::{INTERLOCKED, Wake, tsleep, tsleep_cancel, tsleep_interlock, wakeup, wakeup_one};
 pub use switch::{current, idle_loop, lwkt_yield, switch, switch_return, yield_now};
 pub use thread::{Thread, ThreadId, ThreadName, ThreadRef, flags, pri};
-pub use token::{Token, TokenGuard, gettoken, gettoken_shared, pool_token, trytoken};
+#[cfg(not(loom))]
+pub use token::pool_token;
+pub use token::{Token, TokenGuard, gettoken, gettoken_shared, trytoken};
 pub use world::{World, init, start_cpu};

@@ -175,6 +175,10 @@ pub fn exit<M: Machine>() -> ! {
     cpu.allq_remove(td);
     td.set(flags::EXITING);
     cpu.stats.exited.inc();
+    M::trace(
+        crate::Event::Exit,
+        u64::from(td.index.load(Ordering::Relaxed)),
+    );
     let ntd = crate::switch::next_thread::<M>(cpu, td);
     cpu.stats.switches.inc();
     ntd.set(flags::RUNNING);

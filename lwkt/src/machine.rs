@@ -10,6 +10,28 @@ use crate::cpu::Cpu;
 use crate::thread::Thread;
 use crate::world::World;
 
+/// Scheduler events a machine may record ([`Machine::trace`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Event {
+    /// Switched to a thread (argument: its slab index).
+    Switch = 1,
+    /// Preempted by a thread (argument: its slab index).
+    Preempt = 2,
+    /// A preemption was refused (argument: the candidate's slab index).
+    PreemptMiss = 3,
+    /// A thread was woken (argument: its slab index).
+    Wakeup = 4,
+    /// A thread could not get its tokens (argument: its slab index).
+    TokenCollision = 5,
+    /// A deferred interrupt was replayed (argument: vector, or 0 for a tick).
+    Replay = 6,
+    /// A thread migrated away (argument: target CPU).
+    Migrate = 7,
+    /// A thread exited (argument: its slab index).
+    Exit = 8,
+}
+
 /// The machine under the scheduler.
 ///
 /// `ipi::Platform` supplies the CPU index, the hardware IPI and `pause`.
@@ -76,6 +98,12 @@ pub trait Machine: ipi::Platform + Sized + Send + Sync + 'static {
 
     /// `*word &= !bits`, same rules as [`Machine::local_or`].
     fn local_and_not(word: &AtomicU32, bits: u32);
+
+    /// Records a scheduler event in this CPU's trace ring (see [`Event`]).
+    /// Any context, including hard-interrupt handlers; must not block or
+    /// take locks. The default records nothing.
+    #[inline(always)]
+    fn trace(_event: Event, _arg: u64) {}
 
     /// Handles device interrupt `vector` (typically: schedules its interrupt
     /// thread). Called from the hard-interrupt path, or from [`crate::splz`]

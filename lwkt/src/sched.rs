@@ -178,6 +178,7 @@ pub fn migrate_self<M: Machine>(to: usize) {
     dequeue(cpu, td);
     cpu.allq_remove(td);
     td.migrate_to.store(to as u32, Ordering::Relaxed);
+    M::trace(crate::Event::Migrate, to as u64);
     crate::switch::switch::<M>();
     // Running on `to` now.
     let here = M::mycpu();

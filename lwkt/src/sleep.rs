@@ -236,6 +236,10 @@ fn wakeup_local<M: Machine>(cpu: &'static Cpu<M>, ident: usize, max: usize) -> u
         }
         remove_from_sleepq(cpu, td);
         cpu.stats.wakeups.inc();
+        M::trace(
+            crate::Event::Wakeup,
+            u64::from(td.index.load(Ordering::Relaxed)),
+        );
         crate::sched::schedule::<M>(td);
         woke += 1;
         if woke == max {

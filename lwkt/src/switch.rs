@@ -71,6 +71,10 @@ pub(crate) fn choose_next<M: Machine>(
                 return ntd;
             }
             cpu.stats.token_collisions.inc();
+            M::trace(
+                crate::Event::TokenCollision,
+                u64::from(ntd.index.load(Ordering::Relaxed)),
+            );
             cand = cpu.runq.next_after(ntd);
         }
         // Every runnable thread wants a token someone else holds. If the
@@ -146,6 +150,10 @@ fn switch_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'st
         "switching to a thread outside a critical section"
     );
     cpu.stats.switches.inc();
+    M::trace(
+        crate::Event::Switch,
+        u64::from(ntd.index.load(Ordering::Relaxed)),
+    );
     ntd.set(flags::RUNNING);
     ntd.switches
         .store(ntd.switches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -199,6 +207,10 @@ pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
     }
     if td.crit_depth() > depth || !ntd.tokens.is_empty() || ntd.cpu() != cpu.index() {
         cpu.stats.preempt_miss.inc();
+        M::trace(
+            crate::Event::PreemptMiss,
+            u64::from(ntd.index.load(Ordering::Relaxed)),
+        );
         cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
         return;
     }
@@ -211,6 +223,10 @@ pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
         return;
     }
     cpu.stats.preempt_hit.inc();
+    M::trace(
+        crate::Event::Preempt,
+        u64::from(ntd.index.load(Ordering::Relaxed)),
+    );
     ntd.preempted.store(tdptr(td), Ordering::Relaxed);
     td.set(flags::PREEMPT_LOCK);
     switch_to(cpu, td, ntd);

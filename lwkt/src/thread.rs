@@ -290,6 +290,11 @@ impl<M: Machine> Thread<M> {
         }
     }
 
+    /// Token references on the thread's stack (held while it runs).
+    pub fn tokens_held(&self) -> usize {
+        self.tokens.len()
+    }
+
     /// The saved machine state (for the machine's switch code).
     pub fn context(&self) -> &M::Context {
         &self.ctx

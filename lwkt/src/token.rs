@@ -34,10 +34,11 @@
 //! and true.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::Machine;
 use crate::crit::crit_enter;
+use crate::sync;
 use crate::thread::Thread;
 
 /// Token references a thread may hold at once.
@@ -49,27 +50,41 @@ const INCR: u64 = 4;
 
 /// A serializing token.
 pub struct Token {
-    count: AtomicU64,
-    owner: AtomicPtr<TokRef>,
-    collisions: AtomicU64,
+    count: sync::AtomicU64,
+    owner: sync::AtomicPtr<TokRef>,
+    collisions: core::sync::atomic::AtomicU64,
     name: &'static str,
     rank: u8,
 }
 
 impl Token {
     /// A free token named `name` (for collision reports).
+    #[cfg(not(loom))]
     pub const fn new(name: &'static str) -> Self {
         Token::ranked(name, 0)
     }
 
     /// A free token of rank `rank` (see the module docs; 0 = unranked).
+    #[cfg(not(loom))]
     pub const fn ranked(name: &'static str, rank: u8) -> Self {
         Token {
-            count: AtomicU64::new(0),
-            owner: AtomicPtr::new(ptr::null_mut()),
-            collisions: AtomicU64::new(0),
+            count: sync::AtomicU64::new(0),
+            owner: sync::AtomicPtr::new(ptr::null_mut()),
+            collisions: core::sync::atomic::AtomicU64::new(0),
             name,
             rank,
+        }
+    }
+
+    /// A free token (loom atomics are not `const`).
+    #[cfg(loom)]
+    pub fn new(name: &'static str) -> Self {
+        Token {
+            count: sync::AtomicU64::new(0),
+            owner: sync::AtomicPtr::new(ptr::null_mut()),
+            collisions: core::sync::atomic::AtomicU64::new(0),
+            name,
+            rank: 0,
         }
     }
 
@@ -93,18 +108,18 @@ impl Token {
     }
 }
 
-/// One entry of a thread's token stack.
+/// One entry of a thread's token stack. Local to the thread.
 pub(crate) struct TokRef {
-    tok: AtomicPtr<Token>,
+    tok: core::sync::atomic::AtomicPtr<Token>,
     /// `EXCLUSIVE`/`EXCLREQ` as requested.
-    mode: AtomicU64,
+    mode: core::sync::atomic::AtomicU64,
 }
 
 impl TokRef {
     #[allow(clippy::declare_interior_mutable_const)]
     const EMPTY: TokRef = TokRef {
-        tok: AtomicPtr::new(ptr::null_mut()),
-        mode: AtomicU64::new(0),
+        tok: core::sync::atomic::AtomicPtr::new(ptr::null_mut()),
+        mode: core::sync::atomic::AtomicU64::new(0),
     };
 
     fn token(&self) -> &'static Token {
@@ -164,6 +179,13 @@ impl<M: Machine> TokenStack<M> {
 /// Tries to take `r.token()` for `td` in mode `mode` (DragonFly's
 /// `_lwkt_trytokref`).
 fn try_ref<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
+    try_word(r, mode, |p| td.tokens.owns(p), td.tokens.len())
+}
+
+/// The count-word protocol of [`try_ref`]: `mine(p)` says whether token
+/// reference `p` belongs to the caller's thread, `held` is how many references
+/// that thread has on its stack.
+fn try_word(r: &TokRef, mode: u64, mine: impl Fn(*const TokRef) -> bool, held: usize) -> bool {
     let tok = r.token();
     let mut count = tok.count.load(Ordering::Relaxed);
     if mode & EXCLUSIVE != 0 {
@@ -183,7 +205,7 @@ fn try_ref<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
                     }
                     Err(c) => count = c,
                 }
-            } else if count & EXCLUSIVE != 0 && td.tokens.owns(oref) {
+            } else if count & EXCLUSIVE != 0 && mine(oref) {
                 // Recursion: we hold it exclusively through an earlier
                 // reference; count this one as shared.
                 tok.count.fetch_add(INCR, Ordering::Relaxed);
@@ -205,14 +227,13 @@ fn try_ref<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
             // Shared holders stand back for a waiting exclusive request, but
             // only a thread holding no other token (the no-deadlock guarantee
             // needs the others to get through).
-            if count & (EXCLUSIVE | (mode & EXCLREQ)) == 0
-                || (count & EXCLUSIVE == 0 && td.tokens.len() != 1)
+            if count & (EXCLUSIVE | (mode & EXCLREQ)) == 0 || (count & EXCLUSIVE == 0 && held != 1)
             {
                 if tok.count.fetch_add(INCR, Ordering::Acquire) & EXCLUSIVE == 0 {
                     return true;
                 }
                 count = tok.count.fetch_sub(INCR, Ordering::Relaxed) - INCR;
-            } else if count & EXCLUSIVE != 0 && td.tokens.owns(oref) {
+            } else if count & EXCLUSIVE != 0 && mine(oref) {
                 tok.count.fetch_add(INCR, Ordering::Relaxed);
                 return true;
             } else {
@@ -401,11 +422,175 @@ impl<M: Machine> Drop for TokenGuard<M> {
 /// Number of pool tokens.
 pub const POOL_TOKENS: usize = 1024;
 
+#[cfg(not(loom))]
 static POOL: [Token; POOL_TOKENS] = [const { Token::new("pool") }; POOL_TOKENS];
 
 /// The pool token for `addr`: a token shared by all objects whose address
 /// hashes to it, for objects without a token of their own.
+#[cfg(not(loom))]
 pub fn pool_token(addr: usize) -> &'static Token {
     let h = (addr >> 4).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - 10);
     &POOL[h % POOL_TOKENS]
+}
+
+/// Loom models of the count-word protocol: acquire, release, and the
+/// release-everything-then-reacquire that every switch does.
+#[cfg(all(test, loom))]
+mod loom_model {
+    use loom::cell::UnsafeCell;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::*;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(f);
+    }
+
+    /// A token and the data it protects.
+    struct Guarded {
+        tok: Token,
+        data: UnsafeCell<u64>,
+    }
+
+    // SAFETY: `data` is only touched while holding `tok` exclusively, which is
+    // what the model checks (loom flags any concurrent access to the cell).
+    #[allow(unsafe_code)]
+    unsafe impl Sync for Guarded {}
+
+    fn tokref(g: &Guarded, mode: u64) -> TokRef {
+        let r = TokRef::EMPTY;
+        r.tok
+            .store(ptr::from_ref(&g.tok).cast_mut(), Ordering::Relaxed);
+        r.mode.store(mode, Ordering::Relaxed);
+        r
+    }
+
+    /// Takes the token through `r`, retrying as the scheduler would.
+    fn take(r: &TokRef, mode: u64) {
+        while !try_word(r, mode, |p| ptr::eq(p, r), 1) {
+            thread::yield_now();
+        }
+    }
+
+    fn bump(g: &Guarded) {
+        g.data.with_mut(|p| {
+            // SAFETY: inside the exclusive hold (see `Guarded`).
+            #[allow(unsafe_code)]
+            unsafe {
+                *p += 1
+            }
+        });
+    }
+
+    #[test]
+    fn exclusive_holders_exclude_each_other() {
+        model(|| {
+            let g = Arc::new(Guarded {
+                tok: Token::new("model"),
+                data: UnsafeCell::new(0),
+            });
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let g = g.clone();
+                    thread::spawn(move || {
+                        let r = tokref(&g, EXCLUSIVE | EXCLREQ);
+                        take(&r, EXCLUSIVE | EXCLREQ);
+                        bump(&g);
+                        rel_ref(&r);
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(
+                g.data.with(|p| {
+                    // SAFETY: all threads joined.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        *p
+                    }
+                }),
+                2
+            );
+            assert!(!g.tok.is_held());
+        });
+    }
+
+    #[test]
+    fn shared_holders_exclude_an_exclusive_one() {
+        model(|| {
+            let g = Arc::new(Guarded {
+                tok: Token::new("model"),
+                data: UnsafeCell::new(0),
+            });
+            let reader = {
+                let g = g.clone();
+                thread::spawn(move || {
+                    let r = tokref(&g, EXCLREQ);
+                    take(&r, EXCLREQ);
+                    g.data.with(|p| {
+                        // SAFETY: a shared hold excludes writers.
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            let _ = *p;
+                        }
+                    });
+                    rel_ref(&r);
+                })
+            };
+            let writer = {
+                let g = g.clone();
+                thread::spawn(move || {
+                    let r = tokref(&g, EXCLUSIVE | EXCLREQ);
+                    take(&r, EXCLUSIVE | EXCLREQ);
+                    bump(&g);
+                    rel_ref(&r);
+                })
+            };
+            reader.join().unwrap();
+            writer.join().unwrap();
+            assert!(!g.tok.is_held());
+        });
+    }
+
+    /// A holder that is switched out releases (as `release_all` does) and
+    /// reacquires (as `get_all` does) while another thread competes: the data
+    /// is never touched by both.
+    #[test]
+    fn release_on_switch_and_reacquire() {
+        model(|| {
+            let g = Arc::new(Guarded {
+                tok: Token::new("model"),
+                data: UnsafeCell::new(0),
+            });
+            let a = {
+                let g = g.clone();
+                thread::spawn(move || {
+                    let r = tokref(&g, EXCLUSIVE | EXCLREQ);
+                    take(&r, EXCLUSIVE | EXCLREQ);
+                    bump(&g);
+                    rel_ref(&r); // switched out
+                    take(&r, EXCLUSIVE | EXCLREQ); // switched back in
+                    bump(&g);
+                    rel_ref(&r);
+                })
+            };
+            let b = {
+                let g = g.clone();
+                thread::spawn(move || {
+                    let r = tokref(&g, EXCLUSIVE | EXCLREQ);
+                    take(&r, EXCLUSIVE | EXCLREQ);
+                    bump(&g);
+                    rel_ref(&r);
+                })
+            };
+            a.join().unwrap();
+            b.join().unwrap();
+            assert!(!g.tok.is_held());
+        });
+    }
 }

@@ -29,6 +29,12 @@ pub struct RunArgs {
     /// Boot straight into a self-test (as `cargo xtask test` does).
     #[arg(long, value_name = "NAME")]
     pub test: Option<String>,
+    /// Run a stress workload on every CPU and report: token, sleep or nop.
+    #[arg(long, value_name = "KIND", conflicts_with = "test")]
+    pub stress: Option<String>,
+    /// How long the stress workload runs.
+    #[arg(long, default_value_t = 5, requires = "stress")]
+    pub seconds: u64,
     /// More boot options, `key=value` words (see wyvern_abi::bootopt).
     #[arg(long = "opt", value_name = "KEY=VALUE")]
     pub opts: Vec<String>,
@@ -46,6 +52,10 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     boot.icount = args.icount;
     boot.gdb = args.gdb;
     let mut opts: Vec<String> = args.test.iter().map(|t| format!("test={t}")).collect();
+    if let Some(kind) = &args.stress {
+        opts.push(format!("stress={kind}"));
+        opts.push(format!("seconds={}", args.seconds));
+    }
     opts.extend(args.opts.iter().cloned());
     boot.bootopt = opts.join(" ");
     boot.extra = args.qemu_args.clone();

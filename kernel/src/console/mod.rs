@@ -23,6 +23,7 @@
 
 pub mod fb;
 pub mod input;
+pub mod keys;
 pub mod log;
 pub mod serial;
 

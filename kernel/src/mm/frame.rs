@@ -19,7 +19,7 @@ use x86_64::PhysAddr;
 use x86_64::structures::paging::{PhysFrame, Size4KiB};
 
 use super::{PAGE_SIZE, phys_to_virt};
-use crate::sync::SpinLock;
+use crate::sync::{LockClass, SpinLock};
 
 /// Frames below this are only given out by [`alloc_low`].
 const LOW_LIMIT_FRAME: usize = (1 << 20) / PAGE_SIZE as usize;
@@ -37,7 +37,8 @@ struct Bitmap {
     hint: usize,
 }
 
-static FRAMES: SpinLock<Option<Bitmap>> = SpinLock::new(None);
+static FRAMES_CLASS: LockClass = LockClass::new("frames", 40);
+static FRAMES: SpinLock<Option<Bitmap>> = SpinLock::ranked(&FRAMES_CLASS, None);
 
 /// A snapshot of the allocator's counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

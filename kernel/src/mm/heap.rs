@@ -19,7 +19,7 @@ use core::ptr::NonNull;
 use talc::{OomHandler, Span, Talc};
 
 use super::{PAGE_SIZE, frame, phys_to_virt};
-use crate::sync::SpinLock;
+use crate::sync::{LockClass, SpinLock};
 
 const MIN_INITIAL: u64 = 16 << 20;
 const MAX_INITIAL: u64 = 256 << 20;
@@ -63,12 +63,17 @@ pub struct KernelHeap {
     talc: SpinLock<Talc<Grow>>,
 }
 
+static HEAP_CLASS: LockClass = LockClass::new("heap", 20);
+
 #[global_allocator]
 static HEAP: KernelHeap = KernelHeap {
-    talc: SpinLock::new(Talc::new(Grow {
-        claimed: 0,
-        spans: 0,
-    })),
+    talc: SpinLock::ranked(
+        &HEAP_CLASS,
+        Talc::new(Grow {
+            claimed: 0,
+            spans: 0,
+        }),
+    ),
 };
 
 // SAFETY: every call is serialized by the lock and forwarded to talc, which

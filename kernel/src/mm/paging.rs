@@ -27,13 +27,14 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::{frame, phys_to_virt};
-use crate::sync::SpinLock;
+use crate::sync::{LockClass, SpinLock};
 
 struct Kernel {
     table: Option<OffsetPageTable<'static>>,
 }
 
-static KERNEL: SpinLock<Kernel> = SpinLock::new(Kernel { table: None });
+static PAGING_CLASS: LockClass = LockClass::new("kernel page tables", 30);
+static KERNEL: SpinLock<Kernel> = SpinLock::ranked(&PAGING_CLASS, Kernel { table: None });
 
 /// Physical address of the kernel PML4, written once by `init`. Read without
 /// the lock: an AP loads it before it has a per-CPU block, hence before it can

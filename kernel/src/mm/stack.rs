@@ -30,7 +30,7 @@ use x86_64::VirtAddr;
 use x86_64::structures::paging::{Page, PageTableFlags as F};
 
 use super::{KSTACK_BASE, PAGE_SIZE, REGION_SIZE, frame, paging};
-use crate::sync::SpinLock;
+use crate::sync::{LockClass, SpinLock};
 
 /// Bytes of usable stack in a slot.
 pub const STACK_SIZE: u64 = 64 << 10;
@@ -55,19 +55,24 @@ struct Slots {
     flushing: bool,
 }
 
-static SLOTS: SpinLock<Slots> = SpinLock::new(Slots {
-    next_fresh: 0,
-    free: Vec::new(),
-    quarantine: Vec::new(),
-    live: 0,
-    flushing: false,
-});
+static SLOTS_CLASS: LockClass = LockClass::new("stack slots", 10);
+static SLOTS: SpinLock<Slots> = SpinLock::ranked(
+    &SLOTS_CLASS,
+    Slots {
+        next_fresh: 0,
+        free: Vec::new(),
+        quarantine: Vec::new(),
+        live: 0,
+        flushing: false,
+    },
+);
 
 /// Whether freed slots must be quarantined (more than one CPU may cache them).
 static MULTI_CPU: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The boot CPU's stack, made by the bootloader: (lowest usable address, guard page).
-static BOOT_STACK: SpinLock<(u64, u64)> = SpinLock::new((0, 0));
+static BOOT_STACK_CLASS: LockClass = LockClass::new("boot stack record", 60);
+static BOOT_STACK: SpinLock<(u64, u64)> = SpinLock::ranked(&BOOT_STACK_CLASS, (0, 0));
 
 /// A kernel stack. Dropping it unmaps it and frees its frames.
 pub struct KernelStack {

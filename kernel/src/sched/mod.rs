@@ -151,6 +151,11 @@ impl Machine for X86 {
         }
     }
 
+    #[inline]
+    fn trace(event: lwkt::Event, arg: u64) {
+        crate::trace::record(event as u32, arg);
+    }
+
     fn dispatch_device(vector: u8) {
         let f = DEVICES[usize::from(vector)].load(Ordering::Acquire);
         assert!(f != 0, "device vector {vector} has no handler");
@@ -167,6 +172,32 @@ pub extern "C" fn thread_entry(prev: usize) -> ! {
 
 /// Handlers of device vectors routed through lwkt, as `fn(u8)` addresses.
 static DEVICES: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+
+/// Routes device vector `vector` through the scheduler: its hard stub runs
+/// `ack` (mask the source, EOI — with interrupts off, right away), and then
+/// `handler` runs in the stub if the interrupted thread is outside critical
+/// sections, or when its critical section ends. `handler` typically
+/// schedules an interrupt thread.
+///
+/// Boot or thread context, once per vector.
+pub fn register_device(vector: u8, ack: fn(u8), handler: fn(u8)) {
+    let prev = DEVICES[usize::from(vector)].swap(handler as usize, Ordering::AcqRel);
+    assert!(prev == 0, "device vector {vector} registered twice");
+    ACKS[usize::from(vector)].store(ack as usize, Ordering::Release);
+    trap::register(vector, device_stub);
+}
+
+static ACKS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+
+fn device_stub(frame: &mut TrapFrame) {
+    let v = frame.vector as u8;
+    let ack = ACKS[usize::from(v)].load(Ordering::Acquire);
+    // SAFETY: stored by `register_device` from a `fn(u8)` before the vector's
+    // handler was installed.
+    let ack: fn(u8) = unsafe { core::mem::transmute::<usize, fn(u8)>(ack) };
+    ack(v);
+    lwkt::device_interrupt::<X86>(v);
+}
 
 /// The IPI-queue vector's hard handler.
 fn ipiq_stub(_frame: &mut TrapFrame) {

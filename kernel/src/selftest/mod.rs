@@ -11,6 +11,7 @@
 //! failure code at once ([`fail`], [`check!`]).
 
 mod basic;
+mod instruments;
 mod sched;
 pub(crate) mod smp;
 
@@ -43,7 +44,7 @@ pub struct SelfTest {
 }
 
 /// Every self-test the kernel knows.
-static TESTS: &[&[SelfTest]] = &[basic::TESTS, smp::TESTS, sched::TESTS];
+static TESTS: &[&[SelfTest]] = &[basic::TESTS, smp::TESTS, sched::TESTS, instruments::TESTS];
 
 /// Index + 1 of the running test in the flattened list; 0 = none.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
@@ -72,6 +73,7 @@ pub fn run(name: &str) -> ! {
     CURRENT.store(i + 1, Ordering::Release);
     println!("running self-test {name}");
     (test.run)();
+    crate::stats::dump();
     match test.expect {
         Expect::Return => {
             println!("{TEST_TAG} {name} {TEST_OK}");
@@ -84,6 +86,7 @@ pub fn run(name: &str) -> ! {
 /// Fails the running test with `why` and ends the boot.
 pub fn fail(why: fmt::Arguments) -> ! {
     let name = current().map_or("<none>", |t| t.name);
+    crate::stats::dump();
     println!("{TEST_TAG} {name} {TEST_FAILED} {why}");
     qemu::exit(ExitCode::Failure)
 }

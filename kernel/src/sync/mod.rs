@@ -8,5 +8,5 @@
 
 mod spin;
 
-pub use self::spin::SpinLock;
+pub use self::spin::{HeldLocks, LockClass, SpinLock};
 pub use ::spin::Once;

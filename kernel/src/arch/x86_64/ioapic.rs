@@ -16,7 +16,7 @@ use x86_64::PhysAddr;
 
 use crate::acpi::Platform;
 use crate::mm;
-use crate::sync::SpinLock;
+use crate::sync::{LockClass, SpinLock};
 
 /// Vector of GSI 0.
 pub const VECTOR_GSI_BASE: u8 = 0x30;
@@ -29,11 +29,14 @@ struct Chip {
     regs: IoApic,
 }
 
-static CHIPS: SpinLock<Vec<Chip>> = SpinLock::new(Vec::new());
+static CHIPS_CLASS: LockClass = LockClass::new("I/O APICs", 50);
+static CHIPS: SpinLock<Vec<Chip>> = SpinLock::ranked(&CHIPS_CLASS, Vec::new());
 
 /// Maps every I/O APIC and masks all its lines. Boot CPU, once.
 pub fn init(platform: &Platform) {
-    let mut chips = CHIPS.lock();
+    // Mapping allocates page tables and the list allocates heap: both rank
+    // below this lock, so build first and install under it.
+    let mut chips = Vec::with_capacity(platform.ioapics.len());
     for io in &platform.ioapics {
         let va = mm::paging::map_mmio(PhysAddr::new(io.address), 0x20);
         // SAFETY: `va` maps this I/O APIC's registers uncached, permanently, and
@@ -54,6 +57,7 @@ pub fn init(platform: &Platform) {
             regs,
         });
     }
+    *CHIPS.lock() = chips;
 }
 
 fn with_line<R>(gsi: u32, f: impl FnOnce(&mut IoApic, u8) -> R) -> R {
@@ -100,4 +104,10 @@ pub fn route_isa(platform: &Platform, irq: u8, apic_id: u32) -> (u32, u8) {
 pub fn unmask(gsi: u32) {
     // SAFETY: clearing the mask bit of a routed line.
     with_line(gsi, |regs, line| unsafe { regs.enable_irq(line) });
+}
+
+/// Masks GSI `gsi`. Any context.
+pub fn mask(gsi: u32) {
+    // SAFETY: setting the mask bit of a line.
+    with_line(gsi, |regs, line| unsafe { regs.disable_irq(line) });
 }

@@ -116,7 +116,9 @@ pub fn start_local() {
 /// The tick: count it, arm the next (deadline mode), acknowledge, and hand it
 /// to the scheduler (which defers it inside a critical section).
 fn tick(_frame: &mut TrapFrame) {
-    mycpu().ticks.inc();
+    let me = mycpu();
+    me.ticks.inc();
+    crate::intr::testdev_tick(me.index() as usize, me.ticks.get());
     if mode() == Mode::TscDeadline {
         let period = TSC_PER_TICK.load(Ordering::Relaxed);
         let cpu = mycpu();
