@@ -37,8 +37,11 @@ use crate::crit::crit_enter;
 use crate::slab::{deref, ptr as tdptr};
 use crate::thread::{Thread, flags};
 
-/// Sleep-queue buckets per CPU.
-pub const BUCKETS: usize = 64;
+/// Sleep-queue buckets per CPU (and sets of CPUs with sleepers, one per
+/// bucket, in the world). Idents that share a bucket cost a wakeup a useless
+/// IPI to each CPU with sleepers there, so the table is large (DragonFly
+/// sizes its own in the thousands); a power of two.
+pub const BUCKETS: usize = 512;
 
 /// `tsleep` flag: the caller already called [`tsleep_interlock`] on this ident.
 pub const INTERLOCKED: u32 = 1;
@@ -54,7 +57,8 @@ pub enum Wake {
 
 /// Bucket of an ident.
 pub(crate) fn bucket(ident: usize) -> usize {
-    ((ident >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - 6)) % BUCKETS
+    const BITS: u32 = BUCKETS.trailing_zeros();
+    (ident >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (usize::BITS - BITS)
 }
 
 /// A CPU's sleep queues.

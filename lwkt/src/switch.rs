@@ -82,6 +82,9 @@ pub(crate) fn choose_next<M: Machine>(
         // thread (which must not halt: RESCHED keeps it looping).
         if !td.has(flags::RUNQ) {
             cpu.need_resched();
+            // The idle thread retries at once: pause first, so the holder's
+            // CPU gets its turn on a machine whose vCPUs share a host thread.
+            M::pause();
             return &cpu.thread0;
         }
         spinning = spinning.saturating_add(1);
