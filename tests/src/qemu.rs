@@ -75,13 +75,19 @@ impl Boot {
                 self.image.display()
             ));
         if let Some(shift) = self.icount {
-            cmd.arg("-icount").arg(format!("shift={shift},align=off"));
+            // `sleep=off`: when every vCPU halts, jump the virtual clock to the
+            // next timer instead of waiting for the host clock, so runs repeat.
+            cmd.arg("-icount")
+                .arg(format!("shift={shift},align=off,sleep=off"));
         } else {
             cmd.args(["-accel", "tcg,thread=multi"]);
         }
         if !self.bootopt.is_empty() {
-            cmd.arg("-fw_cfg")
-                .arg(format!("name={FW_CFG_NAME},string={}", self.bootopt));
+            // QEMU's option syntax: a comma inside a value is written twice.
+            cmd.arg("-fw_cfg").arg(format!(
+                "name={FW_CFG_NAME},string={}",
+                self.bootopt.replace(',', ",,")
+            ));
         }
         if self.gdb {
             cmd.args(["-s", "-S"]);

@@ -44,6 +44,7 @@ pub fn init_machine(
 ) -> Machine {
     if platform.has_8259 {
         apic::disable_legacy_pics();
+        tsc::stop_pit_channel0();
     }
     apic::init_global(platform.local_apic_address);
     crate::percpu::set_bsp_apic_id(apic::local_id());

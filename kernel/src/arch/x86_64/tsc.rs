@@ -132,6 +132,23 @@ fn against_pit() -> u64 {
     }
 }
 
+/// Shuts down PIT channel 0, which the firmware leaves ticking (its line is
+/// masked, but the counter keeps running, and under QEMU every period is a
+/// timer event in the emulator): one-shot mode with a zero count, as Linux's
+/// `pit_shutdown` does. Boot CPU, once, after the legacy PICs are masked.
+pub fn stop_pit_channel0() {
+    let mut cmd = Port::<u8>::new(0x43);
+    let mut ch0 = Port::<u8>::new(0x40);
+    // SAFETY: the PIT's command and channel 0 ports on every PC; channel 0's
+    // output goes to IRQ 0, which nothing uses (the PICs are masked and the
+    // I/O APIC pin stays masked).
+    unsafe {
+        cmd.write(0b0011_0000); // channel 0, lobyte/hibyte, mode 0, binary
+        ch0.write(0);
+        ch0.write(0);
+    }
+}
+
 /// Determines the TSC frequency. Boot CPU, once, before the timers start.
 pub fn calibrate(hpet: Option<&hpet::Hpet>) -> (u64, Source) {
     let (hz, src) = from_cpuid()
