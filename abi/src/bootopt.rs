@@ -55,7 +55,9 @@ pub enum TimerChoice {
 }
 
 /// Keys a mode reads for its own parameters (all take unsigned integers).
-pub const PARAM_KEYS: &[&str] = &["seconds", "iters", "reps", "rate", "cpus", "seed"];
+pub const PARAM_KEYS: &[&str] = &[
+    "seconds", "iters", "reps", "percent", "rate", "cpus", "seed",
+];
 
 /// The parsed options. Borrowed from the text they were parsed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,12 +6,14 @@
 //!   benchmark) and their one-line text form, which the host passes through QEMU's
 //!   `fw_cfg` and the kernel parses.
 //! * [`result`]: the machine-readable lines a boot prints on serial.
+//! * [`bench`]: the benchmarks of `bench=` mode and the counters they report.
 //!
 //! The crate is `no_std`, allocation-free and has no `unsafe`, so the kernel links it
 //! as is and the host tests it with `cargo test -p wyvern-abi`.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod bootopt;
 pub mod exit;
 pub mod result;

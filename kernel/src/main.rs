@@ -12,6 +12,7 @@ extern crate alloc;
 
 mod acpi;
 mod arch;
+mod bench;
 mod bootopts;
 mod console;
 mod fatal;
@@ -94,10 +95,7 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
                 stats::dump();
                 arch::qemu::exit(arch::qemu::ExitCode::Success)
             }
-            Mode::Bench(name) => {
-                println!("mode `bench={name}` is not available in this kernel");
-                arch::qemu::exit(arch::qemu::ExitCode::Failure)
-            }
+            Mode::Bench(set) => bench::run(set, &opts),
         })
         .expect("no memory for the main thread");
     lwkt::idle_loop::<X86>()

@@ -1,0 +1,152 @@
+//! Running one repetition of a benchmark: threads ("parties") on chosen CPUs
+//! meet at a gate, run their loops, and report the span they measured.
+//!
+//! A repetition's figure is the TSC from the earliest measured start to the
+//! latest measured end over all parties, and its operations the sum of theirs.
+//! Under `-icount` the TSC is one virtual clock advanced by every vCPU's
+//! instructions, so for work spread over several CPUs the span counts the
+//! instructions of all of them: the total cost of the operations, which is
+//! what a scaling curve needs.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use lwkt::Builder;
+
+use crate::arch::cpu;
+use crate::sched::X86;
+
+/// What one party measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+    pub ops: u64,
+}
+
+/// One repetition: TSC ticks and operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rep {
+    pub tsc: u64,
+    pub ops: u64,
+}
+
+/// Lets every party start (or finish) together: each arrives and sleeps
+/// until the last one wakes them all. Sleeping rather than spinning matters
+/// under `-icount`: a waiting CPU halts and adds no instructions, and the
+/// ones it adds waking up are the same on every run, whatever order QEMU ran
+/// the vCPUs in.
+pub struct Gate {
+    parties: usize,
+    arrived: AtomicUsize,
+}
+
+impl Gate {
+    fn new(parties: usize) -> Self {
+        Gate {
+            parties,
+            arrived: AtomicUsize::new(0),
+        }
+    }
+
+    fn ident(&self) -> usize {
+        core::ptr::from_ref(&self.arrived) as usize
+    }
+
+    fn all_here(&self) -> bool {
+        self.arrived.load(Ordering::Acquire) >= self.parties
+    }
+
+    /// Arrives and waits for every other party. Thread context; may block.
+    pub fn wait(&self) {
+        lwkt::tsleep_interlock::<X86>(self.ident());
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            lwkt::tsleep_cancel::<X86>();
+            lwkt::wakeup::<X86>(self.ident());
+            return;
+        }
+        loop {
+            lwkt::tsleep::<X86>(self.ident(), lwkt::INTERLOCKED, "gate", 0);
+            lwkt::tsleep_interlock::<X86>(self.ident());
+            if self.all_here() {
+                lwkt::tsleep_cancel::<X86>();
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    set: AtomicBool,
+    start: AtomicU64,
+    end: AtomicU64,
+    ops: AtomicU64,
+}
+
+/// Runs `body(party, gate)` in one thread per entry of `cpus` (party `i` on
+/// CPU `cpus[i]`), waits for all of them, and folds the spans they returned.
+/// Parties that only serve others return `None`. The body calls the start
+/// gate's `wait` before it measures; after it returns, each party waits at an
+/// end gate, so that no thread exits (and no CPU runs anything but its idle
+/// halt) until every party is done.
+///
+/// Thread context; blocks until every party has exited.
+pub fn run<F>(cpus: &[usize], body: F) -> Rep
+where
+    F: Fn(usize, &Gate) -> Option<Span> + Send + Sync + 'static,
+{
+    let shared = Arc::new((
+        Gate::new(cpus.len()),
+        Gate::new(cpus.len()),
+        body,
+        (0..cpus.len()).map(|_| Slot::default()).collect::<Vec<_>>(),
+    ));
+    let threads: Vec<_> = cpus
+        .iter()
+        .enumerate()
+        .map(|(party, &c)| {
+            let s = shared.clone();
+            Builder::new("bench")
+                .cpu(c)
+                .spawn::<X86>(move || {
+                    let (start, end, body, slots) = &*s;
+                    if let Some(span) = body(party, start) {
+                        let slot = &slots[party];
+                        slot.start.store(span.start, Ordering::Relaxed);
+                        slot.end.store(span.end, Ordering::Relaxed);
+                        slot.ops.store(span.ops, Ordering::Relaxed);
+                        slot.set.store(true, Ordering::Release);
+                    }
+                    end.wait();
+                })
+                .expect("no memory for a benchmark thread")
+        })
+        .collect();
+    for t in threads {
+        t.join();
+    }
+    let slots = &shared.3;
+    let measured = || slots.iter().filter(|s| s.set.load(Ordering::Acquire));
+    let start = measured().map(|s| s.start.load(Ordering::Relaxed)).min();
+    let end = measured().map(|s| s.end.load(Ordering::Relaxed)).max();
+    let (Some(start), Some(end)) = (start, end) else {
+        panic!("a benchmark repetition in which no party measured anything");
+    };
+    Rep {
+        tsc: end - start,
+        ops: measured().map(|s| s.ops.load(Ordering::Relaxed)).sum(),
+    }
+}
+
+/// Times `n` runs of `op` in the calling party: a [`Span`] of `n` operations.
+#[inline]
+pub fn timed(n: u64, mut op: impl FnMut()) -> Span {
+    let start = cpu::rdtsc();
+    for _ in 0..n {
+        op();
+    }
+    let end = cpu::rdtsc();
+    Span { start, end, ops: n }
+}
