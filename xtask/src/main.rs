@@ -5,7 +5,9 @@
 //! the `bootloader` crate into a UEFI disk image, then booted under
 //! `qemu-system-x86_64 -machine q35` with OVMF.
 
+mod bench;
 mod build;
+mod chart;
 mod run;
 mod test;
 
@@ -34,6 +36,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run every test: host unit tests of each crate, then every QEMU boot test.
     Test(test::TestArgs),
+    /// Measure the scheduler's costs under QEMU: table, JSON report, SVG charts.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Image(a) => build::image_cmd(&a),
         Command::Run(a) => run::run_cmd(&a),
         Command::Test(a) => test::test_cmd(&a),
+        Command::Bench(a) => bench::bench_cmd(&a),
     };
     match result {
         Ok(code) => code,
