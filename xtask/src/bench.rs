@@ -513,8 +513,11 @@ fn compare(old: &Report, new: &Report) {
             .iter()
             .filter_map(|(k, &v)| {
                 let w = o.counters_per_op.get(k).copied().unwrap_or(0.0);
-                ((v - w).abs() > 0.005 * v.abs().max(w.abs()).max(0.01))
-                    .then(|| format!("{k} {w:.3}->{v:.3}"))
+                // Ignore set-up noise: a change must be a hundredth of an
+                // event per operation and 1 % of the value.
+                let d = (v - w).abs();
+                (d >= 0.01 && d >= 0.01 * v.abs().max(w.abs()))
+                    .then(|| format!("{k} {w:.2}->{v:.2}"))
             })
             .collect();
         println!(
