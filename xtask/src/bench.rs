@@ -73,7 +73,7 @@ pub struct BenchArgs {
 /// Where a report came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Provenance {
-    /// `git rev-parse HEAD`, and whether the tree had changes.
+    /// `git rev-parse HEAD`, and whether tracked files had changes.
     pub git_rev: String,
     pub git_dirty: bool,
     /// `qemu-system-x86_64 --version`, first line.
@@ -281,7 +281,8 @@ fn measure(args: &BenchArgs) -> Result<Report> {
         wyvern: first.header.version.clone(),
         provenance: Provenance {
             git_rev: git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into()),
-            git_dirty: git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty()),
+            git_dirty: git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty()),
             qemu_version: env::qemu_version(&env),
             qemu_command,
             bootopt: boot.bootopt.clone(),
