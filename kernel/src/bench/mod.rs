@@ -39,7 +39,7 @@ use wyvern_abi::result::BENCH_TAG;
 use crate::arch::qemu::{self, ExitCode};
 use crate::arch::{timer, tsc};
 use crate::println;
-use crate::sched::{self, X86};
+use crate::sched;
 use crate::{percpu, stats};
 use parties::Rep;
 
@@ -202,15 +202,7 @@ fn tick_on(_: usize) {
 
 /// Stops or restarts the tick of every online CPU.
 fn ticks_everywhere(on: bool) {
-    let mut all = ipi::CpuSet::new();
-    for c in percpu::online() {
-        all.insert(c.index() as usize);
-    }
-    let g = lwkt::crit_enter::<X86>();
-    sched::world()
-        .ipi
-        .cpusync(&all, if on { tick_on } else { tick_off }, 0);
-    drop(g);
+    sched::cpusync_online(if on { tick_on } else { tick_off }, 0);
 }
 
 /// Runs the benchmarks `set` names and ends the boot. Thread context on the

@@ -10,12 +10,13 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use lwkt::Builder;
 
 use crate::arch::cpu;
 use crate::sched::X86;
+use crate::sync::Once;
 
 /// What one party measured.
 #[derive(Debug, Clone, Copy)]
@@ -77,14 +78,6 @@ impl Gate {
     }
 }
 
-#[derive(Default)]
-struct Slot {
-    set: AtomicBool,
-    start: AtomicU64,
-    end: AtomicU64,
-    ops: AtomicU64,
-}
-
 /// Runs `body(party, gate)` in one thread per entry of `cpus` (party `i` on
 /// CPU `cpus[i]`), waits for all of them, and folds the spans they returned.
 /// Parties that only serve others return `None`. The body calls the start
@@ -101,7 +94,9 @@ where
         Gate::new(cpus.len()),
         Gate::new(cpus.len()),
         body,
-        (0..cpus.len()).map(|_| Slot::default()).collect::<Vec<_>>(),
+        (0..cpus.len())
+            .map(|_| Once::new())
+            .collect::<Vec<Once<Span>>>(),
     ));
     let threads: Vec<_> = cpus
         .iter()
@@ -113,11 +108,7 @@ where
                 .spawn::<X86>(move || {
                     let (start, end, body, slots) = &*s;
                     if let Some(span) = body(party, start) {
-                        let slot = &slots[party];
-                        slot.start.store(span.start, Ordering::Relaxed);
-                        slot.end.store(span.end, Ordering::Relaxed);
-                        slot.ops.store(span.ops, Ordering::Relaxed);
-                        slot.set.store(true, Ordering::Release);
+                        slots[party].call_once(|| span);
                     }
                     end.wait();
                 })
@@ -127,16 +118,15 @@ where
     for t in threads {
         t.join();
     }
-    let slots = &shared.3;
-    let measured = || slots.iter().filter(|s| s.set.load(Ordering::Acquire));
-    let start = measured().map(|s| s.start.load(Ordering::Relaxed)).min();
-    let end = measured().map(|s| s.end.load(Ordering::Relaxed)).max();
+    let measured = || shared.3.iter().filter_map(Once::get);
+    let start = measured().map(|s| s.start).min();
+    let end = measured().map(|s| s.end).max();
     let (Some(start), Some(end)) = (start, end) else {
         panic!("a benchmark repetition in which no party measured anything");
     };
     Rep {
         tsc: end - start,
-        ops: measured().map(|s| s.ops.load(Ordering::Relaxed)).sum(),
+        ops: measured().map(|s| s.ops).sum(),
     }
 }
 

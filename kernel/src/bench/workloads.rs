@@ -174,10 +174,7 @@ fn nothing(_: usize) {}
 /// `cpusync` (benchmark 5) of every online CPU (the initiator included) running
 /// an empty function. One operation is one cpusync.
 pub fn cpusync_all(n: u64, _k: usize) -> Rep {
-    let mut all = ipi::CpuSet::new();
-    for c in percpu::online() {
-        all.insert(c.index() as usize);
-    }
+    let all = sched::online_set();
     parties::run(&[0], move |_, gate| {
         gate.wait();
         Some(timed(n, || {
@@ -246,20 +243,17 @@ fn testdev() {
     });
 }
 
-/// Interrupt-thread preemption (benchmark 7): a thread outside any critical
-/// section raises the test device's interrupt on its own CPU; the interrupt
-/// thread preempts it. One operation is one interrupt; its figure runs from
-/// just before the interrupt is raised to the first instruction of the handler
-/// in the interrupt thread.
-pub fn preempt_intr(n: u64, _k: usize) -> Rep {
+/// Raises the boot CPU's test device `n` times from a thread on it, each time
+/// with `raise` (which returns the TSC the latency counts from), waits for the
+/// handler, and sums the latencies.
+fn preempt_latency(n: u64, raise: fn() -> u64) -> Rep {
     testdev();
     parties::run(&[0], move |_, gate| {
         gate.wait();
         let mut latency = 0;
         for _ in 0..n {
             let before = HANDLED.load(Ordering::Acquire);
-            let t0 = cpu::rdtsc();
-            crate::intr::testdev_fire(0);
+            let t0 = raise();
             while HANDLED.load(Ordering::Acquire) == before {
                 cpu::pause();
             }
@@ -273,34 +267,33 @@ pub fn preempt_intr(n: u64, _k: usize) -> Rep {
     })
 }
 
+/// Interrupt-thread preemption (benchmark 7): a thread outside any critical
+/// section raises the test device's interrupt on its own CPU; the interrupt
+/// thread preempts it. One operation is one interrupt; its figure runs from
+/// just before the interrupt is raised to the first instruction of the handler
+/// in the interrupt thread.
+pub fn preempt_intr(n: u64, _k: usize) -> Rep {
+    preempt_latency(n, || {
+        let t0 = cpu::rdtsc();
+        crate::intr::testdev_fire(0);
+        t0
+    })
+}
+
 /// Interrupt-thread preemption (benchmark 7) by an interrupt arriving inside a
 /// critical section: it is deferred, and the figure runs from the end of the
 /// section (the replay, then the preemption) to the handler.
 pub fn preempt_deferred(n: u64, _k: usize) -> Rep {
-    testdev();
-    parties::run(&[0], move |_, gate| {
-        gate.wait();
+    preempt_latency(n, || {
         let me = &percpu::mycpu().lwkt;
-        let mut latency = 0;
-        for _ in 0..n {
-            let before = HANDLED.load(Ordering::Acquire);
-            let g = lwkt::crit_enter::<X86>();
-            crate::intr::testdev_fire(0);
-            while me.reqflags() & lwkt::rqf::INTPEND == 0 {
-                cpu::pause();
-            }
-            let t0 = cpu::rdtsc();
-            drop(g);
-            while HANDLED.load(Ordering::Acquire) == before {
-                cpu::pause();
-            }
-            latency += HANDLED_AT.load(Ordering::Relaxed) - t0;
+        let g = lwkt::crit_enter::<X86>();
+        crate::intr::testdev_fire(0);
+        while me.reqflags() & lwkt::rqf::INTPEND == 0 {
+            cpu::pause();
         }
-        Some(Span {
-            start: 0,
-            end: latency,
-            ops: n,
-        })
+        let t0 = cpu::rdtsc();
+        drop(g);
+        t0
     })
 }
 

@@ -220,14 +220,25 @@ pub fn world() -> &'static World<X86> {
     X86::world()
 }
 
-/// Flushes every online CPU's TLB (non-global entries): a cpusync reloading
-/// CR3 everywhere. Thread context; not while holding a spinlock.
-pub fn flush_tlb_everywhere() {
+/// The set of online CPUs. Any context.
+pub fn online_set() -> ipi::CpuSet {
     let mut set = ipi::CpuSet::new();
     for c in percpu::online() {
         set.insert(c.index() as usize);
     }
+    set
+}
+
+/// Runs `func(arg)` on every online CPU (this one included) and returns when
+/// all have: a cpusync. Thread context; not while holding a spinlock.
+pub fn cpusync_online(func: fn(usize), arg: usize) {
     let g = lwkt::crit_enter::<X86>();
-    world().ipi.cpusync(&set, |_| cpu::flush_tlb_local(), 0);
+    world().ipi.cpusync(&online_set(), func, arg);
     drop(g);
+}
+
+/// Flushes every online CPU's TLB (non-global entries): a cpusync reloading
+/// CR3 everywhere. Thread context; not while holding a spinlock.
+pub fn flush_tlb_everywhere() {
+    cpusync_online(|_| cpu::flush_tlb_local(), 0);
 }

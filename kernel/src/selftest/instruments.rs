@@ -2,12 +2,11 @@
 //! (trace rings, rank checking, console keys, stress mode) on the real machine.
 
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use lwkt::{Builder, ThreadRef, Token};
+use lwkt::Token;
 
-use super::{Expect, SelfTest};
+use super::{Expect, SelfTest, join_all, ncpus, spawn_on};
 use crate::percpu;
 use crate::sched::X86;
 use crate::sync::{LockClass, SpinLock};
@@ -65,23 +64,6 @@ pub static TESTS: &[SelfTest] = &[
         run: stress,
     },
 ];
-
-fn ncpus() -> usize {
-    smp::online() as usize
-}
-
-fn spawn_on(cpu: usize, name: &str, f: impl FnOnce() + Send + 'static) -> ThreadRef<X86> {
-    Builder::new(name)
-        .cpu(cpu)
-        .spawn::<X86>(f)
-        .unwrap_or_else(|e| crate::selftest::fail(format_args!("spawn on cpu{cpu}: {e:?}")))
-}
-
-fn join_all(refs: Vec<ThreadRef<X86>>) {
-    for r in refs {
-        r.join();
-    }
-}
 
 static PAIR: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static PAIR_TOKEN: Token = Token::new("pair");

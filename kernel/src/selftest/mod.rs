@@ -18,9 +18,14 @@ pub(crate) mod smp;
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use alloc::vec::Vec;
+
+use lwkt::{Builder, ThreadRef};
+
 use crate::arch::qemu::{self, ExitCode};
 use crate::fatal::Fatal;
 use crate::println;
+use crate::sched::X86;
 use wyvern_abi::result::{TEST_FAILED, TEST_OK, TEST_TAG};
 
 /// What a test's boot should end in.
@@ -80,6 +85,26 @@ pub fn run(name: &str) -> ! {
             qemu::exit(ExitCode::Success)
         }
         other => fail(format_args!("returned, but expected {other:?}")),
+    }
+}
+
+/// Online CPUs.
+fn ncpus() -> usize {
+    crate::smp::online() as usize
+}
+
+/// A thread on CPU `cpu`, or the test fails.
+fn spawn_on(cpu: usize, name: &str, f: impl FnOnce() + Send + 'static) -> ThreadRef<X86> {
+    Builder::new(name)
+        .cpu(cpu)
+        .spawn::<X86>(f)
+        .unwrap_or_else(|e| fail(format_args!("spawn on cpu{cpu}: {e:?}")))
+}
+
+/// Waits for every thread of `refs` to exit.
+fn join_all(refs: Vec<ThreadRef<X86>>) {
+    for r in refs {
+        r.join();
     }
 }
 

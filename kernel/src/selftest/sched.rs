@@ -7,15 +7,15 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use lwkt::{Builder, Sema, ThreadRef};
+use lwkt::Sema;
 
-use super::{Expect, SelfTest};
+use super::{Expect, SelfTest, join_all, ncpus, spawn_on};
 use crate::arch::{cpu, tsc};
 use crate::mm::stack::KernelStack;
 use crate::mm::{frame, heap};
 use crate::percpu::{self, MAX_CPUS};
 use crate::sched::{self, X86};
-use crate::{check, println, smp};
+use crate::{check, println};
 
 pub static TESTS: &[SelfTest] = &[
     SelfTest {
@@ -59,23 +59,6 @@ pub static TESTS: &[SelfTest] = &[
         run: ipi_flood,
     },
 ];
-
-fn ncpus() -> usize {
-    smp::online() as usize
-}
-
-fn spawn_on(cpu: usize, name: &str, f: impl FnOnce() + Send + 'static) -> ThreadRef<X86> {
-    Builder::new(name)
-        .cpu(cpu)
-        .spawn::<X86>(f)
-        .unwrap_or_else(|e| crate::selftest::fail(format_args!("spawn on cpu{cpu}: {e:?}")))
-}
-
-fn join_all(refs: Vec<ThreadRef<X86>>) {
-    for r in refs {
-        r.join();
-    }
-}
 
 /// Two threads on each CPU yield to each other 2000 times: they alternate
 /// strictly, and every yield is a switch.
@@ -381,15 +364,11 @@ fn sync_hit(_: usize) {
 fn cpusync() {
     const N: u64 = 200;
     let n = ncpus();
-    let mut all = ipi::CpuSet::new();
-    (0..n).for_each(|c| all.insert(c));
     let refs = (0..n)
         .map(|c| {
             spawn_on(c, "cpusync", move || {
                 for _ in 0..N {
-                    let g = lwkt::crit_enter::<X86>();
-                    sched::world().ipi.cpusync(&all, sync_hit, 0);
-                    drop(g);
+                    sched::cpusync_online(sync_hit, 0);
                 }
             })
         })
