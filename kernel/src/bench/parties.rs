@@ -130,13 +130,29 @@ where
     }
 }
 
-/// Times `n` runs of `op` in the calling party: a [`Span`] of `n` operations.
-#[inline]
-pub fn timed(n: u64, mut op: impl FnMut()) -> Span {
+/// Times `n` calls of `op(arg)` in the calling party: a [`Span`] of `n`
+/// operations. The call is indirect and neither this function nor the loop
+/// around it is inlined, so a figure depends on the code of `op` and what it
+/// calls, not on how the compiler happened to merge it with the benchmark's
+/// own loop (which otherwise moved figures by several percent on unrelated
+/// changes).
+#[inline(never)]
+pub fn timed<T: ?Sized>(n: u64, op: fn(&T), arg: &T) -> Span {
+    let op = core::hint::black_box(op);
     let start = cpu::rdtsc();
     for _ in 0..n {
-        op();
+        op(arg);
     }
     let end = cpu::rdtsc();
     Span { start, end, ops: n }
+}
+
+/// Calls `op(arg)` `n` times the way [`timed`] does, without timing: the
+/// partner's side of a pair.
+#[inline(never)]
+pub fn repeat<T: ?Sized>(n: u64, op: fn(&T), arg: &T) {
+    let op = core::hint::black_box(op);
+    for _ in 0..n {
+        op(arg);
+    }
 }

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use lwkt::{Builder, Token};
 
-use super::parties::{self, Rep, Span, timed};
+use super::parties::{self, Rep, Span, repeat, timed};
 use crate::arch::{cpu, timer};
 use crate::percpu::{self, MAX_CPUS};
 use crate::sched::{self, X86};
@@ -33,6 +33,19 @@ pub fn partner(far: bool) -> usize {
     pick.map_or(0, |c| c.index() as usize)
 }
 
+fn yield_op(_: &()) {
+    lwkt::yield_now::<X86>();
+}
+
+/// The partner of a switch pair: yields until told to stop.
+#[inline(never)]
+fn yield_until(stop: &AtomicBool) {
+    let op = core::hint::black_box(yield_op as fn(&()));
+    while !stop.load(Ordering::Acquire) {
+        op(&());
+    }
+}
+
 /// LWKT switch (benchmark 1): on each of CPUs `0..k`, two threads yield to each
 /// other. One operation is one switch.
 pub fn switch(n: u64, k: usize) -> Rep {
@@ -43,14 +56,12 @@ pub fn switch(n: u64, k: usize) -> Rep {
         gate.wait();
         if p % 2 == 0 {
             // Each yield is two switches: to the partner and back.
-            let mut span = timed(n, lwkt::yield_now::<X86>);
+            let mut span = timed(n, yield_op, &());
             span.ops = 2 * n;
             stop[pair].store(true, Ordering::Release);
             Some(span)
         } else {
-            while !stop[pair].load(Ordering::Acquire) {
-                lwkt::yield_now::<X86>();
-            }
+            yield_until(&stop[pair]);
             None
         }
     })
@@ -95,6 +106,16 @@ impl Baton {
     }
 }
 
+fn ping(baton: &Baton) {
+    baton.pass(1);
+    baton.wait(0);
+}
+
+fn pong(baton: &Baton) {
+    baton.wait(1);
+    baton.pass(0);
+}
+
 /// Ping-pong over a [`Baton`] between `pairs` of CPUs; one operation is one
 /// wakeup (with the sleep and the switch it ends), two per round trip.
 fn ping_pong(n: u64, pairs: &[(usize, usize)]) -> Rep {
@@ -104,17 +125,11 @@ fn ping_pong(n: u64, pairs: &[(usize, usize)]) -> Rep {
         let baton = &batons[p / 2];
         gate.wait();
         if p % 2 == 0 {
-            let mut span = timed(n, || {
-                baton.pass(1);
-                baton.wait(0);
-            });
+            let mut span = timed(n, ping, baton);
             span.ops = 2 * n;
             Some(span)
         } else {
-            for _ in 0..n {
-                baton.wait(1);
-                baton.pass(0);
-            }
+            repeat(n, pong, baton);
             None
         }
     })
@@ -150,6 +165,17 @@ fn rtt_back(_: usize, _: usize) {
     RTT_BACK.store(RTT_BACK.load(Ordering::Relaxed) + 1, Ordering::Release);
 }
 
+/// One round trip to CPU `to`.
+fn rtt(&to: &usize) {
+    let want = RTT_BACK.load(Ordering::Acquire) + 1;
+    let g = lwkt::crit_enter::<X86>();
+    sched::world().ipi.send(to, rtt_there, 0, 0);
+    drop(g);
+    while RTT_BACK.load(Ordering::Acquire) < want {
+        cpu::pause();
+    }
+}
+
 /// IPI queue round trip (benchmark 4): a function queued for the nearest CPU
 /// queues one back; the sender waits with interrupts on, so both ends take the
 /// IPI vector. One operation is one round trip.
@@ -157,19 +183,17 @@ pub fn ipi_rtt(n: u64, _k: usize) -> Rep {
     let to = partner(false);
     parties::run(&[0], move |_, gate| {
         gate.wait();
-        Some(timed(n, || {
-            let want = RTT_BACK.load(Ordering::Acquire) + 1;
-            let g = lwkt::crit_enter::<X86>();
-            sched::world().ipi.send(to, rtt_there, 0, 0);
-            drop(g);
-            while RTT_BACK.load(Ordering::Acquire) < want {
-                cpu::pause();
-            }
-        }))
+        Some(timed(n, rtt, &to))
     })
 }
 
 fn nothing(_: usize) {}
+
+fn sync_all(all: &ipi::CpuSet) {
+    let g = lwkt::crit_enter::<X86>();
+    sched::world().ipi.cpusync(all, nothing, 0);
+    drop(g);
+}
 
 /// `cpusync` (benchmark 5) of every online CPU (the initiator included) running
 /// an empty function. One operation is one cpusync.
@@ -177,11 +201,7 @@ pub fn cpusync_all(n: u64, _k: usize) -> Rep {
     let all = sched::online_set();
     parties::run(&[0], move |_, gate| {
         gate.wait();
-        Some(timed(n, || {
-            let g = lwkt::crit_enter::<X86>();
-            sched::world().ipi.cpusync(&all, nothing, 0);
-            drop(g);
-        }))
+        Some(timed(n, sync_all, &all))
     })
 }
 
@@ -190,19 +210,24 @@ static PRIVATE: [Token; MAX_CPUS] = [const { Token::new("bench-private") }; MAX_
 /// Touched only under the token in use.
 static UNDER: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
+/// A token and the word it protects.
+struct Guarded {
+    token: &'static Token,
+    word: &'static AtomicU64,
+}
+
 /// Acquire, touch the protected word, `pause`, release, `pause`. A `pause`
 /// is one instruction on hardware; under icount it ends the vCPU's turn, so
 /// the other CPUs run while the token is held and between two acquisitions,
 /// as they would in parallel. Without them each vCPU would run tens of
 /// thousands of instructions alone, rarely finding the token taken.
-fn token_loop(n: u64, tok: &'static Token, word: &'static AtomicU64) -> Span {
-    timed(n, || {
-        let t = lwkt::gettoken::<X86>(tok);
-        word.store(word.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        cpu::pause();
-        drop(t);
-        cpu::pause();
-    })
+fn token_op(g: &Guarded) {
+    let t = lwkt::gettoken::<X86>(g.token);
+    g.word
+        .store(g.word.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    cpu::pause();
+    drop(t);
+    cpu::pause();
 }
 
 /// Token acquire and release (benchmark 6) of one shared token by a thread on
@@ -212,7 +237,11 @@ pub fn token_shared(n: u64, k: usize) -> Rep {
     let cpus: Vec<usize> = (0..k).collect();
     parties::run(&cpus, move |_, gate| {
         gate.wait();
-        Some(token_loop(n, &SHARED, &UNDER[0]))
+        let g = Guarded {
+            token: &SHARED,
+            word: &UNDER[0],
+        };
+        Some(timed(n, token_op, &g))
     })
 }
 
@@ -222,7 +251,11 @@ pub fn token_private(n: u64, k: usize) -> Rep {
     let cpus: Vec<usize> = (0..k).collect();
     parties::run(&cpus, move |p, gate| {
         gate.wait();
-        Some(token_loop(n, &PRIVATE[p], &UNDER[p]))
+        let g = Guarded {
+            token: &PRIVATE[p],
+            word: &UNDER[p],
+        };
+        Some(timed(n, token_op, &g))
     })
 }
 
@@ -248,6 +281,7 @@ fn testdev() {
 /// handler, and sums the latencies.
 fn preempt_latency(n: u64, raise: fn() -> u64) -> Rep {
     testdev();
+    let raise = core::hint::black_box(raise);
     parties::run(&[0], move |_, gate| {
         gate.wait();
         let mut latency = 0;
@@ -297,17 +331,19 @@ pub fn preempt_deferred(n: u64, _k: usize) -> Rep {
     })
 }
 
+fn create_exit(_: &()) {
+    Builder::new("bench-child")
+        .spawn::<X86>(|| {})
+        .expect("no memory for a thread")
+        .join();
+}
+
 /// Thread create + exit (benchmark 8): spawn a thread on the same CPU that
 /// returns at once, and join it. One operation is the whole life of one thread.
 pub fn thread_create_exit(n: u64, _k: usize) -> Rep {
     parties::run(&[0], move |_, gate| {
         gate.wait();
-        Some(timed(n, || {
-            Builder::new("bench-child")
-                .spawn::<X86>(|| {})
-                .expect("no memory for a thread")
-                .join();
-        }))
+        Some(timed(n, create_exit, &()))
     })
 }
 
