@@ -72,7 +72,10 @@ pub use sched::{
     deschedule, deschedule_self, migrate_self, schedule, schedule_self, setpri, setpri_self,
 };
 pub use sema::Sema;
-pub use sleep::{INTERLOCKED, Wake, tsleep, tsleep_cancel, tsleep_interlock, wakeup, wakeup_one};
+pub use sleep::{
+    INTERLOCKED, INTERRUPTIBLE, Wake, clear_interrupt, interrupt, interrupt_requested, tsleep,
+    tsleep_cancel, tsleep_interlock, wakeup, wakeup_one,
+};
 pub use switch::{current, idle_loop, lwkt_yield, switch, switch_return, yield_now};
 pub use thread::{Thread, ThreadId, ThreadName, ThreadRef, flags, pri};
 #[cfg(not(loom))]

@@ -74,7 +74,21 @@ impl<'a> Builder<'a> {
         self,
         f: impl FnOnce() + Send + 'static,
     ) -> Result<ThreadRef<M>, SpawnError> {
-        spawn::<M>(self, Box::new(f))
+        spawn::<M>(self, crate::thread::Entry::Closure(Box::new(f)))
+    }
+
+    /// Creates the thread and makes it runnable; it runs `f(arg)`, then exits.
+    /// Unlike [`Builder::spawn`] nothing is allocated for the entry, so `f`
+    /// may end the thread without returning (it owns whatever `arg` names).
+    /// If spawning fails, `f` never runs and the caller still owns `arg`.
+    ///
+    /// Thread context (it may allocate); never blocks.
+    pub fn spawn_fn<M: Machine>(
+        self,
+        f: fn(usize),
+        arg: usize,
+    ) -> Result<ThreadRef<M>, SpawnError> {
+        spawn::<M>(self, crate::thread::Entry::Raw(f, arg))
     }
 }
 
@@ -150,7 +164,10 @@ pub fn thread_start<M: Machine>(prev: &'static Thread<M>) -> ! {
     #[allow(unsafe_code)]
     let f = unsafe { td.entry.get().take() }.expect("thread started without an entry");
     crit_exit_td(td);
-    f();
+    match f {
+        crate::thread::Entry::Closure(f) => f(),
+        crate::thread::Entry::Raw(f, arg) => f(arg),
+    }
     exit::<M>()
 }
 

@@ -27,6 +27,16 @@
 //!
 //! A timeout is a callout on the sleeping thread's CPU that takes it off the
 //! queue and marks it timed out. Threads cannot migrate while asleep.
+//!
+//! # Interrupting a sleep
+//!
+//! A sleep with [`INTERRUPTIBLE`] also ends when another thread calls
+//! [`interrupt`] on the sleeper (a process being killed stops its threads'
+//! waits this way). The request is a flag set on the sleeper's own CPU, in
+//! its critical section, by message if needed; `tsleep` tests the flag in its
+//! critical section before it blocks, so a request is never lost between the
+//! sleeper's check of its condition and its sleep. The flag stays set — every
+//! later interruptible sleep returns at once — until [`clear_interrupt`].
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering, fence};
@@ -46,6 +56,9 @@ pub const BUCKETS: usize = 512;
 /// `tsleep` flag: the caller already called [`tsleep_interlock`] on this ident.
 pub const INTERLOCKED: u32 = 1;
 
+/// `tsleep` flag: [`interrupt`] ends the sleep.
+pub const INTERRUPTIBLE: u32 = 2;
+
 /// How a sleep ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
@@ -53,6 +66,8 @@ pub enum Wake {
     Woken,
     /// The timeout expired first.
     TimedOut,
+    /// [`interrupt`] ended an [`INTERRUPTIBLE`] sleep (or came before it).
+    Interrupted,
 }
 
 /// Bucket of an ident.
@@ -184,6 +199,14 @@ pub fn tsleep<M: Machine>(ident: usize, flags_: u32, wmesg: &str, timeout: u64) 
         tsleep_interlock::<M>(ident);
         return tsleep::<M>(ident, flags_ | INTERLOCKED, wmesg, timeout);
     }
+    if flags_ & INTERRUPTIBLE != 0 {
+        if td.has(flags::INTR_REQ) {
+            remove_from_sleepq(cpu, td);
+            drop(g);
+            return Wake::Interrupted;
+        }
+        td.set(flags::INTR_SLEEP);
+    }
     td.clear(flags::TIMED_OUT);
     if timeout > 0 {
         td.set(flags::TIMEOUT_ARMED);
@@ -201,9 +224,13 @@ pub fn tsleep<M: Machine>(ident: usize, flags_: u32, wmesg: &str, timeout: u64) 
     }
     remove_from_sleepq(cpu, td);
     td.set_wmesg("");
+    let interrupted = td.has(flags::INTR_SLEEP) && td.has(flags::INTR_REQ);
+    td.clear(flags::INTR_SLEEP);
     let r = if td.has(flags::TIMED_OUT) {
         td.clear(flags::TIMED_OUT);
         Wake::TimedOut
+    } else if interrupted {
+        Wake::Interrupted
     } else {
         Wake::Woken
     };
@@ -225,6 +252,65 @@ fn endtsleep<M: Machine>(arg: usize) {
         crate::sched::schedule::<M>(td);
     }
     drop(g);
+}
+
+/// Asks `td` to stop sleeping: its current [`INTERRUPTIBLE`] sleep ends
+/// with [`Wake::Interrupted`], and so does every later one at once, until
+/// [`clear_interrupt`]. Takes effect on `td`'s CPU, asynchronously if that is
+/// another one; holding the reference keeps the thread slot from being
+/// reused meanwhile.
+///
+/// Thread context or IPI-dispatch context; never blocks.
+pub fn interrupt<M: Machine>(td: &crate::ThreadRef<M>) {
+    debug_assert!(
+        !M::mycpu().in_interrupt(),
+        "interrupt() from a hard-interrupt handler"
+    );
+    // The message holds a reference of its own, released by the receiver.
+    let held = core::mem::ManuallyDrop::new(td.clone());
+    interrupt_on_owner::<M>(tdptr(held.thread()) as usize);
+}
+
+fn interrupt_on_owner<M: Machine>(arg: usize) {
+    let Some(td) = deref(arg as *mut Thread<M>) else {
+        return;
+    };
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    if td.cpu() == cpu.index() {
+        td.set(flags::INTR_REQ);
+        if td.has(flags::INTR_SLEEP) && td.has(flags::TSLEEPQ) {
+            remove_from_sleepq(cpu, td);
+            crate::sched::schedule::<M>(td);
+        }
+        drop(g);
+        // Release the message's reference (see `interrupt`).
+        drop(crate::ThreadRef::adopt(td));
+    } else {
+        M::world().ipi.send(td.cpu(), interrupt_remote::<M>, arg, 0);
+        drop(g);
+    }
+}
+
+fn interrupt_remote<M: Machine>(arg: usize, _: usize) {
+    // If the thread moved on meanwhile, this forwards to its new owner.
+    interrupt_on_owner::<M>(arg);
+}
+
+/// Clears the current thread's interrupt request ([`interrupt`]).
+///
+/// Thread context.
+pub fn clear_interrupt<M: Machine>() {
+    let g = crit_enter::<M>();
+    g.thread().clear(flags::INTR_REQ);
+    drop(g);
+}
+
+/// Whether someone asked the current thread to stop sleeping.
+///
+/// Thread context.
+pub fn interrupt_requested<M: Machine>() -> bool {
+    M::mycpu().curthread().has(flags::INTR_REQ)
 }
 
 /// Wakes up to `max` of this CPU's sleepers on `ident`; returns how many.

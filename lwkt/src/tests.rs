@@ -460,6 +460,51 @@ fn sleep_timeouts_fire() {
     });
 }
 
+/// `interrupt` ends an interruptible sleep on another CPU, makes the next one
+/// return at once until cleared, and leaves plain sleeps alone.
+#[test]
+fn interrupt_ends_interruptible_sleeps_only() {
+    run(2, Some(Duration::from_millis(1)), || {
+        let asleep = Arc::new(AtomicUsize::new(0));
+        let a = asleep.clone();
+        let sleeper = Builder::new("sleeper")
+            .cpu(1)
+            .spawn::<S>(move || {
+                a.store(1, Ordering::SeqCst);
+                // Woken only by the interrupt (no wakeup, no timeout).
+                assert_eq!(
+                    crate::tsleep::<S>(0xfeed0, crate::INTERRUPTIBLE, "intr", 0),
+                    Wake::Interrupted
+                );
+                assert!(crate::interrupt_requested::<S>());
+                // Still requested: the next interruptible sleep returns at once.
+                assert_eq!(
+                    crate::tsleep::<S>(0xfeed0, crate::INTERRUPTIBLE, "again", 0),
+                    Wake::Interrupted
+                );
+                // A plain sleep is not interrupted: it times out.
+                assert_eq!(crate::tsleep::<S>(0xfeed0, 0, "plain", 3), Wake::TimedOut);
+                crate::clear_interrupt::<S>();
+                assert_eq!(
+                    crate::tsleep::<S>(0xfeed0, crate::INTERRUPTIBLE, "cleared", 3),
+                    Wake::TimedOut
+                );
+                a.store(2, Ordering::SeqCst);
+            })
+            .unwrap();
+        wait_until("the sleeper to start", || {
+            asleep.load(Ordering::SeqCst) == 1
+        });
+        // Let it reach its sleep, then interrupt it from this CPU.
+        crate::tsleep::<S>(0xbeef8, 0, "pause", 3);
+        crate::interrupt::<S>(&sleeper);
+        wait_until("the sleeper to finish", || {
+            asleep.load(Ordering::SeqCst) == 2
+        });
+        sleeper.join();
+    });
+}
+
 /// Threads created and exited on one CPU reuse cached threads and stacks; the
 /// cache is bounded, and trimming it frees every stack.
 #[test]

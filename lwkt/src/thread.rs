@@ -84,6 +84,11 @@ pub mod flags {
     pub const TIMED_OUT: u32 = 1 << 11;
     /// Its sleep's timeout callout is armed.
     pub const TIMEOUT_ARMED: u32 = 1 << 12;
+    /// Asked to stop sleeping ([`crate::interrupt`]): interruptible sleeps
+    /// return [`crate::Wake::Interrupted`] until [`crate::clear_interrupt`].
+    pub const INTR_REQ: u32 = 1 << 13;
+    /// In an interruptible sleep now.
+    pub const INTR_SLEEP: u32 = 1 << 14;
 }
 
 /// Index value meaning "none".
@@ -122,7 +127,13 @@ impl<T> LifecycleCell<T> {
 }
 
 /// What a new thread runs.
-pub(crate) type Entry = Box<dyn FnOnce() + Send + 'static>;
+pub(crate) enum Entry {
+    /// A closure (freed when it returns).
+    Closure(Box<dyn FnOnce() + Send + 'static>),
+    /// A function and its argument: nothing to free, for threads whose code
+    /// may never return to `thread_start` (user threads).
+    Raw(fn(usize), usize),
+}
 
 /// A light-weight kernel thread.
 pub struct Thread<M: Machine> {
@@ -363,6 +374,12 @@ impl<M: Machine> ThreadRef<M> {
     /// The thread.
     pub fn thread(&self) -> &'static Thread<M> {
         self.td
+    }
+
+    /// Takes over a reference counted earlier and never dropped (one a
+    /// message carried as a raw pointer).
+    pub(crate) fn adopt(td: &'static Thread<M>) -> Self {
+        ThreadRef { td }
     }
 }
 
