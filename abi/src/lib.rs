@@ -7,6 +7,7 @@
 //!   `fw_cfg` and the kernel parses.
 //! * [`result`]: the machine-readable lines a boot prints on serial.
 //! * [`bench`]: the benchmarks of `bench=` mode and the counters they report.
+//! * [`syscall`]: the system call numbers, errors and structures.
 //!
 //! The crate is `no_std`, allocation-free and has no `unsafe`, so the kernel links it
 //! as is and the host tests it with `cargo test -p wyvern-abi`.
@@ -17,3 +18,4 @@ pub mod bench;
 pub mod bootopt;
 pub mod exit;
 pub mod result;
+pub mod syscall;

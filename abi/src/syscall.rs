@@ -1,0 +1,279 @@
+//! The system call interface: numbers, arguments, errors and the structures
+//! calls fill in. Numbers are stable: a new call takes a new number, a retired
+//! one is never reused.
+//!
+//! # Convention
+//!
+//! `syscall` with the number in `rax` and up to six arguments in `rdi`, `rsi`,
+//! `rdx`, `r10`, `r8`, `r9`. The result comes back in `rax`: a value `>= 0`,
+//! or `-code` of an [`Error`]. `rcx` and `r11` are clobbered (the instruction
+//! uses them); every other register is preserved.
+//!
+//! Pointers are user addresses below [`USER_TOP`]. A pointer the kernel cannot
+//! read or write — unmapped, a kernel address, non-canonical, or a range that
+//! wraps — fails the call with [`Error::Fault`] and nothing else happens.
+//!
+//! | nr | name | arguments | result |
+//! |---:|------|-----------|--------|
+//! | 0 | [`nr::NOP`] | — | 0 |
+//! | 1 | [`nr::DEBUG_WRITE`] | bytes, len | len written to the console |
+//! | 2 | [`nr::EXIT`] | code | does not return: the whole process exits |
+//! | 3 | [`nr::THREAD_CREATE`] | entry, arg | thread id; `entry(arg)` runs on a new stack |
+//! | 4 | [`nr::THREAD_EXIT`] | code | does not return |
+//! | 5 | [`nr::THREAD_JOIN`] | thread id | the thread's exit code |
+//! | 6 | [`nr::SPAWN`] | name, name len, arg, arg len | process id of the program `name` of the ramdisk |
+//! | 7 | [`nr::WAIT`] | process id, `*mut WaitStatus` | process id, once that child ended |
+//! | 8 | [`nr::YIELD`] | — | 0 |
+//! | 9 | [`nr::SLEEP`] | nanoseconds | 0 |
+//! | 10 | [`nr::CLOCK`] | — | nanoseconds since boot |
+//! | 11 | [`nr::MAP`] | len, [`prot`] bits | address of `len` bytes of zeroed memory |
+//! | 12 | [`nr::UNMAP`] | address, len | 0 |
+//! | 13 | [`nr::SET_PRIORITY`] | thread id (0: self), [`Priority`] | 0 |
+//! | 14 | [`nr::SET_CPU`] | CPU index | 0, running on that CPU from now on |
+//! | 15 | [`nr::INFO`] | `*mut Info` | 0 |
+//! | 16 | [`nr::STATS`] | `*mut CpuStats`, count | number of CPUs written |
+
+/// System call numbers.
+pub mod nr {
+    /// Does nothing: the cost of entering and leaving the kernel.
+    pub const NOP: u64 = 0;
+    /// Writes bytes to the console.
+    pub const DEBUG_WRITE: u64 = 1;
+    /// Ends the process, every thread of it, with an exit code.
+    pub const EXIT: u64 = 2;
+    /// Starts a thread of the calling process.
+    pub const THREAD_CREATE: u64 = 3;
+    /// Ends the calling thread (the process, if it was the last).
+    pub const THREAD_EXIT: u64 = 4;
+    /// Waits for a thread of the process to end; returns its exit code.
+    pub const THREAD_JOIN: u64 = 5;
+    /// Starts a program of the ramdisk as a child process.
+    pub const SPAWN: u64 = 6;
+    /// Waits for a child process to end.
+    pub const WAIT: u64 = 7;
+    /// Lets other threads of the same priority on this CPU run.
+    pub const YIELD: u64 = 8;
+    /// Blocks for at least the given nanoseconds (rounded up to ticks).
+    pub const SLEEP: u64 = 9;
+    /// Monotonic nanoseconds since boot.
+    pub const CLOCK: u64 = 10;
+    /// Maps anonymous zeroed memory.
+    pub const MAP: u64 = 11;
+    /// Unmaps memory that `MAP` mapped.
+    pub const UNMAP: u64 = 12;
+    /// Sets a thread's priority.
+    pub const SET_PRIORITY: u64 = 13;
+    /// Moves the calling thread to a CPU (threads stay where they are put).
+    pub const SET_CPU: u64 = 14;
+    /// Who and where the caller is.
+    pub const INFO: u64 = 15;
+    /// The kernel's per-CPU counters.
+    pub const STATS: u64 = 16;
+    /// One past the highest number.
+    pub const COUNT: u64 = 17;
+}
+
+/// First address above user space: every user pointer and mapping is below.
+/// (The last page below the canonical boundary is never mapped, so no user
+/// instruction can end at the boundary — `sysret` to a non-canonical address
+/// faults in the kernel on Intel CPUs.)
+pub const USER_TOP: u64 = 0x0000_7fff_ffff_f000;
+
+/// Longest `DEBUG_WRITE`, `SPAWN` name or argument, in bytes.
+pub const MAX_IO: u64 = 64 * 1024;
+
+/// Why a call failed: the result is `-(error as i64)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i64)]
+pub enum Error {
+    /// No system call has this number.
+    NoSys = 1,
+    /// A pointer argument the kernel cannot use.
+    Fault = 2,
+    /// An argument out of range or malformed.
+    Invalid = 3,
+    /// Not enough memory for the request.
+    NoMemory = 4,
+    /// No such program, thread or process.
+    NotFound = 5,
+    /// A per-process or system limit was reached.
+    Limit = 6,
+    /// The process is being killed; the call was abandoned.
+    Killed = 7,
+    /// The thread tried to wait for itself, or a second waiter came.
+    Busy = 8,
+}
+
+impl Error {
+    /// Every error, for tests and tables.
+    pub const ALL: [Error; 8] = [
+        Error::NoSys,
+        Error::Fault,
+        Error::Invalid,
+        Error::NoMemory,
+        Error::NotFound,
+        Error::Limit,
+        Error::Killed,
+        Error::Busy,
+    ];
+
+    /// The error of a negative result.
+    pub fn from_result(r: i64) -> Option<Error> {
+        Error::ALL.into_iter().find(|e| -(*e as i64) == r)
+    }
+
+    /// What it means.
+    pub fn text(self) -> &'static str {
+        match self {
+            Error::NoSys => "no such system call",
+            Error::Fault => "bad address",
+            Error::Invalid => "invalid argument",
+            Error::NoMemory => "out of memory",
+            Error::NotFound => "not found",
+            Error::Limit => "limit reached",
+            Error::Killed => "process killed",
+            Error::Busy => "busy",
+        }
+    }
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+/// A call's result as the kernel returns it in `rax`.
+pub fn encode(r: Result<u64, Error>) -> u64 {
+    match r {
+        Ok(v) => v,
+        Err(e) => (-(e as i64)) as u64,
+    }
+}
+
+/// A raw `rax` as a result.
+pub fn decode(rax: u64) -> Result<u64, Error> {
+    let r = rax as i64;
+    if r >= 0 {
+        Ok(rax)
+    } else {
+        Err(Error::from_result(r).unwrap_or(Error::NoSys))
+    }
+}
+
+/// `MAP` protection bits. Writable and executable together is refused.
+pub mod prot {
+    /// Readable (always implied).
+    pub const READ: u64 = 1;
+    /// Writable.
+    pub const WRITE: u64 = 2;
+    /// Executable.
+    pub const EXEC: u64 = 4;
+}
+
+/// Largest single `MAP`.
+pub const MAX_MAP: u64 = 256 << 20;
+
+/// A user thread's priority (`SET_PRIORITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Priority {
+    /// Runs when nothing else of the user's wants to.
+    Idle = 0,
+    /// The default.
+    Normal = 1,
+    /// Before every normal user thread (never before kernel threads).
+    Realtime = 2,
+}
+
+impl Priority {
+    /// The priority of a raw argument.
+    pub fn from_raw(v: u64) -> Option<Priority> {
+        match v {
+            0 => Some(Priority::Idle),
+            1 => Some(Priority::Normal),
+            2 => Some(Priority::Realtime),
+            _ => None,
+        }
+    }
+}
+
+/// How a child process ended (`WAIT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct WaitStatus {
+    /// [`WaitStatus::EXITED`] or [`WaitStatus::KILLED`].
+    pub kind: u64,
+    /// The exit code, when it exited.
+    pub code: i64,
+    /// The fault that killed it: exception vector.
+    pub vector: u64,
+    /// The faulting instruction.
+    pub rip: u64,
+    /// The faulting address (page faults), else 0.
+    pub addr: u64,
+}
+
+impl WaitStatus {
+    /// It called `EXIT`, or its last thread ended.
+    pub const EXITED: u64 = 1;
+    /// A fault in user mode killed it.
+    pub const KILLED: u64 = 2;
+}
+
+/// Who and where the caller is (`INFO`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Info {
+    /// Online CPUs.
+    pub ncpus: u64,
+    /// The CPU the call ran on.
+    pub cpu: u64,
+    /// The calling process and thread.
+    pub pid: u64,
+    pub tid: u64,
+    /// Scheduler ticks per second.
+    pub hz: u64,
+}
+
+/// One CPU's counters (`STATS`): the kernel's scheduler and IPI counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct CpuStats {
+    pub cpu: u64,
+    pub ticks: u64,
+    pub interrupts: u64,
+    pub syscalls: u64,
+    pub switches: u64,
+    pub preempt_hit: u64,
+    pub preempt_miss: u64,
+    pub preempt_weird: u64,
+    pub idle_halts: u64,
+    pub ipi_sent: u64,
+    pub ipi_received: u64,
+    pub ipi_avoided: u64,
+    pub fifo_full: u64,
+    pub token_collisions: u64,
+    pub threads: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_round_trip() {
+        assert_eq!(decode(encode(Ok(42))), Ok(42));
+        for e in Error::ALL {
+            assert_eq!(decode(encode(Err(e))), Err(e));
+            assert!(!e.text().is_empty());
+        }
+        assert_eq!(decode((-999i64) as u64), Err(Error::NoSys));
+    }
+
+    #[test]
+    fn priorities() {
+        assert_eq!(Priority::from_raw(1), Some(Priority::Normal));
+        assert_eq!(Priority::from_raw(3), None);
+    }
+}
