@@ -1,5 +1,6 @@
 //! Building the kernel and the disk image.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -103,8 +104,119 @@ pub fn build_kernel(profile: Profile) -> Result<PathBuf> {
     Ok(elf)
 }
 
-/// Wraps `kernel` into a UEFI disk image at `out`.
-pub fn make_image(kernel: &Path, out: &Path) -> Result<()> {
+/// Names of the user programs (the `[[bin]]` targets of `userland/`).
+fn user_programs() -> Result<Vec<String>> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed");
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading cargo metadata")?;
+    let pkg = meta["packages"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "wyvern-user"))
+        .context("no wyvern-user package in the workspace")?;
+    let names: Vec<String> = pkg["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect();
+    if names.is_empty() {
+        bail!("userland has no programs");
+    }
+    Ok(names)
+}
+
+/// The toolchain's `llvm-objcopy` (component `llvm-tools`).
+fn objcopy() -> Result<PathBuf> {
+    let out = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+        .current_dir(root())
+        .args(["--print", "sysroot"])
+        .output()
+        .context("running rustc --print sysroot")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let bin = sysroot
+        .join("lib/rustlib")
+        .join(env!("XTASK_HOST"))
+        .join("bin/llvm-objcopy");
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: the llvm-tools component (rust-toolchain.toml) is not installed; \
+             run `rustup component add llvm-tools`",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Builds the user programs, strips their debug information and packs them
+/// into a cpio archive (newc, the format of Linux's initramfs): the ramdisk.
+/// Returns its path.
+pub fn build_ramdisk(profile: Profile) -> Result<PathBuf> {
+    let status = cargo()
+        .args([
+            "build",
+            "--package",
+            "wyvern-user",
+            "--profile",
+            profile.cargo_name(),
+        ])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building the user programs failed");
+    }
+    let built = root()
+        .join("target/x86_64-unknown-none")
+        .join(profile.dir());
+    let staging = root().join(format!("target/ramdisk-{}", profile.dir()));
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let objcopy = objcopy()?;
+    let path = root().join(format!("target/wyvern-{}.ramdisk.cpio", profile.dir()));
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    for (ino, name) in user_programs()?.iter().enumerate() {
+        let stripped = staging.join(name);
+        let status = Command::new(&objcopy)
+            .arg("--strip-debug")
+            .arg(built.join(name))
+            .arg(&stripped)
+            .status()
+            .context("running llvm-objcopy")?;
+        if !status.success() {
+            bail!("stripping user program {name} failed");
+        }
+        let data =
+            std::fs::read(&stripped).with_context(|| format!("reading {}", stripped.display()))?;
+        let mut w = cpio::newc::Builder::new(name)
+            .ino(ino as u32 + 1)
+            .mode(0o100_755)
+            .nlink(1)
+            .write(
+                &mut out,
+                u32::try_from(data.len()).context("user program over 4 GiB")?,
+            );
+        w.write_all(&data)
+            .with_context(|| format!("adding {name} to the ramdisk"))?;
+        w.finish().context("writing the ramdisk")?;
+    }
+    cpio::newc::trailer(&mut out).context("writing the ramdisk")?;
+    out.flush().context("writing the ramdisk")?;
+    Ok(path)
+}
+
+/// Wraps `kernel` and `ramdisk` into a UEFI disk image at `out`.
+pub fn make_image(kernel: &Path, ramdisk: &Path, out: &Path) -> Result<()> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -115,15 +227,17 @@ pub fn make_image(kernel: &Path, out: &Path) -> Result<()> {
     config.log_level = LevelFilter::Warn;
     UefiBoot::new(kernel)
         .set_boot_config(&config)
+        .set_ramdisk(ramdisk)
         .create_disk_image(out)
         .with_context(|| format!("writing the disk image {}", out.display()))
 }
 
-/// Builds the kernel and its image at the profile's default path.
+/// Builds the kernel, the ramdisk and the image at the profile's default path.
 pub fn build_image(profile: Profile) -> Result<(PathBuf, PathBuf)> {
     let kernel = build_kernel(profile)?;
+    let ramdisk = build_ramdisk(profile)?;
     let image = root().join(format!("target/wyvern-{}.img", profile.dir()));
-    make_image(&kernel, &image)?;
+    make_image(&kernel, &ramdisk, &image)?;
     Ok((kernel, image))
 }
 
@@ -135,12 +249,13 @@ pub fn build_cmd(args: &BuildArgs) -> Result<ExitCode> {
 
 pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
     let kernel = build_kernel(args.build.profile())?;
+    let ramdisk = build_ramdisk(args.build.profile())?;
     let out = if args.out.is_absolute() {
         args.out.clone()
     } else {
         root().join(&args.out)
     };
-    make_image(&kernel, &out)?;
+    make_image(&kernel, &ramdisk, &out)?;
     println!("UEFI disk image: {}", out.display());
     println!();
     println!(

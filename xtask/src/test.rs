@@ -61,6 +61,8 @@ pub fn test_cmd(args: &TestArgs) -> Result<ExitCode> {
         "wyvern-kernel",
         "--exclude",
         "wyvern-tests",
+        "--exclude",
+        "wyvern-user",
     ]);
     run("host unit tests", host)?;
     let mut harness = cargo();

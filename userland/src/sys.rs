@@ -1,0 +1,172 @@
+//! System calls: [`raw`] issues one with any arguments (the fuzzer needs
+//! that); the functions below wrap each call with typed arguments.
+
+use wyvern_abi::syscall::{self, CpuStats, Error, Info, Priority, WaitStatus, nr};
+
+/// Issues system call `n` with six arguments; returns the raw `rax`.
+///
+/// # Safety
+///
+/// The kernel checks every argument, so no call can harm the kernel; but a
+/// call may write through a pointer argument or unmap memory, so the caller
+/// answers for what the call does to its own memory.
+#[inline(always)]
+pub unsafe fn raw(n: u64, a: [u64; 6]) -> u64 {
+    let rax: u64;
+    // SAFETY: `syscall` enters the kernel, which preserves every register but
+    // rax (the result), rcx and r11 (clobbered by the instruction); the
+    // caller's contract covers what the call does to memory.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") n => rax,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    rax
+}
+
+/// A call that only reads the memory its arguments describe.
+fn call(n: u64, a: [u64; 6]) -> Result<u64, Error> {
+    // SAFETY: every call this module makes through here reads or writes only
+    // memory its typed wrapper passed and owns.
+    syscall::decode(unsafe { raw(n, a) })
+}
+
+fn args0() -> [u64; 6] {
+    [0; 6]
+}
+
+fn args1(a: u64) -> [u64; 6] {
+    [a, 0, 0, 0, 0, 0]
+}
+
+fn args2(a: u64, b: u64) -> [u64; 6] {
+    [a, b, 0, 0, 0, 0]
+}
+
+/// Does nothing in the kernel.
+pub fn nop() -> Result<u64, Error> {
+    call(nr::NOP, args0())
+}
+
+/// Writes bytes to the console.
+pub fn debug_write(b: &[u8]) -> Result<u64, Error> {
+    call(nr::DEBUG_WRITE, args2(b.as_ptr() as u64, b.len() as u64))
+}
+
+/// Ends the process.
+pub fn exit(code: i64) -> ! {
+    let _ = call(nr::EXIT, args1(code as u64));
+    unreachable!("EXIT returned")
+}
+
+/// Starts a thread running `entry(arg)`; returns its id.
+pub fn thread_create(entry: extern "C" fn(u64) -> !, arg: u64) -> Result<u64, Error> {
+    call(nr::THREAD_CREATE, args2(entry as usize as u64, arg))
+}
+
+/// Ends the calling thread.
+pub fn thread_exit(code: i64) -> ! {
+    let _ = call(nr::THREAD_EXIT, args1(code as u64));
+    unreachable!("THREAD_EXIT returned")
+}
+
+/// Waits for thread `tid` to end; returns its exit code.
+pub fn thread_join(tid: u64) -> Result<i64, Error> {
+    call(nr::THREAD_JOIN, args1(tid)).map(|c| c as i64)
+}
+
+/// Starts program `name` of the ramdisk with argument `arg`; returns its pid.
+pub fn spawn(name: &str, arg: &str) -> Result<u64, Error> {
+    call(
+        nr::SPAWN,
+        [
+            name.as_ptr() as u64,
+            name.len() as u64,
+            arg.as_ptr() as u64,
+            arg.len() as u64,
+            0,
+            0,
+        ],
+    )
+}
+
+/// Waits for child `pid` to end.
+pub fn wait(pid: u64) -> Result<WaitStatus, Error> {
+    let mut st = WaitStatus::default();
+    call(nr::WAIT, args2(pid, &raw mut st as u64))?;
+    Ok(st)
+}
+
+/// Lets other threads of this CPU run.
+pub fn yield_now() {
+    let _ = call(nr::YIELD, args0());
+}
+
+/// Blocks for at least `ns` nanoseconds.
+pub fn sleep_ns(ns: u64) -> Result<u64, Error> {
+    call(nr::SLEEP, args1(ns))
+}
+
+/// Nanoseconds since boot.
+pub fn clock_ns() -> u64 {
+    call(nr::CLOCK, args0()).unwrap_or(0)
+}
+
+/// Maps `len` bytes of zeroed memory with `prot` bits; returns the address.
+pub fn map(len: u64, prot: u64) -> Result<u64, Error> {
+    call(nr::MAP, args2(len, prot))
+}
+
+/// Unmaps `len` bytes at `addr`.
+///
+/// # Safety
+///
+/// Nothing of the program may use the memory afterwards.
+pub unsafe fn unmap(addr: u64, len: u64) -> Result<u64, Error> {
+    // SAFETY: the caller promises nothing uses the range any more.
+    syscall::decode(unsafe { raw(nr::UNMAP, args2(addr, len)) })
+}
+
+/// Sets thread `tid`'s priority (0: the calling thread).
+pub fn set_priority(tid: u64, p: Priority) -> Result<u64, Error> {
+    call(nr::SET_PRIORITY, args2(tid, p as u64))
+}
+
+/// Moves the calling thread to CPU `cpu`, where it stays.
+pub fn set_cpu(cpu: u64) -> Result<u64, Error> {
+    call(nr::SET_CPU, args1(cpu))
+}
+
+/// Who and where the caller is.
+pub fn info() -> Info {
+    let mut i = Info::default();
+    let _ = call(nr::INFO, args1(&raw mut i as u64));
+    i
+}
+
+/// Every CPU's counters, into `out`; returns how many were written.
+pub fn stats(out: &mut [CpuStats]) -> Result<usize, Error> {
+    call(nr::STATS, args2(out.as_mut_ptr() as u64, out.len() as u64)).map(|n| n as usize)
+}
+
+/// Reads the time-stamp counter (allowed in user mode).
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    let lo: u32;
+    let hi: u32;
+    // SAFETY: `rdtsc` reads a counter; it has no other effect.
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack));
+    }
+    (u64::from(hi) << 32) | u64::from(lo)
+}
