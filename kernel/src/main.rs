@@ -26,6 +26,7 @@ mod stats;
 mod stress;
 mod sync;
 mod trace;
+mod user;
 
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{BootInfo, entry_point};
@@ -70,8 +71,10 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     }
     console::log::init(opts.log_level);
 
+    user::ramdisk::init(boot_info.ramdisk_addr.into_option(), boot_info.ramdisk_len);
     let platform = acpi::init(rsdp.expect("the bootloader found no RSDP"));
     let machine = arch::init_machine(platform, opts.timer);
+    arch::init_user_support();
     let report = smp::start_aps(platform);
     lwkt::start_cpu::<X86>();
     intr::init();
@@ -143,6 +146,11 @@ fn banner(platform: &acpi::Platform, machine: &arch::Machine, report: &arch::smp
             if c.index() == 0 { " (boot CPU)" } else { "" }
         );
     }
+    println!(
+        "user mode: {}; FPU state {}; syscall/sysret",
+        arch::protect::describe(),
+        arch::fpu::describe()
+    );
     let last = percpu::online()
         .map(|c| c.online_tsc.load(core::sync::atomic::Ordering::Relaxed))
         .max()
@@ -164,6 +172,10 @@ fn banner(platform: &acpi::Platform, machine: &arch::Machine, report: &arch::smp
 }
 
 fn interactive() {
+    match user::process::spawn("init", b"", 0) {
+        Ok(pid) => println!("started init (pid {pid})"),
+        Err(e) => println!("cannot start init: {e}"),
+    }
     if console::has_serial() {
         console::keys::run();
     }

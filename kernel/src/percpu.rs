@@ -60,6 +60,18 @@ impl LocalCounter {
 pub struct PerCpu {
     /// Points at this block: `gs:[0]`. Written once before the GS base is set.
     self_ptr: *const PerCpu,
+    /// Top of the kernel stack of the user thread running here: where the
+    /// syscall entry switches to (`gs:[KERNEL_RSP_OFFSET]`). Local, set by the
+    /// switch.
+    pub kernel_rsp: AtomicU64,
+    /// The user RSP while the syscall entry changes stacks. Local scratch.
+    user_rsp: AtomicU64,
+    /// Address of the user address space whose PML4 is in CR3 (0: the
+    /// kernel's). Local (`mm::aspace`).
+    pub loaded_space: core::sync::atomic::AtomicUsize,
+    /// Id of the user thread whose FPU state is in this CPU's registers (0:
+    /// none). Local (`user`).
+    pub fpu_owner: AtomicU64,
     /// Index of this CPU, 0 for the boot CPU, dense. Written once before the
     /// block is published.
     index: u32,
@@ -86,6 +98,8 @@ pub struct PerCpu {
     pub traps: LocalCounter,
     /// NMIs taken. Local counter (NMI handler).
     pub nmis: LocalCounter,
+    /// System calls entered. Local counter (syscall entry).
+    pub syscalls: LocalCounter,
     /// Interrupts taken per vector. Local counters (trap entry).
     pub vectors: [LocalCounter; 256],
     /// TSC when this CPU came online. Local, written once.
@@ -98,6 +112,11 @@ pub struct PerCpu {
     pub held_locks: crate::sync::HeldLocks,
 }
 
+/// Offset of [`PerCpu::kernel_rsp`], for the syscall entry.
+pub const KERNEL_RSP_OFFSET: usize = core::mem::offset_of!(PerCpu, kernel_rsp);
+/// Offset of the user RSP scratch slot, for the syscall entry.
+pub const USER_RSP_OFFSET: usize = core::mem::offset_of!(PerCpu, user_rsp);
+
 // SAFETY: `self_ptr`, `index`, `apic_id` and `ist` are written once before the
 // block is published (to the CPU table and the GS base) and only read after;
 // `lapic` is touched only by its own CPU with interrupts disabled
@@ -109,6 +128,10 @@ impl PerCpu {
     pub const fn new(index: u32, apic_id: u32, ist: Option<[KernelStack; 3]>) -> Self {
         PerCpu {
             self_ptr: core::ptr::null(),
+            kernel_rsp: AtomicU64::new(0),
+            user_rsp: AtomicU64::new(0),
+            loaded_space: core::sync::atomic::AtomicUsize::new(0),
+            fpu_owner: AtomicU64::new(0),
             index,
             apic_id,
             online: AtomicBool::new(false),
@@ -119,6 +142,7 @@ impl PerCpu {
             ticks: LocalCounter::new(),
             traps: LocalCounter::new(),
             nmis: LocalCounter::new(),
+            syscalls: LocalCounter::new(),
             vectors: [const { LocalCounter::new() }; 256],
             online_tsc: AtomicU64::new(0),
             timer_deadline: AtomicU64::new(0),

@@ -16,6 +16,7 @@
 //! is created at boot ([`paging::init`]), so an address space that copies the
 //! 256 upper entries sees every later kernel mapping too.
 
+pub mod aspace;
 pub mod frame;
 pub mod heap;
 pub mod paging;

@@ -69,6 +69,8 @@ impl Machine for X86 {
     #[allow(clippy::declare_interior_mutable_const)]
     const NEW_CONTEXT: SwitchContext = SwitchContext {
         sp: core::sync::atomic::AtomicU64::new(0),
+        kstack_top: core::sync::atomic::AtomicU64::new(0),
+        user: AtomicUsize::new(0),
     };
 
     #[inline(always)]
@@ -86,12 +88,20 @@ impl Machine for X86 {
     }
 
     fn context_init(td: &'static Thread<X86>, stack: &KernelStack) {
-        td.context()
-            .sp
-            .store(init_stack(stack.top().as_u64()), Ordering::Relaxed);
+        // The top of every stack is kept for a user frame (a user thread's
+        // registers while it is in the kernel); the thread starts below it.
+        let top = stack.top().as_u64();
+        let ctx = td.context();
+        ctx.kstack_top.store(top, Ordering::Relaxed);
+        ctx.user.store(0, Ordering::Relaxed);
+        ctx.sp.store(
+            init_stack(top - core::mem::size_of::<TrapFrame>() as u64),
+            Ordering::Relaxed,
+        );
     }
 
     unsafe fn switch(from: &'static Thread<X86>, to: &'static Thread<X86>) -> &'static Thread<X86> {
+        crate::user::switch_hook(from, to);
         // SAFETY: `from` is current and `to` not running, both in critical
         // sections (the trait's conditions 1 and 2); `to`'s saved RSP came from
         // a previous switch or `init_stack`.
@@ -106,6 +116,7 @@ impl Machine for X86 {
     }
 
     unsafe fn switch_exit(from: &'static Thread<X86>, to: &'static Thread<X86>) -> ! {
+        crate::user::switch_hook(from, to);
         // SAFETY: as in `switch`; `from` never resumes, and its stack is reaped
         // only after `to` runs.
         unsafe {

@@ -14,6 +14,7 @@ mod basic;
 mod instruments;
 mod sched;
 pub(crate) mod smp;
+mod user;
 
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -49,7 +50,13 @@ pub struct SelfTest {
 }
 
 /// Every self-test the kernel knows.
-static TESTS: &[&[SelfTest]] = &[basic::TESTS, smp::TESTS, sched::TESTS, instruments::TESTS];
+static TESTS: &[&[SelfTest]] = &[
+    basic::TESTS,
+    smp::TESTS,
+    sched::TESTS,
+    instruments::TESTS,
+    user::TESTS,
+];
 
 /// Index + 1 of the running test in the flattened list; 0 = none.
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
@@ -106,6 +113,20 @@ fn join_all(refs: Vec<ThreadRef<X86>>) {
     for r in refs {
         r.join();
     }
+}
+
+/// Frees every CPU's cache of exited threads and their stacks.
+fn trim_all_caches() {
+    let refs = (0..ncpus())
+        .map(|c| spawn_on(c, "trim", lwkt::trim_cache::<X86>))
+        .collect();
+    join_all(refs);
+    // The trimming threads themselves exited into the caches: once more, and
+    // this time only those (without stacks of their own left cached).
+    let refs = (0..ncpus())
+        .map(|c| spawn_on(c, "trim", lwkt::trim_cache::<X86>))
+        .collect();
+    join_all(refs);
 }
 
 /// Fails the running test with `why` and ends the boot.

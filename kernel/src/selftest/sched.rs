@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use lwkt::Sema;
 
-use super::{Expect, SelfTest, join_all, ncpus, spawn_on};
+use super::{Expect, SelfTest, join_all, ncpus, spawn_on, trim_all_caches};
 use crate::arch::{cpu, tsc};
 use crate::mm::stack::KernelStack;
 use crate::mm::{frame, heap};
@@ -167,20 +167,6 @@ fn migrate() {
         "migrate: {} hops over {n} CPUs, each landed where asked",
         5 * n
     );
-}
-
-/// Frees every CPU's cache of exited threads and their stacks.
-fn trim_all_caches() {
-    let refs = (0..ncpus())
-        .map(|c| spawn_on(c, "trim", lwkt::trim_cache::<X86>))
-        .collect();
-    join_all(refs);
-    // The trimming threads themselves exited into the caches: once more, and
-    // this time only those (without stacks of their own left cached).
-    let refs = (0..ncpus())
-        .map(|c| spawn_on(c, "trim", lwkt::trim_cache::<X86>))
-        .collect();
-    join_all(refs);
 }
 
 /// 10,000 threads created and exited across all CPUs, in waves: afterwards

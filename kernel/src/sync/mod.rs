@@ -7,6 +7,8 @@
 //! the docs of the module that declares it, with the reason.
 
 mod spin;
+mod token_cell;
 
 pub use self::spin::{HeldLocks, LockClass, SpinLock};
+pub use self::token_cell::TokenCell;
 pub use ::spin::Once;

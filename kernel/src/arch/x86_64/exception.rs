@@ -56,10 +56,22 @@ const NAMES: [&str; 32] = [
 
 /// Name of exception `vector`.
 pub fn name(vector: u64) -> &'static str {
+    if vector == super::syscall::SYSCALL_VECTOR {
+        return "system call";
+    }
     NAMES.get(vector as usize).copied().unwrap_or("interrupt")
 }
 
 pub(super) fn handle(frame: &mut TrapFrame) {
+    if frame.user_mode() && frame.vector != 2 && frame.vector != 18 {
+        // A fault of the user program: it ends its process, not the kernel.
+        let addr = (frame.vector == 14).then(cpu::read_cr2);
+        crate::user::fault(frame, addr);
+    }
+    if (frame.vector == 14 || frame.vector == 13) && super::usercopy::fixup(frame) {
+        // A bad user pointer met by the copy routine: it returns an error.
+        return;
+    }
     match frame.vector {
         2 => nmi(frame),
         3 => {

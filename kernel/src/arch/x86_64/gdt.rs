@@ -68,6 +68,16 @@ impl CpuTables {
         }
     }
 
+    /// Sets the stack the CPU switches to on a trap from user mode (the top
+    /// of the kernel stack of the user thread about to run). The owning CPU,
+    /// in a critical section (the switch).
+    pub fn set_rsp0(&self, top: u64) {
+        // SAFETY: only the owning CPU writes its TSS (type docs), and the CPU
+        // reads RSP0 only on a privilege change, which cannot happen while this
+        // CPU runs this kernel code; an aligned u64 store.
+        unsafe { (*self.tss.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+    }
+
     /// Fills in the TSS and the GDT and loads them on this CPU. Called once per
     /// CPU, by that CPU, before it enables interrupts.
     ///

@@ -5,7 +5,10 @@
 //! zero where the CPU pushes no error code, then its vector, and jumps to
 //! `wyvern_trap_common`, which saves the general registers, `swapgs`es when the
 //! trap came from ring 3, and calls [`super::trap::trap_dispatch`] with the
-//! [`TrapFrame`](super::trap::TrapFrame). Interrupts stay disabled (interrupt
+//! [`TrapFrame`](super::trap::TrapFrame). The NMI, the double fault and the
+//! machine check go to `wyvern_trap_paranoid` instead, which decides on
+//! `swapgs` from the GS base MSR (they may hit the instruction next to a
+//! `swapgs` in the syscall paths, where CS does not tell). Interrupts stay disabled (interrupt
 //! gates) from the CPU's delivery to the handler; the way out is `iretq`.
 //!
 //! One IDT serves every CPU. The double fault, NMI and machine check run on the
@@ -34,7 +37,11 @@ wyvern_trap_stubs:
             push 0
         .endif
         push vec
-        jmp wyvern_trap_common
+        .if (vec == 2) || (vec == 8) || (vec == 18)
+            jmp wyvern_trap_paranoid
+        .else
+            jmp wyvern_trap_common
+        .endif
         .set vec, vec + 1
     .endr
 
@@ -86,6 +93,61 @@ wyvern_trap_return:
     pop rax
     add rsp, 16
     iretq
+
+    // NMI, double fault, machine check: they can arrive between a `swapgs`
+    // and the privilege change next to it (first instruction of the syscall
+    // entry, last ones of the way back), so CS does not say which GS base is
+    // loaded. Ask the MSR: the kernel's is a kernel-half address.
+    .balign 16
+    .global wyvern_trap_paranoid
+wyvern_trap_paranoid:
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov ecx, 0xc0000101
+    rdmsr
+    xor r15d, r15d
+    test edx, edx
+    js 3f
+    swapgs
+    mov r15d, 1
+3:
+    cld
+    mov rdi, rsp
+    call trap_dispatch
+    test r15d, r15d
+    jz 4f
+    swapgs
+4:
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16
+    iretq
     "#,
     cs = const FRAME_CS_OFFSET,
 );
@@ -120,7 +182,11 @@ pub fn load() {
             idt.non_maskable_interrupt
                 .set_handler_addr(stub(2))
                 .set_stack_index(IST_NMI - 1);
-            idt.breakpoint.set_handler_addr(stub(3));
+            // `int3` is allowed from user mode (DPL 3): a breakpoint, not a
+            // protection fault.
+            idt.breakpoint
+                .set_handler_addr(stub(3))
+                .set_privilege_level(x86_64::PrivilegeLevel::Ring3);
             idt.overflow.set_handler_addr(stub(4));
             idt.bound_range_exceeded.set_handler_addr(stub(5));
             idt.invalid_opcode.set_handler_addr(stub(6));

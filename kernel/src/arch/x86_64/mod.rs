@@ -4,16 +4,20 @@ pub mod apic;
 pub mod backtrace;
 pub mod cpu;
 pub mod exception;
+pub mod fpu;
 pub mod gdt;
 pub mod hpet;
 pub mod idt;
 pub mod ioapic;
+pub mod protect;
 pub mod qemu;
 pub mod smpboot;
 pub mod switch;
+pub mod syscall;
 pub mod timer;
 pub mod trap;
 pub mod tsc;
+pub mod usercopy;
 
 /// Static IST stacks of the boot CPU (the APs get guarded ones from `mm::stack`).
 #[repr(C, align(16))]
@@ -27,6 +31,14 @@ pub fn init_boot_cpu_traps() {
     let top = |i: u64| ::x86_64::VirtAddr::new(base + (i + 1) * 16384);
     crate::percpu::mycpu().tables.load([top(0), top(1), top(2)]);
     idt::load();
+}
+
+/// Prepares this CPU to run user threads: protections (SMEP, SMAP, UMIP),
+/// the FPU/SSE/XSAVE state, `syscall`. Every CPU, once, after its GDT.
+pub fn init_user_support() {
+    protect::init_local();
+    fpu::init_local();
+    syscall::init_local();
 }
 
 /// What `init_machine` set up.

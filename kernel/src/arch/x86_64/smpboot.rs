@@ -385,6 +385,7 @@ extern "C" fn ap_entry(_ticket: u32) -> ! {
     let ist = block.ist_tops().expect("AP blocks have IST stacks");
     block.tables.load(ist);
     idt::load();
+    super::init_user_support();
     apic::init_local(timer::uses_deadline());
     timer::start_local();
     lwkt::start_cpu::<crate::sched::X86>();

@@ -19,10 +19,18 @@
 
 use core::arch::naked_asm;
 
-/// Saved RSP of a thread that is not running.
+/// A thread's machine context: its saved RSP while not running, the top of
+/// its kernel stack, and its user state if it is a user thread.
 #[derive(Debug, Default)]
 pub struct SwitchContext {
+    /// Saved RSP of a thread that is not running.
     pub sp: core::sync::atomic::AtomicU64,
+    /// Top of the thread's kernel stack (0 for a CPU's boot thread). The
+    /// [`crate::arch::trap::TrapFrame`] of a user thread lives just below it.
+    pub kstack_top: core::sync::atomic::AtomicU64,
+    /// The `user::UserThread` of a user thread, as an address; 0 for a kernel
+    /// thread. Written only by the thread itself, in a critical section.
+    pub user: core::sync::atomic::AtomicUsize,
 }
 
 /// Switches stacks.

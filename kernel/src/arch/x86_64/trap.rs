@@ -89,6 +89,10 @@ unsafe extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // SAFETY: the stub passes the frame it just pushed on this stack (condition 1);
     // it stays there, unaliased, until this function returns.
     let frame = unsafe { &mut *frame };
+    if frame.user_mode() {
+        // The user may have set AC, which would suspend SMAP in the kernel.
+        super::protect::clac();
+    }
     let vector = frame.vector as usize;
     if vector != 2 {
         // NMIs count themselves (they may interrupt this very increment).
@@ -109,8 +113,14 @@ unsafe extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // function pointers (non-zero), so a non-zero value is one.
     let handler: Handler = unsafe { core::mem::transmute::<usize, Handler>(handler) };
     handler(frame);
-    // The way out: a preemption the handler asked for, deferred work.
+    // The way out: a preemption the handler asked for, deferred work; back to
+    // user mode, what the thread owes first (a pending reschedule, the end of
+    // a killed process).
     if crate::sched::ready() {
-        lwkt::doreti::<crate::sched::X86>(frame.user_mode());
+        if frame.user_mode() {
+            crate::user::before_user_return(frame);
+        } else {
+            lwkt::doreti::<crate::sched::X86>(false);
+        }
     }
 }

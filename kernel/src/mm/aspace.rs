@@ -1,0 +1,508 @@
+//! User address spaces.
+//!
+//! An [`AddressSpace`] is a PML4 whose upper 256 entries are the kernel's
+//! (shared: every kernel-half PML4 entry exists from boot, see `paging`) and
+//! whose lower half maps the process: its program image, its threads' stacks
+//! (each above an unmapped guard page) and what it mapped with `MAP`. Every
+//! user mapping carries U/S; data is NX; nothing is writable and executable.
+//!
+//! # Concurrency
+//!
+//! The regions and page tables are changed under the address space's token
+//! ([`TokenCell`]); every change is short and never blocks. Each CPU records
+//! itself in [`AddressSpace::cpus`] before it loads the PML4 into CR3 and
+//! removes itself when it loads another, so the set is a superset of the CPUs
+//! that may hold translations of this space in their TLB.
+//!
+//! # TLB shootdown
+//!
+//! Unmapping clears the entries, then runs a `cpusync` on the CPUs of that
+//! set, each of which invalidates the range (a full CR3 reload for more than
+//! [`INVLPG_MAX`] pages), and only then frees the frames: no CPU can reach a
+//! freed frame through a stale translation. The kernel does not use PCIDs:
+//! every CR3 load flushes the user half, so a CPU that switched to another
+//! space holds nothing stale.
+
+use alloc::collections::BTreeMap;
+use core::sync::atomic::{AtomicU64, Ordering, fence};
+
+use x86_64::registers::control::Cr3;
+use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame,
+    Size4KiB, Translate,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::{PAGE_SIZE, frame, paging, phys_to_virt};
+use crate::percpu;
+use crate::sched;
+use crate::sync::TokenCell;
+
+/// Beyond this many pages a shootdown reloads CR3 instead of `invlpg`s.
+pub const INVLPG_MAX: u64 = 32;
+
+/// What a region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The program image (mapped at spawn, never unmapped by the program).
+    Image,
+    /// A thread's stack.
+    Stack,
+    /// Memory from `MAP`.
+    Anon,
+}
+
+/// Access rights of a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prot {
+    pub write: bool,
+    pub exec: bool,
+}
+
+impl Prot {
+    /// Page-table flags of a user page with these rights.
+    fn flags(self) -> F {
+        let mut f = F::PRESENT | F::USER_ACCESSIBLE;
+        if self.write {
+            f |= F::WRITABLE;
+        }
+        if !self.exec {
+            f |= F::NO_EXECUTE;
+        }
+        f
+    }
+}
+
+/// A mapped range `[start, end)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Region {
+    pub end: u64,
+    pub kind: Kind,
+}
+
+/// Why a mapping failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapError {
+    /// Out of frames (or of the space's page budget).
+    NoMemory,
+    /// The range overlaps a mapping or leaves user space.
+    Busy,
+}
+
+struct State {
+    /// Regions by start address.
+    regions: BTreeMap<u64, Region>,
+    /// User pages mapped now.
+    pages: u64,
+}
+
+/// A process's address space.
+pub struct AddressSpace {
+    pml4: PhysFrame,
+    /// CPUs whose CR3 may hold this space (see the module docs). Each CPU
+    /// inserts and removes only itself.
+    cpus: ipi::AtomicCpuSet,
+    state: TokenCell<State>,
+    /// Pages this space may map at most.
+    budget: u64,
+}
+
+/// Hands page-table frames to the mapper.
+struct TableFrames;
+
+// SAFETY: every frame returned comes from the frame allocator, unused and
+// zeroed.
+unsafe impl FrameAllocator<Size4KiB> for TableFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        frame::alloc_zeroed()
+    }
+}
+
+/// TLB shootdowns run, on any CPU (for statistics and tests).
+pub static SHOOTDOWNS: AtomicU64 = AtomicU64::new(0);
+
+fn table(pa: PhysAddr) -> &'static mut PageTable {
+    // SAFETY: `pa` is a page-table frame of an address space, reached through
+    // the physical-memory mapping; callers hold the space's token (or own the
+    // space exclusively), so no other reference to it is in use.
+    unsafe { &mut *phys_to_virt(pa).as_mut_ptr::<PageTable>() }
+}
+
+impl AddressSpace {
+    /// An empty address space with the kernel half mapped, allowed to map at
+    /// most `budget` pages. `None` when out of frames.
+    pub fn new(budget: u64) -> Option<AddressSpace> {
+        let pml4 = frame::alloc_zeroed()?;
+        let kernel = table(paging::kernel_pml4().start_address());
+        let user = table(pml4.start_address());
+        for i in 256..512 {
+            user[i] = kernel[i].clone();
+        }
+        Some(AddressSpace {
+            pml4,
+            cpus: ipi::AtomicCpuSet::new(),
+            state: TokenCell::new(State {
+                regions: BTreeMap::new(),
+                pages: 0,
+            }),
+            budget,
+        })
+    }
+
+    /// The mapper over this space's tables. Under the token (or owned).
+    fn mapper(&self) -> OffsetPageTable<'static> {
+        // SAFETY: the PML4 is a valid page table and the physical-memory
+        // mapping covers all tables; the caller holds the token, so this is the
+        // only mapper of this space in use.
+        unsafe {
+            OffsetPageTable::new(
+                table(self.pml4.start_address()),
+                phys_to_virt(PhysAddr::new(0)),
+            )
+        }
+    }
+
+    /// Makes this space the one loaded on this CPU (a no-op if it is): the
+    /// CPU joins [`AddressSpace::cpus`] before CR3 changes, and leaves the
+    /// set of the space it replaces. Requires critical section (the switch).
+    pub fn load(&self) {
+        let me = percpu::mycpu();
+        let cur = me.loaded_space.load(Ordering::Relaxed);
+        let this = core::ptr::from_ref(self) as usize;
+        if cur == this {
+            return;
+        }
+        self.cpus.insert(me.index() as usize);
+        fence(Ordering::SeqCst);
+        // SAFETY: the PML4 maps the kernel half exactly like every other PML4,
+        // so the kernel keeps running; the user half is this space's.
+        unsafe { Cr3::write(self.pml4, Cr3::read().1) };
+        me.loaded_space.store(this, Ordering::Relaxed);
+        if let Some(prev) = loaded(cur) {
+            prev.cpus.remove(me.index() as usize);
+        }
+    }
+
+    /// Maps `[start, start + len)` (page-aligned) with zeroed frames, as a
+    /// region of `kind`. On failure nothing stays mapped.
+    ///
+    /// Thread context.
+    pub fn map_zeroed(&self, start: u64, len: u64, prot: Prot, kind: Kind) -> Result<(), MapError> {
+        self.map_with(start, len, prot, kind, |_| frame::alloc_zeroed())
+    }
+
+    /// Like [`AddressSpace::map_zeroed`], with the frame of each page from
+    /// `frame_of(page_address)` (already filled by the caller; freed here if
+    /// the mapping fails).
+    pub fn map_with(
+        &self,
+        start: u64,
+        len: u64,
+        prot: Prot,
+        kind: Kind,
+        mut frame_of: impl FnMut(u64) -> Option<PhysFrame>,
+    ) -> Result<(), MapError> {
+        assert!(start.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE) && len > 0);
+        assert!(
+            !(prot.write && prot.exec),
+            "writable and executable user mapping"
+        );
+        let end = start.checked_add(len).ok_or(MapError::Busy)?;
+        if end > wyvern_abi::syscall::USER_TOP || start < PAGE_SIZE {
+            return Err(MapError::Busy);
+        }
+        self.state.with(|st| {
+            if overlaps(&st.regions, start, end) {
+                return Err(MapError::Busy);
+            }
+            let pages = len / PAGE_SIZE;
+            if st.pages + pages > self.budget {
+                return Err(MapError::NoMemory);
+            }
+            let mut mapper = self.mapper();
+            let mut done = 0;
+            let mut failed = false;
+            while done < pages {
+                let va = start + done * PAGE_SIZE;
+                let Some(f) = frame_of(va) else {
+                    failed = true;
+                    break;
+                };
+                let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+                // SAFETY: the page is in this space's user half and unmapped
+                // (no region overlaps); the frame is the caller's, given to
+                // this mapping.
+                let r = unsafe {
+                    mapper.map_to_with_table_flags(
+                        page,
+                        f,
+                        prot.flags(),
+                        F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
+                        &mut TableFrames,
+                    )
+                };
+                match r {
+                    // Not loaded anywhere with a translation for this page
+                    // (it was unmapped): no flush needed.
+                    Ok(flush) => flush.ignore(),
+                    Err(e) => {
+                        frame::free(f);
+                        debug_assert!(matches!(e, MapToError::FrameAllocationFailed));
+                        failed = true;
+                        break;
+                    }
+                }
+                done += 1;
+            }
+            if failed {
+                // Nobody could use the partial mapping yet (the region is not
+                // recorded, no thread was told of it): unmap without shootdown
+                // beyond this CPU.
+                for i in 0..done {
+                    let page =
+                        Page::<Size4KiB>::containing_address(VirtAddr::new(start + i * PAGE_SIZE));
+                    if let Ok((f, flush)) = mapper.unmap(page) {
+                        flush.flush();
+                        frame::free(f);
+                    }
+                }
+                return Err(MapError::NoMemory);
+            }
+            st.pages += pages;
+            st.regions.insert(start, Region { end, kind });
+            Ok(())
+        })
+    }
+
+    /// The first free range of `len` bytes in `[lo, hi)`, page-aligned, with
+    /// at least one unmapped page below it (a guard).
+    pub fn find_free(&self, lo: u64, hi: u64, len: u64) -> Option<u64> {
+        self.state.with(|st| {
+            let mut at = lo + PAGE_SIZE;
+            for (&s, r) in st.regions.range(lo..hi) {
+                if at + len + PAGE_SIZE <= s {
+                    return Some(at);
+                }
+                at = at.max(r.end + PAGE_SIZE);
+            }
+            (at + len <= hi).then_some(at)
+        })
+    }
+
+    /// Unmaps every page of `[start, end)` that belongs to a region of kind
+    /// `kind`, splitting regions at the edges; the frames are freed after
+    /// every CPU dropped its translations. Returns whether the range held
+    /// nothing but such regions and gaps (else nothing is unmapped).
+    ///
+    /// Thread context.
+    pub fn unmap(&self, start: u64, end: u64, kind: Kind) -> bool {
+        assert!(start.is_multiple_of(PAGE_SIZE) && end.is_multiple_of(PAGE_SIZE));
+        let freed = self.state.with(|st| {
+            let hit: alloc::vec::Vec<(u64, Region)> = st
+                .regions
+                .range(..end)
+                .filter(|(s, r)| **s < end && r.end > start)
+                .map(|(s, r)| (*s, *r))
+                .collect();
+            if hit.iter().any(|(_, r)| r.kind != kind) {
+                return None;
+            }
+            let mut mapper = self.mapper();
+            let mut frames = alloc::vec::Vec::new();
+            for (s, r) in hit {
+                st.regions.remove(&s);
+                if s < start {
+                    st.regions.insert(s, Region { end: start, ..r });
+                }
+                if r.end > end {
+                    st.regions.insert(end, r);
+                }
+                let (a, b) = (s.max(start), r.end.min(end));
+                for va in (a..b).step_by(PAGE_SIZE as usize) {
+                    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+                    if let Ok((f, flush)) = mapper.unmap(page) {
+                        // The shootdown below flushes every CPU, this one too.
+                        flush.ignore();
+                        frames.push(f);
+                    }
+                }
+            }
+            st.pages -= frames.len() as u64;
+            self.shootdown(start, end);
+            Some(frames)
+        });
+        match freed {
+            None => false,
+            Some(frames) => {
+                for f in frames {
+                    frame::free(f);
+                }
+                true
+            }
+        }
+    }
+
+    /// Makes every CPU that may cache translations of this space drop those
+    /// of `[start, end)`. Thread context.
+    fn shootdown(&self, start: u64, end: u64) {
+        fence(Ordering::SeqCst);
+        let targets = self.cpus.load_latest();
+        if targets.is_empty() {
+            return;
+        }
+        SHOOTDOWNS.fetch_add(1, Ordering::Relaxed);
+        let range = Shootdown {
+            pml4: self.pml4.start_address().as_u64(),
+            start,
+            end,
+        };
+        let g = lwkt::crit_enter::<sched::X86>();
+        sched::world()
+            .ipi
+            .cpusync(&targets, flush_range, core::ptr::from_ref(&range) as usize);
+        drop(g);
+    }
+
+    /// Writes `bytes` at `va` through the kernel's mapping of the frames (for
+    /// a space that is not loaded: a new process's initial stack). Every page
+    /// of the range must be mapped.
+    ///
+    /// Thread context.
+    pub fn write_bytes(&self, va: u64, mut bytes: &[u8]) {
+        self.state.with(|_| {
+            let mapper = self.mapper();
+            let mut at = va;
+            while !bytes.is_empty() {
+                let off = at % PAGE_SIZE;
+                let n = bytes.len().min((PAGE_SIZE - off) as usize);
+                let pa = match mapper.translate(VirtAddr::new(at)) {
+                    TranslateResult::Mapped { frame, offset, .. } => frame.start_address() + offset,
+                    _ => panic!("write_bytes to unmapped user address {at:#x}"),
+                };
+                // SAFETY: `pa` is in a frame of this space (mapped, so owned by
+                // it); the physical mapping maps it writable; `n` bytes stay in
+                // the page.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        phys_to_virt(pa).as_mut_ptr::<u8>(),
+                        n,
+                    );
+                }
+                bytes = &bytes[n..];
+                at += n as u64;
+            }
+        });
+    }
+
+    /// Unmaps and frees everything in the user half and its page tables.
+    /// Thread context; no thread of the space runs (it ended, or never
+    /// started) — CPUs that still have it loaded are moved to the kernel's
+    /// PML4 first.
+    pub fn teardown(&self) {
+        let targets = self.cpus.load_latest();
+        if !targets.is_empty() {
+            let g = lwkt::crit_enter::<sched::X86>();
+            sched::world()
+                .ipi
+                .cpusync(&targets, leave_space, core::ptr::from_ref(self) as usize);
+            drop(g);
+        }
+        self.state.with(|st| {
+            let root = table(self.pml4.start_address());
+            for e in root.iter_mut().take(256) {
+                if e.flags().contains(F::PRESENT) {
+                    free_tree(e.addr(), 3);
+                    e.set_unused();
+                }
+            }
+            st.regions.clear();
+            st.pages = 0;
+        });
+    }
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        self.teardown();
+        frame::free(self.pml4);
+    }
+}
+
+/// Frees the table at `pa` (of `level`) and everything below it.
+fn free_tree(pa: PhysAddr, level: u8) {
+    for e in table(pa).iter() {
+        if !e.flags().contains(F::PRESENT) {
+            continue;
+        }
+        if level == 1 {
+            frame::free(PhysFrame::containing_address(e.addr()));
+        } else {
+            free_tree(e.addr(), level - 1);
+        }
+    }
+    frame::free(PhysFrame::containing_address(pa));
+}
+
+fn overlaps(regions: &BTreeMap<u64, Region>, start: u64, end: u64) -> bool {
+    regions
+        .range(..end)
+        .next_back()
+        .is_some_and(|(_, r)| r.end > start)
+}
+
+/// A range to invalidate, on the initiator's stack during the cpusync.
+struct Shootdown {
+    pml4: u64,
+    start: u64,
+    end: u64,
+}
+
+/// On each target of a shootdown, in IPI-dispatch context.
+fn flush_range(arg: usize) {
+    // SAFETY: `shootdown` passes a `Shootdown` on its stack and does not return
+    // before every target ran this.
+    let r = unsafe { &*(arg as *const Shootdown) };
+    let (cr3, _) = Cr3::read();
+    if cr3.start_address().as_u64() != r.pml4 {
+        return;
+    }
+    if (r.end - r.start) / PAGE_SIZE > INVLPG_MAX {
+        crate::arch::cpu::flush_tlb_local();
+    } else {
+        for va in (r.start..r.end).step_by(PAGE_SIZE as usize) {
+            x86_64::instructions::tlb::flush(VirtAddr::new(va));
+        }
+    }
+}
+
+/// The space at address `addr` loaded on this CPU (0: none).
+fn loaded(addr: usize) -> Option<&'static AddressSpace> {
+    // SAFETY: a CPU's `loaded_space` names a live space: `teardown` moves
+    // every CPU off a space (`unload`, in a cpusync) before it is freed, and
+    // both run in this CPU's critical section.
+    (addr != 0).then(|| unsafe { &*(addr as *const AddressSpace) })
+}
+
+/// Loads the kernel's own PML4 on this CPU if `space` (0: whichever) is the
+/// space loaded here, and leaves that space's CPU set. Requires critical
+/// section.
+pub fn unload(space: usize) {
+    let me = percpu::mycpu();
+    let cur = me.loaded_space.load(Ordering::Relaxed);
+    if cur == 0 || (space != 0 && cur != space) {
+        return;
+    }
+    // SAFETY: the kernel PML4 maps the kernel half like every space does.
+    unsafe { Cr3::write(paging::kernel_pml4(), Cr3::read().1) };
+    me.loaded_space.store(0, Ordering::Relaxed);
+    if let Some(prev) = loaded(cur) {
+        prev.cpus.remove(me.index() as usize);
+    }
+}
+
+/// On each CPU that may still hold a space about to be torn down.
+fn leave_space(space: usize) {
+    unload(space);
+}

@@ -1,0 +1,164 @@
+//! User mode, proved from the kernel's side: the user test programs run under
+//! `init`, the fuzzers run on every CPU, processes come and go by the
+//! thousand — and afterwards the kernel's frames and heap are where they were.
+
+use alloc::format;
+use alloc::vec::Vec;
+
+use wyvern_abi::syscall::WaitStatus;
+
+use super::{Expect, SelfTest, ncpus, trim_all_caches};
+use crate::mm::stack::KernelStack;
+use crate::mm::{frame, heap};
+use crate::user::process;
+use crate::{check, println};
+
+pub static TESTS: &[SelfTest] = &[
+    SelfTest {
+        name: "user",
+        expect: Expect::Return,
+        run: user,
+    },
+    SelfTest {
+        name: "user-fuzz",
+        expect: Expect::Return,
+        run: user_fuzz,
+    },
+    SelfTest {
+        name: "user-spawn",
+        expect: Expect::Return,
+        run: user_spawn,
+    },
+];
+
+/// Runs `prog arg` as a child of the kernel and waits for it.
+fn run(prog: &str, arg: &str) -> WaitStatus {
+    let pid = process::spawn(prog, arg.as_bytes(), 0)
+        .unwrap_or_else(|e| super::fail(format_args!("spawn {prog}: {e}")));
+    let st = process::wait(0, pid, false)
+        .unwrap_or_else(|e| super::fail(format_args!("wait {prog}: {e}")));
+    process::reap(0, pid);
+    st
+}
+
+fn exited_ok(st: &WaitStatus) -> bool {
+    st.kind == WaitStatus::EXITED && st.code == 0
+}
+
+/// Kernel memory to compare before and after: free frames and the heap.
+#[derive(Debug, PartialEq, Eq)]
+struct Memory {
+    frames: frame::FrameStats,
+    heap_bytes: usize,
+    heap_allocations: usize,
+}
+
+/// Threads on every CPU's list.
+fn threads() -> usize {
+    crate::percpu::online().map(|c| c.lwkt.thread_count()).sum()
+}
+
+/// Kernel memory once every thread but the kernel's own `kernel_threads` has
+/// left: a waited-for process's last thread may still be on its way out of
+/// the kernel on another CPU when the wait returns.
+fn memory(kernel_threads: usize) -> Memory {
+    for _ in 0..500 {
+        if threads() <= kernel_threads {
+            break;
+        }
+        crate::smp::wait_ticks(1);
+    }
+    check!(
+        threads() <= kernel_threads,
+        "{} threads still alive, {kernel_threads} expected",
+        threads()
+    );
+    trim_all_caches();
+    let h = heap::stats();
+    Memory {
+        frames: frame::stats(),
+        heap_bytes: h.allocated,
+        heap_allocations: h.allocations,
+    }
+}
+
+/// Grows the kernel-stack region's page tables as far as `stacks` stacks at
+/// once need, so a test's peak does not leave new tables behind.
+fn grow_stack_region(stacks: usize) {
+    drop(
+        (0..stacks)
+            .map(|_| KernelStack::new().expect("stack"))
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// `init test`: every user test program, one verdict line each.
+fn user() {
+    let st = run("init", "test");
+    check!(
+        exited_ok(&st),
+        "init test ended with {st:?} (see the USER lines above)"
+    );
+    check!(
+        process::count() == 0,
+        "{} processes left in the table",
+        process::count()
+    );
+}
+
+/// A fuzzer on every CPU, twice (the first round brings the kernel's caches
+/// to their working size): afterwards the kernel holds no more memory than
+/// before the second round.
+fn user_fuzz() {
+    const CALLS: u64 = 4000;
+    let n = ncpus();
+    let round = |seed: u64| {
+        let pids: Vec<u64> = (0..n)
+            .map(|c| {
+                process::spawn(
+                    "ut-fuzz",
+                    format!("{} {CALLS} {c}", seed + c as u64).as_bytes(),
+                    0,
+                )
+                .unwrap_or_else(|e| super::fail(format_args!("spawn ut-fuzz: {e}")))
+            })
+            .collect();
+        for pid in pids {
+            let st = process::wait(0, pid, false).expect("wait for a fuzzer");
+            process::reap(0, pid);
+            check!(exited_ok(&st), "fuzzer {pid} ended with {st:?}");
+        }
+    };
+    let kernel = threads();
+    round(1000);
+    grow_stack_region(512);
+    let before = memory(kernel);
+    round(2000);
+    let after = memory(kernel);
+    check!(
+        after == before,
+        "kernel memory {after:?} != before {before:?}"
+    );
+    println!(
+        "user-fuzz: {} random calls on {n} CPUs, twice; kernel memory back to baseline",
+        CALLS * n as u64
+    );
+}
+
+/// 1,000 process spawn/exit cycles driven by init: frames and heap back to
+/// baseline.
+fn user_spawn() {
+    let kernel = threads();
+    let warm = run("init", "spawn-cycles 20");
+    check!(exited_ok(&warm), "warm-up ended with {warm:?}");
+    grow_stack_region(512);
+    let before = memory(kernel);
+    let st = run("init", "spawn-cycles 1000");
+    check!(exited_ok(&st), "init spawn-cycles ended with {st:?}");
+    let after = memory(kernel);
+    check!(
+        after == before,
+        "kernel memory {after:?} != before {before:?}"
+    );
+    println!("user-spawn: 1000 spawn/exit cycles; kernel memory back to baseline");
+}

@@ -1,0 +1,454 @@
+//! Processes: the table, spawning from the ramdisk, threads, exit, kill and
+//! wait.
+//!
+//! # Life of a process
+//!
+//! [`spawn`] loads a program into a new address space, records the process
+//! in the table and starts its first thread. Threads end by `THREAD_EXIT`, by
+//! the process's `EXIT`, or by a kill; the last one to end tears the address
+//! space down (its memory is back before anyone waits) and marks the process
+//! ended, waking its parent. The parent's `WAIT` then takes the status and
+//! removes the process from the table. A process whose parent has ended is
+//! removed as soon as it ends (nobody can wait for it).
+//!
+//! # Killing
+//!
+//! [`Process::kill`] records the status (the first of exit and kill wins),
+//! marks the process dying, and interrupts every thread: one in an
+//! interruptible sleep wakes with an error and returns towards user mode, one
+//! running user code on another CPU takes an IPI; either way the check on the
+//! way back to user mode ends it (`user::before_user_return`). Nothing waits
+//! for a thread that never returns to user mode: every blocking system call
+//! sleeps interruptibly.
+//!
+//! # Locking
+//!
+//! The table and each process's thread state are [`TokenCell`]s (tokens,
+//! never a global lock); the address space has its own.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use lwkt::ThreadRef;
+use wyvern_abi::syscall::{Error, WaitStatus};
+
+use super::elf::{self, IMAGE_BASE, LoadError};
+use super::{Start, ramdisk, spawn_thread};
+use crate::arch::fpu::FpuState;
+use crate::arch::syscall::initial_frame;
+use crate::mm::PAGE_SIZE;
+use crate::mm::aspace::{AddressSpace, Kind, MapError, Prot};
+use crate::percpu;
+use crate::println;
+use crate::sched::X86;
+use crate::sync::TokenCell;
+
+/// Most processes at once.
+pub const MAX_PROCS: usize = 256;
+/// Most live threads of one process.
+pub const MAX_THREADS: usize = 64;
+/// Most threads of one process that ended and were not joined, plus live ones.
+const MAX_THREAD_SLOTS: usize = 256;
+/// Size of each thread's user stack (a guard page below it stays unmapped).
+pub const STACK_SIZE: u64 = 256 << 10;
+/// Pages one process may map at most (image, stacks, `MAP`).
+pub const PAGE_BUDGET: u64 = (64 << 20) / PAGE_SIZE;
+/// Where thread stacks go: slot `i` just below `STACKS_TOP - i * slot`.
+const STACKS_TOP: u64 = 0x0000_7f00_0000_0000;
+const STACK_SLOT: u64 = STACK_SIZE + 16 * PAGE_SIZE;
+/// The range `MAP` hands out.
+pub const MAP_BASE: u64 = 0x0000_1000_0000_0000;
+pub const MAP_END: u64 = 0x0000_7000_0000_0000;
+/// Parent of a process whose parent ended: nobody waits for it.
+const ORPHAN: u64 = u64::MAX;
+/// Longest program name.
+pub const MAX_NAME: usize = 64;
+/// Longest argument string.
+pub const MAX_ARG: usize = 4096;
+
+/// One thread of a process.
+struct Slot {
+    /// The LWKT thread (set right after it is created).
+    td: Option<ThreadRef<X86>>,
+    /// Its exit code once it ended.
+    exit: Option<i64>,
+    /// Someone is joining it.
+    joining: bool,
+}
+
+struct ProcState {
+    threads: BTreeMap<u64, Slot>,
+    next_tid: u64,
+    live: usize,
+    /// Stack slots in use (bit `i`: slot `i`).
+    stacks: u64,
+    /// How the process ended (or is ending): the first exit or kill.
+    status: Option<WaitStatus>,
+}
+
+/// A process.
+pub struct Process {
+    pub pid: u64,
+    pub name: String,
+    /// The parent's pid; 0 for the kernel; [`ORPHAN`] once it ended.
+    parent: AtomicU64,
+    pub space: AddressSpace,
+    state: TokenCell<ProcState>,
+    /// Exiting or killed: threads stop at their next return to user mode.
+    dying: AtomicBool,
+    /// Every thread has ended and the address space is gone.
+    ended: AtomicBool,
+}
+
+struct Table {
+    procs: BTreeMap<u64, Arc<Process>>,
+    next_pid: u64,
+}
+
+static TABLE: TokenCell<Table> = TokenCell::new(Table {
+    procs: BTreeMap::new(),
+    next_pid: 1,
+});
+
+/// Where the next thread goes: threads are spread over the CPUs in turn (LWKT
+/// does not balance load; a thread stays where it is put, or moves itself).
+static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
+
+fn next_cpu() -> usize {
+    let n = crate::smp::online() as usize;
+    NEXT_CPU.fetch_add(1, Ordering::Relaxed) % n.max(1)
+}
+
+/// Starts program `name` of the ramdisk with argument `arg`, as a child of
+/// process `parent` (0: the kernel). Returns its pid.
+///
+/// Thread context; may block.
+pub fn spawn(name: &str, arg: &[u8], parent: u64) -> Result<u64, Error> {
+    if name.len() > MAX_NAME || arg.len() > MAX_ARG {
+        return Err(Error::Invalid);
+    }
+    let elf_bytes = ramdisk::find(name).ok_or(Error::NotFound)?;
+    let space = AddressSpace::new(PAGE_BUDGET).ok_or(Error::NoMemory)?;
+    let image = elf::load(&space, elf_bytes, IMAGE_BASE).map_err(|e| match e {
+        LoadError::NoMemory => Error::NoMemory,
+        LoadError::Format(why) => {
+            println!("spawn `{name}`: not a program Wyvern can run: {why}");
+            Error::Invalid
+        }
+    })?;
+    let proc = TABLE.with(|t| {
+        if t.procs.len() >= MAX_PROCS {
+            return Err(Error::Limit);
+        }
+        let pid = t.next_pid;
+        t.next_pid += 1;
+        let p = Arc::new(Process {
+            pid,
+            name: String::from(name),
+            parent: AtomicU64::new(parent),
+            space,
+            state: TokenCell::new(ProcState {
+                threads: BTreeMap::new(),
+                next_tid: 1,
+                live: 0,
+                stacks: 0,
+                status: None,
+            }),
+            dying: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+        });
+        t.procs.insert(pid, p.clone());
+        Ok(p)
+    })?;
+    if let Err(e) = proc.start_thread(image.entry, 0, Some(arg)) {
+        TABLE.with(|t| t.procs.remove(&proc.pid));
+        return Err(e);
+    }
+    Ok(proc.pid)
+}
+
+/// The process `pid`.
+pub fn find(pid: u64) -> Option<Arc<Process>> {
+    TABLE.with(|t| t.procs.get(&pid).cloned())
+}
+
+/// Processes in the table (live and ended-but-not-waited).
+pub fn count() -> usize {
+    TABLE.with(|t| t.procs.len())
+}
+
+/// Waits for child `pid` of `parent` to end; returns its status without
+/// removing it ([`reap`] does). An interrupted wait fails with
+/// [`Error::Killed`] when `interruptible`.
+///
+/// Thread context; blocks.
+pub fn wait(parent: u64, pid: u64, interruptible: bool) -> Result<WaitStatus, Error> {
+    let p = find(pid)
+        .filter(|p| p.parent.load(Ordering::Acquire) == parent)
+        .ok_or(Error::NotFound)?;
+    let ident = Arc::as_ptr(&p) as usize;
+    let flags = lwkt::INTERLOCKED
+        | if interruptible {
+            lwkt::INTERRUPTIBLE
+        } else {
+            0
+        };
+    loop {
+        lwkt::tsleep_interlock::<X86>(ident);
+        if p.ended.load(Ordering::Acquire) {
+            lwkt::tsleep_cancel::<X86>();
+            break;
+        }
+        if lwkt::tsleep::<X86>(ident, flags, "wait", 0) == lwkt::Wake::Interrupted {
+            return Err(Error::Killed);
+        }
+    }
+    Ok(p.state
+        .with(|s| s.status.expect("an ended process has a status")))
+}
+
+/// Removes ended child `pid` of `parent` from the table.
+pub fn reap(parent: u64, pid: u64) {
+    TABLE.with(|t| {
+        if t.procs.get(&pid).is_some_and(|p| {
+            p.parent.load(Ordering::Acquire) == parent && p.ended.load(Ordering::Acquire)
+        }) {
+            t.procs.remove(&pid);
+        }
+    });
+}
+
+impl Process {
+    /// Whether the process is exiting or being killed.
+    pub fn dying(&self) -> bool {
+        self.dying.load(Ordering::Acquire)
+    }
+
+    fn stack_range(slot: u32) -> (u64, u64) {
+        let top = STACKS_TOP - u64::from(slot) * STACK_SLOT;
+        (top - STACK_SIZE, top)
+    }
+
+    /// Starts a thread at `entry` with `rdi = arg`, or — when `init` is
+    /// given — with `init` copied to the top of its stack and `rdi`/`rsi`
+    /// pointing at it and giving its length. Returns the thread id.
+    ///
+    /// Thread context; may block.
+    pub fn start_thread(
+        self: &Arc<Self>,
+        entry: u64,
+        arg: u64,
+        init: Option<&[u8]>,
+    ) -> Result<u64, Error> {
+        if !(PAGE_SIZE..wyvern_abi::syscall::USER_TOP).contains(&entry) {
+            return Err(Error::Invalid);
+        }
+        if self.dying() {
+            return Err(Error::Killed);
+        }
+        let (tid, slot) = self.state.with(|st| {
+            if st.live >= MAX_THREADS || st.threads.len() >= MAX_THREAD_SLOTS {
+                return Err(Error::Limit);
+            }
+            let slot = (!st.stacks).trailing_zeros();
+            st.stacks |= 1 << slot;
+            let tid = st.next_tid;
+            st.next_tid += 1;
+            st.live += 1;
+            st.threads.insert(
+                tid,
+                Slot {
+                    td: None,
+                    exit: None,
+                    joining: false,
+                },
+            );
+            Ok((tid, slot))
+        })?;
+        let undo = |this: &Self| {
+            this.state.with(|st| {
+                st.stacks &= !(1 << slot);
+                st.live -= 1;
+                st.threads.remove(&tid);
+            });
+        };
+        let (base, top) = Self::stack_range(slot);
+        let rw = Prot {
+            write: true,
+            exec: false,
+        };
+        if let Err(e) = self.space.map_zeroed(base, STACK_SIZE, rw, Kind::Stack) {
+            undo(self);
+            return Err(match e {
+                MapError::NoMemory => Error::NoMemory,
+                MapError::Busy => Error::Limit,
+            });
+        }
+        let (rsp, rdi, rsi) = match init {
+            Some(bytes) => {
+                let at = (top - bytes.len() as u64) & !15;
+                self.space.write_bytes(at, bytes);
+                // As after a call: RSP + 8 aligned to 16.
+                (at - 8, at, bytes.len() as u64)
+            }
+            None => (top - 8, arg, 0),
+        };
+        let Some(fpu) = FpuState::new() else {
+            self.space.unmap(base, top, Kind::Stack);
+            undo(self);
+            return Err(Error::NoMemory);
+        };
+        let start = Start {
+            process: self.clone(),
+            tid,
+            frame: initial_frame(entry, rsp, rdi, rsi),
+            fpu,
+            stack: (base, top),
+        };
+        match spawn_thread(&self.name, next_cpu(), start) {
+            Some(td) => {
+                self.state.with(|st| {
+                    if let Some(s) = st.threads.get_mut(&tid) {
+                        s.td = Some(td);
+                    }
+                });
+                Ok(tid)
+            }
+            None => {
+                self.space.unmap(base, top, Kind::Stack);
+                undo(self);
+                Err(Error::NoMemory)
+            }
+        }
+    }
+
+    /// Thread `tid` ended with `code` (`None`: the process was killed or
+    /// exited); its stack goes, and if it was the last thread, the process
+    /// ends. Called by the thread itself on its way out, no longer a user
+    /// thread (kernel PML4 loaded).
+    pub(super) fn thread_exited(self: &Arc<Self>, tid: u64, code: Option<i64>, stack: (u64, u64)) {
+        self.space.unmap(stack.0, stack.1, Kind::Stack);
+        let slot = ((STACKS_TOP - stack.1) / STACK_SLOT) as u32;
+        let last = self.state.with(|st| {
+            if let Some(s) = st.threads.get_mut(&tid) {
+                s.exit = Some(code.unwrap_or(-1));
+            }
+            st.stacks &= !(1 << slot);
+            st.live -= 1;
+            st.live == 0
+        });
+        lwkt::wakeup::<X86>(self.join_ident());
+        if last {
+            self.finish(code.unwrap_or(0));
+        }
+    }
+
+    /// The last thread ended: record the status, free the memory, tell the
+    /// parent, drop what nobody will wait for.
+    fn finish(self: &Arc<Self>, code: i64) {
+        self.state.with(|st| {
+            st.status.get_or_insert(WaitStatus {
+                kind: WaitStatus::EXITED,
+                code,
+                ..WaitStatus::default()
+            });
+            // Joined or not, no thread will be asked about again.
+            st.threads.clear();
+        });
+        self.space.teardown();
+        self.ended.store(true, Ordering::Release);
+        TABLE.with(|t| {
+            // Children: ended ones go now, the others when they end.
+            t.procs.retain(|_, c| {
+                if c.parent.load(Ordering::Acquire) != self.pid {
+                    return true;
+                }
+                c.parent.store(ORPHAN, Ordering::Release);
+                !c.ended.load(Ordering::Acquire)
+            });
+            if self.parent.load(Ordering::Acquire) == ORPHAN {
+                t.procs.remove(&self.pid);
+            }
+        });
+        lwkt::wakeup::<X86>(Arc::as_ptr(self) as usize);
+    }
+
+    fn join_ident(&self) -> usize {
+        core::ptr::from_ref(self) as usize + 1
+    }
+
+    /// Ends the process: records `status` unless it already ended one way,
+    /// and makes every thread stop (module docs). Returns at once.
+    ///
+    /// Thread context.
+    pub fn kill(&self, status: WaitStatus) {
+        let threads: alloc::vec::Vec<ThreadRef<X86>> = self.state.with(|st| {
+            st.status.get_or_insert(status);
+            st.threads.values().filter_map(|s| s.td.clone()).collect()
+        });
+        self.dying.store(true, Ordering::Release);
+        for td in &threads {
+            lwkt::interrupt::<X86>(td);
+        }
+    }
+
+    /// Waits for thread `tid` (not `me`) to end, and forgets it; returns its
+    /// exit code.
+    ///
+    /// Thread context; blocks (interruptibly).
+    pub fn join(&self, me: u64, tid: u64) -> Result<i64, Error> {
+        if tid == me {
+            return Err(Error::Busy);
+        }
+        let ident = self.join_ident();
+        let mut claimed = false;
+        loop {
+            lwkt::tsleep_interlock::<X86>(ident);
+            let r = self.state.with(|st| match st.threads.get_mut(&tid) {
+                None => Some(Err(Error::NotFound)),
+                Some(s) if s.exit.is_some() => {
+                    let code = s.exit.unwrap_or(-1);
+                    st.threads.remove(&tid);
+                    Some(Ok(code))
+                }
+                Some(s) if s.joining && !claimed => Some(Err(Error::Busy)),
+                Some(s) => {
+                    s.joining = true;
+                    None
+                }
+            });
+            if let Some(r) = r {
+                lwkt::tsleep_cancel::<X86>();
+                return r;
+            }
+            claimed = true;
+            let flags = lwkt::INTERLOCKED | lwkt::INTERRUPTIBLE;
+            if lwkt::tsleep::<X86>(ident, flags, "join", 0) == lwkt::Wake::Interrupted {
+                self.state.with(|st| {
+                    if let Some(s) = st.threads.get_mut(&tid) {
+                        s.joining = false;
+                    }
+                });
+                return Err(Error::Killed);
+            }
+        }
+    }
+
+    /// The LWKT thread of thread `tid`, if it is live.
+    pub fn thread(&self, tid: u64) -> Option<ThreadRef<X86>> {
+        self.state.with(|st| {
+            st.threads
+                .get(&tid)
+                .filter(|s| s.exit.is_none())?
+                .td
+                .clone()
+        })
+    }
+}
+
+/// The CPU count the `INFO` call reports.
+pub fn ncpus() -> u64 {
+    percpu::online().count() as u64
+}

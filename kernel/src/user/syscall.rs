@@ -1,0 +1,236 @@
+//! The system calls (numbers, arguments and errors: `wyvern_abi::syscall`).
+//!
+//! [`dispatch`] runs on the calling thread's kernel stack with interrupts
+//! enabled, outside any critical section: every call may block, and every
+//! blocking call sleeps interruptibly so a kill ends it. Arguments are
+//! checked before use; a bad one is an error code, never a kernel fault.
+
+use alloc::vec::Vec;
+
+use lwkt::pri;
+use wyvern_abi::syscall::{
+    self as abi, CpuStats, Error, Info, MAX_IO, MAX_MAP, Priority, WaitStatus, nr, prot,
+};
+
+use super::process::{self, MAP_BASE, MAP_END, MAX_ARG, MAX_NAME};
+use super::{UserThread, current, exit_current, uaccess};
+use crate::arch::trap::TrapFrame;
+use crate::arch::{cpu, timer, tsc};
+use crate::mm::aspace::{Kind, MapError, Prot};
+use crate::mm::{PAGE_SIZE, frame};
+use crate::sched::X86;
+use crate::{percpu, stats};
+
+/// Frames kept free for the kernel: `MAP` refuses what would dig into them.
+const FRAME_RESERVE: u64 = 2048;
+
+/// Runs the system call in `frame` (number in `rax`, arguments in `rdi`,
+/// `rsi`, `rdx`, `r10`, `r8`, `r9`) and puts the result in `rax`.
+///
+/// Thread context of a user thread, interrupts enabled.
+pub fn dispatch(frame: &mut TrapFrame) {
+    let u = current().expect("a system call from a kernel thread");
+    let a = [
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ];
+    let r = match frame.rax {
+        nr::NOP => Ok(0),
+        nr::DEBUG_WRITE => debug_write(a[0], a[1]),
+        nr::EXIT => exit(u, a[0] as i64),
+        nr::THREAD_CREATE => u.process.start_thread(a[0], a[1], None),
+        nr::THREAD_EXIT => exit_current(Some(a[0] as i64)),
+        nr::THREAD_JOIN => u.process.join(u.tid, a[0]).map(|c| c as u64),
+        nr::SPAWN => spawn(u, a),
+        nr::WAIT => wait(u, a[0], a[1]),
+        nr::YIELD => {
+            lwkt::yield_now::<X86>();
+            Ok(0)
+        }
+        nr::SLEEP => sleep(a[0]),
+        nr::CLOCK => Ok(tsc::ticks_to_ns(cpu::rdtsc() - tsc::boot_tsc())),
+        nr::MAP => map(u, a[0], a[1]),
+        nr::UNMAP => unmap(u, a[0], a[1]),
+        nr::SET_PRIORITY => set_priority(u, a[0], a[1]),
+        nr::SET_CPU => set_cpu(a[0]),
+        nr::INFO => info(u, a[0]),
+        nr::STATS => stats(a[0], a[1]),
+        _ => Err(Error::NoSys),
+    };
+    frame.rax = abi::encode(r);
+}
+
+/// Writes user bytes to the console, control characters (but newline and
+/// tab) and non-ASCII bytes replaced, so a program cannot drive the terminal.
+fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
+    if len > MAX_IO {
+        return Err(Error::Invalid);
+    }
+    let mut buf = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        uaccess::read_into(&mut buf[..n], ptr + done)?;
+        for b in &mut buf[..n] {
+            if !(b.is_ascii_graphic() || *b == b' ' || *b == b'\n' || *b == b'\t') {
+                *b = b'.';
+            }
+        }
+        // ASCII only after the replacement above.
+        crate::print!("{}", core::str::from_utf8(&buf[..n]).unwrap_or(""));
+        done += n as u64;
+    }
+    Ok(len)
+}
+
+fn exit(u: &UserThread, code: i64) -> ! {
+    u.process.kill(WaitStatus {
+        kind: WaitStatus::EXITED,
+        code,
+        ..WaitStatus::default()
+    });
+    exit_current(None)
+}
+
+fn spawn(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
+    let name = uaccess::read_bytes(a[0], a[1], MAX_NAME)?;
+    let arg = uaccess::read_bytes(a[2], a[3], MAX_ARG)?;
+    let name = core::str::from_utf8(&name).map_err(|_| Error::Invalid)?;
+    process::spawn(name, &arg, u.process.pid)
+}
+
+fn wait(u: &UserThread, pid: u64, status: u64) -> Result<u64, Error> {
+    let st = process::wait(u.process.pid, pid, true)?;
+    // Copy out first: a bad pointer leaves the child waitable.
+    uaccess::write(status, &st)?;
+    process::reap(u.process.pid, pid);
+    Ok(pid)
+}
+
+fn sleep(ns: u64) -> Result<u64, Error> {
+    if ns == 0 {
+        lwkt::yield_now::<X86>();
+        return Ok(0);
+    }
+    // The first tick may come at once: one more than the time spans, so the
+    // sleep lasts at least `ns` (BSD's `tvtohz`). At most a day.
+    let per_tick = 1_000_000_000 / timer::HZ;
+    let ticks = (ns.div_ceil(per_tick) + 1).min(timer::HZ * 86_400);
+    let ident = core::ptr::from_ref(lwkt::current::<X86>()) as usize;
+    match lwkt::tsleep::<X86>(ident, lwkt::INTERRUPTIBLE, "sleep", ticks) {
+        lwkt::Wake::Interrupted => Err(Error::Killed),
+        _ => Ok(0),
+    }
+}
+
+fn map(u: &UserThread, len: u64, bits: u64) -> Result<u64, Error> {
+    if len == 0 || len > MAX_MAP || bits & !(prot::READ | prot::WRITE | prot::EXEC) != 0 {
+        return Err(Error::Invalid);
+    }
+    let p = Prot {
+        write: bits & prot::WRITE != 0,
+        exec: bits & prot::EXEC != 0,
+    };
+    if p.write && p.exec {
+        return Err(Error::Invalid);
+    }
+    let len = len.next_multiple_of(PAGE_SIZE);
+    if (frame::stats().free as u64) < len / PAGE_SIZE + FRAME_RESERVE {
+        return Err(Error::NoMemory);
+    }
+    let space = &u.process.space;
+    // Another thread may take the range between the search and the mapping:
+    // search again then.
+    for _ in 0..4 {
+        let at = space
+            .find_free(MAP_BASE, MAP_END, len)
+            .ok_or(Error::NoMemory)?;
+        match space.map_zeroed(at, len, p, Kind::Anon) {
+            Ok(()) => return Ok(at),
+            Err(MapError::NoMemory) => return Err(Error::NoMemory),
+            Err(MapError::Busy) => continue,
+        }
+    }
+    Err(Error::NoMemory)
+}
+
+fn unmap(u: &UserThread, addr: u64, len: u64) -> Result<u64, Error> {
+    if !addr.is_multiple_of(PAGE_SIZE) || len == 0 || len > MAX_MAP {
+        return Err(Error::Invalid);
+    }
+    let end = addr
+        .checked_add(len.next_multiple_of(PAGE_SIZE))
+        .ok_or(Error::Invalid)?;
+    if addr < MAP_BASE || end > MAP_END {
+        return Err(Error::Invalid);
+    }
+    if u.process.space.unmap(addr, end, Kind::Anon) {
+        Ok(0)
+    } else {
+        Err(Error::Invalid)
+    }
+}
+
+fn set_priority(u: &UserThread, tid: u64, p: u64) -> Result<u64, Error> {
+    let p = match Priority::from_raw(p).ok_or(Error::Invalid)? {
+        Priority::Idle => pri::USER_IDLE,
+        Priority::Normal => pri::USER,
+        Priority::Realtime => pri::USER_REAL,
+    };
+    if tid == 0 || tid == u.tid {
+        lwkt::setpri_self::<X86>(p);
+    } else {
+        let td = u.process.thread(tid).ok_or(Error::NotFound)?;
+        lwkt::setpri::<X86>(td.thread(), p);
+    }
+    Ok(0)
+}
+
+fn set_cpu(cpu: u64) -> Result<u64, Error> {
+    if !percpu::cpu(u32::try_from(cpu).map_err(|_| Error::Invalid)?).is_some_and(|c| c.is_online())
+    {
+        return Err(Error::Invalid);
+    }
+    lwkt::migrate_self::<X86>(cpu as usize);
+    Ok(0)
+}
+
+fn info(u: &UserThread, ptr: u64) -> Result<u64, Error> {
+    let i = Info {
+        ncpus: process::ncpus(),
+        cpu: u64::from(percpu::cpu_index()),
+        pid: u.process.pid,
+        tid: u.tid,
+        hz: timer::HZ,
+    };
+    uaccess::write(ptr, &i)?;
+    Ok(0)
+}
+
+fn stats(ptr: u64, count: u64) -> Result<u64, Error> {
+    let all: Vec<CpuStats> = stats::all()
+        .iter()
+        .take(count.min(percpu::MAX_CPUS as u64) as usize)
+        .map(|c| {
+            let pc = percpu::cpu(c.cpu).expect("a counted CPU has a block");
+            CpuStats {
+                cpu: u64::from(c.cpu),
+                ticks: c.ticks,
+                interrupts: c.interrupts,
+                syscalls: pc.syscalls.get(),
+                switches: c.sched.switches,
+                preempt_hit: c.sched.preempt_hit,
+                preempt_miss: c.sched.preempt_miss,
+                preempt_weird: c.sched.preempt_weird,
+                idle_halts: c.sched.idle_halts,
+                ipi_sent: c.ipi.sent,
+                ipi_received: c.ipi.received,
+                ipi_avoided: c.ipi.avoided,
+                fifo_full: c.ipi.fifo_full,
+                token_collisions: c.sched.token_collisions,
+                threads: pc.lwkt.thread_count() as u64,
+            }
+        })
+        .collect();
+    uaccess::write_slice(ptr, &all)?;
+    Ok(all.len() as u64)
+}

@@ -1,0 +1,56 @@
+//! Typed access to user memory on top of `arch::usercopy`: every failure is
+//! [`Error::Fault`], never a kernel fault.
+
+use alloc::vec::Vec;
+
+use wyvern_abi::syscall::{CpuStats, Error, Info, WaitStatus};
+
+use crate::arch::usercopy::{copy_from_user, copy_to_user};
+
+/// Types that are plain bytes: `repr(C)`, all fields `u64`/`i64`, no padding.
+///
+/// # Safety
+///
+/// Implementors have no padding and no invalid bit patterns.
+pub unsafe trait Plain: Copy {}
+
+// SAFETY: `repr(C)` structs of `u64`/`i64` fields (wyvern_abi::syscall).
+unsafe impl Plain for WaitStatus {}
+// SAFETY: as above.
+unsafe impl Plain for Info {}
+// SAFETY: as above.
+unsafe impl Plain for CpuStats {}
+
+fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
+    // SAFETY: `Plain` types are bytes without padding; the slice covers
+    // exactly the values.
+    unsafe { core::slice::from_raw_parts(v.as_ptr().cast::<u8>(), core::mem::size_of_val(v)) }
+}
+
+/// Writes `v` to user address `addr`.
+pub fn write<T: Plain>(addr: u64, v: &T) -> Result<(), Error> {
+    copy_to_user(addr, bytes_of(core::slice::from_ref(v))).map_err(|_| Error::Fault)
+}
+
+/// Writes `v` to user address `addr`, one after another.
+pub fn write_slice<T: Plain>(addr: u64, v: &[T]) -> Result<(), Error> {
+    copy_to_user(addr, bytes_of(v)).map_err(|_| Error::Fault)
+}
+
+/// Reads `len` bytes (at most `max`, else [`Error::Invalid`]) from `addr`.
+pub fn read_bytes(addr: u64, len: u64, max: usize) -> Result<Vec<u8>, Error> {
+    if len > max as u64 {
+        return Err(Error::Invalid);
+    }
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len as usize)
+        .map_err(|_| Error::NoMemory)?;
+    buf.resize(len as usize, 0);
+    copy_from_user(&mut buf, addr).map_err(|_| Error::Fault)?;
+    Ok(buf)
+}
+
+/// Reads into `buf` from `addr`.
+pub fn read_into(buf: &mut [u8], addr: u64) -> Result<(), Error> {
+    copy_from_user(buf, addr).map_err(|_| Error::Fault)
+}
