@@ -117,6 +117,24 @@ pub const SPECS: &[Spec] = &[
         cpus: Cpus::One,
         about: "the scheduler clock interrupt, on a CPU running a loop",
     },
+    Spec {
+        name: "null-syscall",
+        unit: "syscall",
+        cpus: Cpus::One,
+        about: "a user thread's system call that does nothing, measured in user mode",
+    },
+    Spec {
+        name: "user-thread-create-exit",
+        unit: "thread",
+        cpus: Cpus::One,
+        about: "a user thread creates a thread that returns at once, and joins it",
+    },
+    Spec {
+        name: "process-spawn-exit",
+        unit: "process",
+        cpus: Cpus::All,
+        about: "a process spawns `true` from the ramdisk and waits for it (placed on the next CPU)",
+    },
 ];
 
 /// The benchmark called `name`.
@@ -126,7 +144,7 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
 
 /// The counters every result carries, as deltas summed over all CPUs, in the
 /// order the kernel prints them.
-pub const COUNTERS: [&str; 18] = [
+pub const COUNTERS: [&str; 19] = [
     "switches",
     "preempt_hit",
     "preempt_miss",
@@ -139,6 +157,7 @@ pub const COUNTERS: [&str; 18] = [
     "ticks",
     "created",
     "exited",
+    "syscalls",
     "ipi_sent",
     "ipi_received",
     "ipis",

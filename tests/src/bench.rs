@@ -251,12 +251,23 @@ fn behaviour(r: &Raw, reps: u32) -> Vec<String> {
                 "fewer preemptions than interrupts",
             );
         }
-        "thread-create-exit" => {
+        "thread-create-exit" | "user-thread-create-exit" => {
             need(
                 c("created") >= total,
                 "fewer threads created than operations",
             );
             need(c("exited") >= total, "fewer threads exited than operations");
+        }
+        "null-syscall" => need(c("syscalls") >= total, "fewer system calls than operations"),
+        "process-spawn-exit" => {
+            need(
+                c("created") >= total,
+                "fewer threads created than processes",
+            );
+            need(
+                c("syscalls") >= 2 * total,
+                "fewer than two system calls a process",
+            );
         }
         _ => {}
     }
@@ -479,8 +490,8 @@ mod tests {
     fn expected_sets() {
         let all = expected("all", 8).unwrap();
         assert_eq!(all.first().map(|(s, k)| (s.name, *k)), Some(("switch", 1)));
-        assert_eq!(all.len(), 24);
-        assert_eq!(expected("quick", 1).unwrap().len(), 9);
+        assert_eq!(all.len(), 27);
+        assert_eq!(expected("quick", 1).unwrap().len(), 12);
         assert!(expected("switch,nope", 8).is_none());
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
     }

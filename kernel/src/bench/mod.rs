@@ -69,6 +69,13 @@ static WORKLOADS: &[(&str, u64, Workload)] = &[
     ("preempt-deferred", 2_000, workloads::preempt_deferred),
     ("thread-create-exit", 2_000, workloads::thread_create_exit),
     ("tick", 100, workloads::tick),
+    ("null-syscall", 20_000, workloads::null_syscall),
+    (
+        "user-thread-create-exit",
+        1_000,
+        workloads::user_thread_create_exit,
+    ),
+    ("process-spawn-exit", 100, workloads::process_spawn_exit),
 ];
 
 fn bench(spec: &'static Spec) -> Bench {
@@ -100,6 +107,7 @@ impl Counters {
                 c.sched.ticks,
                 c.sched.created,
                 c.sched.exited,
+                percpu::cpu(c.cpu).map_or(0, |p| p.syscalls.get()),
                 c.ipi.sent,
                 c.ipi.received,
                 c.ipi.ipis,

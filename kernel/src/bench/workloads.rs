@@ -397,3 +397,40 @@ pub fn tick(n: u64, _k: usize) -> Rep {
         })
     })
 }
+
+/// Runs `ubench OP n` (a user program timing `n` operations in user mode
+/// with the TSC) and returns its figure: the program exits with the TSC
+/// delta as its code.
+fn user_bench(op: &str, n: u64) -> Rep {
+    let arg = alloc::format!("{op} {n}");
+    let pid = crate::user::process::spawn("ubench", arg.as_bytes(), 0)
+        .unwrap_or_else(|e| panic!("cannot spawn ubench: {e}"));
+    let st = crate::user::process::wait(0, pid, false).expect("wait for ubench");
+    crate::user::process::reap(0, pid);
+    assert!(
+        st.kind == wyvern_abi::syscall::WaitStatus::EXITED && st.code > 0,
+        "ubench {op} {n} ended with {st:?}"
+    );
+    Rep {
+        tsc: st.code as u64,
+        ops: n,
+    }
+}
+
+/// The null system call, from user mode (one operation: `syscall`, the
+/// kernel's entry, dispatch, the way back, `sysret`).
+pub fn null_syscall(n: u64, _k: usize) -> Rep {
+    user_bench("null", n)
+}
+
+/// A user thread creates a thread of its process (on its own CPU) that
+/// returns at once, and joins it.
+pub fn user_thread_create_exit(n: u64, _k: usize) -> Rep {
+    user_bench("thread", n)
+}
+
+/// A process spawns `true` from the ramdisk and waits for it: address space,
+/// ELF load, first thread on the next CPU in turn, exit, teardown, wait.
+pub fn process_spawn_exit(n: u64, _k: usize) -> Rep {
+    user_bench("spawn", n)
+}

@@ -74,10 +74,12 @@ impl Prot {
     }
 }
 
-/// A mapped range `[start, end)`.
+/// A mapped range `[start, end)`. A stack's pages below its mapped top are
+/// mapped on first touch ([`AddressSpace::fault_in`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Region {
     pub end: u64,
+    pub prot: Prot,
     pub kind: Kind,
 }
 
@@ -192,6 +194,26 @@ impl AddressSpace {
         self.map_with(start, len, prot, kind, |_| frame::alloc_zeroed())
     }
 
+    /// Reserves `[start, start + len)` as a stack: the top `commit` bytes are
+    /// mapped now, the rest on first touch (`fault_in`), so a thread pays only
+    /// for the stack it uses.
+    ///
+    /// Thread context.
+    pub fn reserve_stack(&self, start: u64, len: u64, commit: u64) -> Result<(), MapError> {
+        let rw = Prot {
+            write: true,
+            exec: false,
+        };
+        self.map_region(
+            start,
+            len,
+            start + len - commit,
+            rw,
+            Kind::Stack,
+            &mut |_| frame::alloc_zeroed(),
+        )
+    }
+
     /// Like [`AddressSpace::map_zeroed`], with the frame of each page from
     /// `frame_of(page_address)` (already filled by the caller; freed here if
     /// the mapping fails).
@@ -202,6 +224,20 @@ impl AddressSpace {
         prot: Prot,
         kind: Kind,
         mut frame_of: impl FnMut(u64) -> Option<PhysFrame>,
+    ) -> Result<(), MapError> {
+        self.map_region(start, len, start, prot, kind, &mut frame_of)
+    }
+
+    /// Records region `[start, start + len)` and maps its pages from
+    /// `commit_from` up.
+    fn map_region(
+        &self,
+        start: u64,
+        len: u64,
+        commit_from: u64,
+        prot: Prot,
+        kind: Kind,
+        frame_of: &mut dyn FnMut(u64) -> Option<PhysFrame>,
     ) -> Result<(), MapError> {
         assert!(start.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE) && len > 0);
         assert!(
@@ -216,12 +252,13 @@ impl AddressSpace {
             if overlaps(&st.regions, start, end) {
                 return Err(MapError::Busy);
             }
+            let first = (commit_from - start) / PAGE_SIZE;
             let pages = len / PAGE_SIZE;
-            if st.pages + pages > self.budget {
+            if st.pages + pages - first > self.budget {
                 return Err(MapError::NoMemory);
             }
             let mut mapper = self.mapper();
-            let mut done = 0;
+            let mut done = first;
             let mut failed = false;
             while done < pages {
                 let va = start + done * PAGE_SIZE;
@@ -259,7 +296,7 @@ impl AddressSpace {
                 // Nobody could use the partial mapping yet (the region is not
                 // recorded, no thread was told of it): unmap without shootdown
                 // beyond this CPU.
-                for i in 0..done {
+                for i in first..done {
                     let page =
                         Page::<Size4KiB>::containing_address(VirtAddr::new(start + i * PAGE_SIZE));
                     if let Ok((f, flush)) = mapper.unmap(page) {
@@ -269,9 +306,60 @@ impl AddressSpace {
                 }
                 return Err(MapError::NoMemory);
             }
-            st.pages += pages;
-            st.regions.insert(start, Region { end, kind });
+            st.pages += pages - first;
+            st.regions.insert(start, Region { end, prot, kind });
             Ok(())
+        })
+    }
+
+    /// Maps a zeroed page at `va` if it lies in a stack region and is not
+    /// mapped yet (a stack growing down into its reservation); returns
+    /// whether the access may be retried. A page outside every stack — a
+    /// guard gap, a hole — stays a fault.
+    ///
+    /// Thread context (a page fault of the space's own thread).
+    pub fn fault_in(&self, va: u64) -> bool {
+        let page_va = va & !(PAGE_SIZE - 1);
+        self.state.with(|st| {
+            let Some((_, r)) = st.regions.range(..=page_va).next_back() else {
+                return false;
+            };
+            if r.kind != Kind::Stack || page_va >= r.end || st.pages >= self.budget {
+                return false;
+            }
+            let prot = r.prot;
+            let mut mapper = self.mapper();
+            if mapper.translate_addr(VirtAddr::new(page_va)).is_some() {
+                // Mapped meanwhile by another thread of the space: retry.
+                return true;
+            }
+            let Some(f) = frame::alloc_zeroed() else {
+                return false;
+            };
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(page_va));
+            // SAFETY: the page is in this space's stack region and unmapped
+            // (checked above, under the token); the frame is fresh.
+            let r = unsafe {
+                mapper.map_to_with_table_flags(
+                    page,
+                    f,
+                    prot.flags(),
+                    F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
+                    &mut TableFrames,
+                )
+            };
+            match r {
+                // Not present before: no CPU caches a translation to flush.
+                Ok(flush) => {
+                    flush.ignore();
+                    st.pages += 1;
+                    true
+                }
+                Err(_) => {
+                    frame::free(f);
+                    false
+                }
+            }
         })
     }
 

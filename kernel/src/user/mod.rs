@@ -233,6 +233,15 @@ pub fn before_user_return(frame: &mut TrapFrame) {
     debug_assert!(frame.user_mode());
 }
 
+/// A not-present fault at user address `addr` of the current user thread:
+/// maps it if a stack grows there. Returns whether to retry the access.
+///
+/// Exception context of a user thread, interrupts as the faulting code had
+/// them.
+pub fn demand_page(addr: u64) -> bool {
+    current().is_some_and(|u| u.process.space.fault_in(addr))
+}
+
 /// A fault in user mode: one report line, the process is killed, this thread
 /// ends. Exception context, from user mode, on the thread's kernel stack.
 pub fn fault(frame: &TrapFrame, addr: Option<u64>) -> ! {

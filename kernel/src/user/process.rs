@@ -39,7 +39,7 @@ use super::{Start, ramdisk, spawn_thread};
 use crate::arch::fpu::FpuState;
 use crate::arch::syscall::initial_frame;
 use crate::mm::PAGE_SIZE;
-use crate::mm::aspace::{AddressSpace, Kind, MapError, Prot};
+use crate::mm::aspace::{AddressSpace, Kind, MapError};
 use crate::percpu;
 use crate::println;
 use crate::sched::X86;
@@ -51,8 +51,13 @@ pub const MAX_PROCS: usize = 256;
 pub const MAX_THREADS: usize = 64;
 /// Most threads of one process that ended and were not joined, plus live ones.
 const MAX_THREAD_SLOTS: usize = 256;
-/// Size of each thread's user stack (a guard page below it stays unmapped).
+/// Size of each thread's user stack (a guard gap below it stays unmapped).
+/// Only the top [`STACK_COMMIT`] bytes are mapped at first; the rest is
+/// mapped page by page as the stack grows into it.
 pub const STACK_SIZE: u64 = 256 << 10;
+/// The part of a new stack mapped at once (the argument block, the first
+/// frames).
+pub const STACK_COMMIT: u64 = 8 << 10;
 /// Pages one process may map at most (image, stacks, `MAP`).
 pub const PAGE_BUDGET: u64 = (64 << 20) / PAGE_SIZE;
 /// Where thread stacks go: slot `i` just below `STACKS_TOP - i * slot`.
@@ -112,8 +117,10 @@ static TABLE: TokenCell<Table> = TokenCell::new(Table {
     next_pid: 1,
 });
 
-/// Where the next thread goes: threads are spread over the CPUs in turn (LWKT
-/// does not balance load; a thread stays where it is put, or moves itself).
+/// Where the next process goes: processes are spread over the CPUs in turn;
+/// a process's later threads start on the CPU that created them. (LWKT does
+/// not balance load: a thread stays where it is put, or moves itself with
+/// `SET_CPU`.)
 static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
 
 fn next_cpu() -> usize {
@@ -275,11 +282,7 @@ impl Process {
             });
         };
         let (base, top) = Self::stack_range(slot);
-        let rw = Prot {
-            write: true,
-            exec: false,
-        };
-        if let Err(e) = self.space.map_zeroed(base, STACK_SIZE, rw, Kind::Stack) {
+        if let Err(e) = self.space.reserve_stack(base, STACK_SIZE, STACK_COMMIT) {
             undo(self);
             return Err(match e {
                 MapError::NoMemory => Error::NoMemory,
@@ -307,7 +310,12 @@ impl Process {
             fpu,
             stack: (base, top),
         };
-        match spawn_thread(&self.name, next_cpu(), start) {
+        let cpu = if init.is_some() {
+            next_cpu()
+        } else {
+            percpu::cpu_index() as usize
+        };
+        match spawn_thread(&self.name, cpu, start) {
             Some(td) => {
                 self.state.with(|st| {
                     if let Some(s) = st.threads.get_mut(&tid) {
@@ -375,8 +383,11 @@ impl Process {
         lwkt::wakeup::<X86>(Arc::as_ptr(self) as usize);
     }
 
+    /// What joiners sleep on: the thread table's address (away from the
+    /// process's own address, which its parent's `WAIT` sleeps on, so the
+    /// two never share a sleep-queue bucket).
     fn join_ident(&self) -> usize {
-        core::ptr::from_ref(self) as usize + 1
+        core::ptr::from_ref(&self.state) as usize
     }
 
     /// Ends the process: records `status` unless it already ended one way,

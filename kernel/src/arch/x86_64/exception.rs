@@ -63,6 +63,10 @@ pub fn name(vector: u64) -> &'static str {
 }
 
 pub(super) fn handle(frame: &mut TrapFrame) {
+    if frame.vector == 14 && demand_page(frame) {
+        // A user stack grew into its reservation: retry the access.
+        return;
+    }
     if frame.user_mode() && frame.vector != 2 && frame.vector != 18 {
         // A fault of the user program: it ends its process, not the kernel.
         let addr = (frame.vector == 14).then(cpu::read_cr2);
@@ -98,6 +102,28 @@ pub(super) fn handle(frame: &mut TrapFrame) {
             })
         }
     }
+}
+
+/// A not-present page fault on a user address, by user code or by the copy
+/// routine on a user thread's behalf: maps the page if it belongs to a stack
+/// (`user::demand_page`). Runs with interrupts enabled if the faulting
+/// context had them (the mapping takes a token).
+fn demand_page(frame: &TrapFrame) -> bool {
+    let addr = cpu::read_cr2();
+    let not_present = frame.error & 1 == 0;
+    if !not_present || addr >= wyvern_abi::syscall::USER_TOP {
+        return false;
+    }
+    if !frame.user_mode() && !super::usercopy::in_copy(frame) {
+        return false;
+    }
+    let irq = frame.rflags & (1 << 9) != 0;
+    if irq {
+        cpu::interrupts_enable();
+    }
+    let ok = crate::user::demand_page(addr);
+    cpu::interrupts_disable();
+    ok
 }
 
 /// A vector at or above 32 with no handler: a device or the APIC raised

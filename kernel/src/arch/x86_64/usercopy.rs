@@ -118,23 +118,35 @@ pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), Fault> {
     }
 }
 
+/// The copy loop's faulting instruction and its recovery label, per variant.
+fn sites() -> [(u64, u64); 2] {
+    [
+        (
+            &raw const wyvern_copy_smap_insn as u64,
+            &raw const wyvern_copy_smap_fault as u64,
+        ),
+        (
+            &raw const wyvern_copy_plain_insn as u64,
+            &raw const wyvern_copy_plain_fault as u64,
+        ),
+    ]
+}
+
+/// Whether a kernel-mode fault hit the copy loop.
+pub fn in_copy(frame: &TrapFrame) -> bool {
+    !frame.user_mode() && sites().iter().any(|&(insn, _)| frame.rip == insn)
+}
+
 /// Called by the page-fault and general-protection handlers for a fault in
 /// kernel mode: if it hit the copy loop, moves `rip` to the loop's recovery
 /// label and returns true (the fault is handled).
 pub fn fixup(frame: &mut TrapFrame) -> bool {
-    let pairs = [
-        (
-            &raw const wyvern_copy_smap_insn,
-            &raw const wyvern_copy_smap_fault,
-        ),
-        (
-            &raw const wyvern_copy_plain_insn,
-            &raw const wyvern_copy_plain_fault,
-        ),
-    ];
-    for (insn, fault) in pairs {
-        if frame.rip == insn as u64 {
-            frame.rip = fault as u64;
+    if frame.user_mode() {
+        return false;
+    }
+    for (insn, fault) in sites() {
+        if frame.rip == insn {
+            frame.rip = fault;
             return true;
         }
     }
