@@ -100,7 +100,20 @@ fn load(u: &UserThread) {
 /// it is (they never touch the user half).
 ///
 /// Requires critical section (the switch).
+#[inline(always)]
 pub fn switch_hook(from: &Thread<X86>, to: &Thread<X86>) {
+    // The common case, kernel thread to kernel thread: two loads and a test.
+    let (f, t) = (
+        from.context().user.load(Ordering::Relaxed),
+        to.context().user.load(Ordering::Relaxed),
+    );
+    if f | t != 0 {
+        switch_user(from, to);
+    }
+}
+
+#[inline(never)]
+fn switch_user(from: &Thread<X86>, to: &Thread<X86>) {
     if let Some(u) = user_of(from) {
         // SAFETY: `from` ran here last, so its state is in this CPU's
         // registers (`load` restored it, or it never left).
