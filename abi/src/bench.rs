@@ -39,6 +39,10 @@ pub struct Spec {
     /// What one operation is.
     pub unit: &'static str,
     pub cpus: Cpus,
+    /// It runs user programs: each repetition starts a new process, whose
+    /// costs depend on the kernel heap's state, so repetitions may differ by
+    /// a few instructions (boots still repeat).
+    pub user: bool,
     /// One line for tables and `docs/BENCHMARKS.md`.
     pub about: &'static str,
 }
@@ -49,90 +53,105 @@ pub const SPECS: &[Spec] = &[
         name: "switch",
         unit: "switch",
         cpus: Cpus::Scaling,
+        user: false,
         about: "two threads on a CPU yield to each other (LWKT switch)",
     },
     Spec {
         name: "wakeup-local",
         unit: "wakeup",
         cpus: Cpus::Scaling,
+        user: false,
         about: "tsleep/wakeup ping-pong between two threads of one CPU",
     },
     Spec {
         name: "wakeup-cross-near",
         unit: "wakeup",
         cpus: Cpus::Pair,
+        user: false,
         about: "tsleep/wakeup ping-pong, boot CPU and its nearest CPU, through the IPI queue",
     },
     Spec {
         name: "wakeup-cross-far",
         unit: "wakeup",
         cpus: Cpus::Pair,
+        user: false,
         about: "tsleep/wakeup ping-pong, boot CPU and its farthest CPU, through the IPI queue",
     },
     Spec {
         name: "ipi-rtt",
         unit: "round trip",
         cpus: Cpus::Pair,
+        user: false,
         about: "a function queued to another CPU queues one back (IPI queue round trip)",
     },
     Spec {
         name: "cpusync-all",
         unit: "cpusync",
         cpus: Cpus::All,
+        user: false,
         about: "cpusync of every CPU running an empty function",
     },
     Spec {
         name: "token",
         unit: "acquire+release",
         cpus: Cpus::Scaling,
+        user: false,
         about: "one shared token taken and released on every CPU (contended beyond 1)",
     },
     Spec {
         name: "token-private",
         unit: "acquire+release",
         cpus: Cpus::Scaling,
+        user: false,
         about: "a token per CPU taken and released (independent work)",
     },
     Spec {
         name: "preempt-intr",
         unit: "interrupt",
         cpus: Cpus::One,
+        user: false,
         about: "device interrupt raised -> its interrupt thread running, preempting a busy thread",
     },
     Spec {
         name: "preempt-deferred",
         unit: "interrupt",
         cpus: Cpus::One,
+        user: false,
         about: "end of a critical section with an interrupt deferred -> interrupt thread running",
     },
     Spec {
         name: "thread-create-exit",
         unit: "thread",
         cpus: Cpus::One,
+        user: false,
         about: "create a thread that returns at once, and join it",
     },
     Spec {
         name: "tick",
         unit: "tick",
         cpus: Cpus::One,
+        user: false,
         about: "the scheduler clock interrupt, on a CPU running a loop",
     },
     Spec {
         name: "null-syscall",
         unit: "syscall",
         cpus: Cpus::One,
+        user: true,
         about: "a user thread's system call that does nothing, measured in user mode",
     },
     Spec {
         name: "user-thread-create-exit",
         unit: "thread",
         cpus: Cpus::One,
+        user: true,
         about: "a user thread creates a thread that returns at once, and joins it",
     },
     Spec {
         name: "process-spawn-exit",
         unit: "process",
         cpus: Cpus::All,
+        user: true,
         about: "a process spawns `true` from the ramdisk and waits for it (placed on the next CPU)",
     },
 ];

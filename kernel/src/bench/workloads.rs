@@ -398,11 +398,11 @@ pub fn tick(n: u64, _k: usize) -> Rep {
     })
 }
 
-/// Runs `ubench OP n` (a user program timing `n` operations in user mode
-/// with the TSC) and returns its figure: the program exits with the TSC
-/// delta as its code.
+/// Runs `ubench OP n 0` (a user program timing `n` operations in user mode
+/// with the TSC, on the boot CPU) and returns its figure: the program exits
+/// with the TSC delta as its code.
 fn user_bench(op: &str, n: u64) -> Rep {
-    let arg = alloc::format!("{op} {n}");
+    let arg = alloc::format!("{op} {n} 0");
     let pid = crate::user::process::spawn("ubench", arg.as_bytes(), 0)
         .unwrap_or_else(|e| panic!("cannot spawn ubench: {e}"));
     let st = crate::user::process::wait(0, pid, false).expect("wait for ubench");
