@@ -575,7 +575,7 @@ fn loaded(addr: usize) -> Option<&'static AddressSpace> {
 
 /// Loads the kernel's own PML4 on this CPU if `space` (0: whichever) is the
 /// space loaded here, and leaves that space's CPU set. Requires critical
-/// section.
+/// section, or interrupts disabled (the idle thread about to halt).
 pub fn unload(space: usize) {
     let me = percpu::mycpu();
     let cur = me.loaded_space.load(Ordering::Relaxed);

@@ -131,6 +131,13 @@ impl Machine for X86 {
 
     #[inline]
     fn idle_halt() {
+        // A halting CPU drops the user address space it may still have
+        // loaded (kernel threads keep whatever CR3 they find): otherwise
+        // every unmap in that space would wake it with a shootdown IPI, for
+        // nothing. Interrupts are off, so nothing else on this CPU runs.
+        if percpu::mycpu().loaded_space.load(Ordering::Relaxed) != 0 {
+            crate::mm::aspace::unload(0);
+        }
         cpu::enable_and_halt();
     }
 
