@@ -647,7 +647,14 @@ fn tokens_recurse_and_mix_shared_and_exclusive() {
             .spawn::<S>(move || {
                 let _s = crate::gettoken_shared::<S>(&RT);
                 h.store(true, Ordering::SeqCst);
-                wait_until("release", || rl.load(Ordering::SeqCst));
+                // Wait without switching: a switch releases the token for as
+                // long as the thread is switched out (the test would race it).
+                let t = std::time::Instant::now();
+                while !rl.load(Ordering::SeqCst) {
+                    assert!(t.elapsed() < Duration::from_secs(60), "timed out");
+                    poll();
+                    std::thread::yield_now();
+                }
             })
             .unwrap();
         wait_until("other CPU to hold shared", || {
