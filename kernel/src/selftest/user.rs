@@ -146,10 +146,13 @@ fn user_fuzz() {
 }
 
 /// 1,000 process spawn/exit cycles driven by init: frames and heap back to
-/// baseline.
+/// baseline. The warm-up is long enough for every CPU's thread cache to fill
+/// (16 threads each: a process's thread is created on init's CPU and exits
+/// into the cache of the CPU it ran on), so the thread slab reaches its
+/// working size before the baseline.
 fn user_spawn() {
     let kernel = threads();
-    let warm = run("init", "spawn-cycles 20");
+    let warm = run("init", "spawn-cycles 300");
     check!(exited_ok(&warm), "warm-up ended with {warm:?}");
     grow_stack_region(512);
     let before = memory(kernel);
