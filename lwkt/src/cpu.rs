@@ -87,6 +87,9 @@ pub struct CpuStats {
     pub token_collisions: Counter,
     /// Threads woken on this CPU.
     pub wakeups: Counter,
+    /// Sleeps that handed the CPU straight to the thread they woke
+    /// ([`crate::sleep`]'s hand-off: the IPC fast path).
+    pub handoffs: Counter,
     /// Threads created on this CPU.
     pub created: Counter,
     /// Threads exited on this CPU.
@@ -107,6 +110,7 @@ pub struct CpuStatsSnapshot {
     pub ipiq_replayed: u64,
     pub token_collisions: u64,
     pub wakeups: u64,
+    pub handoffs: u64,
     pub created: u64,
     pub exited: u64,
 }
@@ -126,6 +130,7 @@ impl CpuStats {
             ipiq_replayed: self.ipiq_replayed.get(),
             token_collisions: self.token_collisions.get(),
             wakeups: self.wakeups.get(),
+            handoffs: self.handoffs.get(),
             created: self.created.get(),
             exited: self.exited.get(),
         }
@@ -202,6 +207,7 @@ impl<M: Machine> Cpu<M> {
                 ipiq_replayed: Counter::new(),
                 token_collisions: Counter::new(),
                 wakeups: Counter::new(),
+                handoffs: Counter::new(),
                 created: Counter::new(),
                 exited: Counter::new(),
             },

@@ -22,6 +22,8 @@
 //! * [`sema`] — semaphore with the signal-before-sleep race handled.
 //! * [`token`] — serializing tokens, pool tokens, rank checking.
 //! * [`intr`] — the hard-interrupt side: deferral, clock, IPI vector, `doreti`.
+//! * [`ipc`] — synchronous message passing: channels, send/receive/reply,
+//!   pulses, the same-CPU handoff fast path, priority inheritance.
 //!
 //! The machine — switching stacks, the current CPU, IPIs, halting — is the
 //! [`Machine`] trait: the kernel implements it for x86_64, the host tests for a
@@ -44,6 +46,7 @@ pub mod callout;
 pub mod cpu;
 pub mod crit;
 pub mod intr;
+pub mod ipc;
 pub mod lifecycle;
 mod machine;
 pub mod runq;

@@ -75,7 +75,7 @@ pub struct Machine_ {
     pub stacks_alloced: AtomicUsize,
     pub stacks_freed: Arc_<AtomicUsize>,
     /// Device handlers, by vector.
-    pub devices: Mutex<Vec<(u8, fn(u8))>>,
+    pub devices: Mutex<Vec<Device>>,
     pub shutdown: AtomicBool,
     /// Set when a simulated thread panicked: the machine is wedged (that
     /// thread held its CPU), so `run` fails the test at once.
@@ -317,6 +317,9 @@ impl Machine_ {
         self.stacks_alloced.load(Ordering::SeqCst) - self.stacks_freed.load(Ordering::SeqCst)
     }
 }
+
+/// A device handler on its vector.
+pub type Device = (u8, fn(u8));
 
 /// The machine the calling simulated thread runs on.
 pub fn this_machine() -> &'static Machine_ {

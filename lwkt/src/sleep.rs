@@ -43,7 +43,7 @@ use core::sync::atomic::{AtomicPtr, Ordering, fence};
 
 use crate::Machine;
 use crate::cpu::Cpu;
-use crate::crit::crit_enter;
+use crate::crit::{CritGuard, crit_enter};
 use crate::slab::{deref, ptr as tdptr};
 use crate::thread::{Thread, flags};
 
@@ -199,11 +199,31 @@ pub fn tsleep<M: Machine>(ident: usize, flags_: u32, wmesg: &str, timeout: u64) 
         tsleep_interlock::<M>(ident);
         return tsleep::<M>(ident, flags_ | INTERLOCKED, wmesg, timeout);
     }
+    if let Some(early) = prepare_sleep(cpu, td, flags_, wmesg, timeout) {
+        drop(g);
+        return early;
+    }
+    crate::sched::deschedule_self(&g);
+    crate::switch::switch::<M>();
+    let r = finish_sleep::<M>(td);
+    drop(g);
+    r
+}
+
+/// The part of a sleep before the switch: the interrupt check, the timeout,
+/// the message. `Some` when the sleep ends before it starts (an interrupt was
+/// requested). Requires critical section; the thread is on its sleep queue.
+fn prepare_sleep<M: Machine>(
+    cpu: &'static Cpu<M>,
+    td: &'static Thread<M>,
+    flags_: u32,
+    wmesg: &str,
+    timeout: u64,
+) -> Option<Wake> {
     if flags_ & INTERRUPTIBLE != 0 {
         if td.has(flags::INTR_REQ) {
             remove_from_sleepq(cpu, td);
-            drop(g);
-            return Wake::Interrupted;
+            return Some(Wake::Interrupted);
         }
         td.set(flags::INTR_SLEEP);
     }
@@ -213,10 +233,13 @@ pub fn tsleep<M: Machine>(ident: usize, flags_: u32, wmesg: &str, timeout: u64) 
         crate::callout::reset::<M>(&td.timeout, timeout, endtsleep::<M>, tdptr(td) as usize);
     }
     td.set_wmesg(wmesg);
-    crate::sched::deschedule_self(&g);
-    crate::switch::switch::<M>();
-    // Woken, timed out, or scheduled directly. Threads do not migrate while
-    // asleep, so this is still the CPU we slept on.
+    None
+}
+
+/// The part of a sleep after the thread runs again: woken, timed out, or
+/// scheduled directly. Threads do not migrate while asleep, so this is still
+/// the CPU it slept on. Requires critical section.
+fn finish_sleep<M: Machine>(td: &'static Thread<M>) -> Wake {
     let cpu = M::mycpu();
     if td.has(flags::TIMEOUT_ARMED) {
         crate::callout::stop::<M>(&td.timeout);
@@ -226,16 +249,113 @@ pub fn tsleep<M: Machine>(ident: usize, flags_: u32, wmesg: &str, timeout: u64) 
     td.set_wmesg("");
     let interrupted = td.has(flags::INTR_SLEEP) && td.has(flags::INTR_REQ);
     td.clear(flags::INTR_SLEEP);
-    let r = if td.has(flags::TIMED_OUT) {
+    if td.has(flags::TIMED_OUT) {
         td.clear(flags::TIMED_OUT);
         Wake::TimedOut
     } else if interrupted {
         Wake::Interrupted
     } else {
         Wake::Woken
+    }
+}
+
+/// Whether the current thread, about to sleep with `flags_`, may instead
+/// hand its CPU straight to `to` — a thread of this CPU asleep on `to_ident`
+/// that is to run at priority `to_pri` — with [`tsleep_handoff`]. The
+/// guards of the IPC fast path that belong to the scheduler: nothing but
+/// the sleep itself stands between the two threads, and no runnable thread
+/// of this CPU is more urgent than `to` will be.
+///
+/// Requires critical section (the caller's only one); the answer holds
+/// until the caller leaves it or blocks.
+pub(crate) fn can_handoff<M: Machine>(
+    g: &CritGuard<M>,
+    flags_: u32,
+    to: &'static Thread<M>,
+    to_ident: usize,
+    to_pri: u8,
+) -> bool {
+    let cpu = M::mycpu();
+    let td = g.thread();
+    if cpu.in_interrupt()
+        || td.crit_depth() != 1
+        || !td.preempted.load(Ordering::Relaxed).is_null()
+        || (flags_ & INTERRUPTIBLE != 0 && td.has(flags::INTR_REQ))
+    {
+        return false;
+    }
+    if to.cpu() != cpu.index()
+        || !to.has(flags::TSLEEPQ)
+        || to.has(
+            flags::RUNQ
+                | flags::RUNNING
+                | flags::MIGRATING
+                | flags::EXITING
+                | flags::PREEMPT_LOCK
+                | flags::IDLE,
+        )
+        || to.sleep_ident.load(Ordering::Relaxed) != to_ident
+        || !to.tokens.is_empty()
+    {
+        return false;
+    }
+    // The best runnable thread once we are off the run queue.
+    let best = match cpu.runq.best() {
+        Some(b) if ptr::eq(b, td) => cpu.runq.next_after(td),
+        other => other,
     };
-    drop(g);
-    r
+    best.is_none_or(|b| b.priority() <= to_pri)
+}
+
+/// Sleeps on `ident` like [`tsleep`] with [`INTERLOCKED`] and no timeout,
+/// but wakes `to` and switches to it directly instead of going through the
+/// run queue: `to` runs at `to_pri` in the sleeper's place, ahead of
+/// runnable threads of that priority (the sleeper gave it its turn). Counts
+/// a wakeup and a hand-off.
+///
+/// Requires critical section: the caller's only one, entered before
+/// [`can_handoff`] said yes, and not left since; the caller holds no tokens
+/// and is on its sleep queue for `ident` ([`tsleep_interlock`]). Blocks.
+pub(crate) fn tsleep_handoff<M: Machine>(
+    g: &CritGuard<M>,
+    ident: usize,
+    flags_: u32,
+    wmesg: &str,
+    to: &'static Thread<M>,
+    to_pri: u8,
+) -> Wake {
+    let cpu = M::mycpu();
+    let td = g.thread();
+    debug_assert!(can_handoff(
+        g,
+        flags_,
+        to,
+        to.sleep_ident.load(Ordering::Relaxed),
+        to_pri
+    ));
+    debug_assert!(td.tokens.is_empty(), "hand-off while holding tokens");
+    debug_assert!(
+        td.has(flags::TSLEEPQ) && td.sleep_ident.load(Ordering::Relaxed) == ident,
+        "hand-off without tsleep_interlock"
+    );
+    if prepare_sleep(cpu, td, flags_, wmesg, 0).is_some() {
+        unreachable!("can_handoff checked the interrupt request");
+    }
+    crate::sched::deschedule_self(g);
+    remove_from_sleepq(cpu, to);
+    to.pri.store(to_pri, Ordering::Relaxed);
+    // Queued as a running thread is (so it may pick itself later), without
+    // asking for a reschedule: it is about to run.
+    to.set(flags::RUNQ);
+    cpu.runq.push_tail(to);
+    cpu.stats.wakeups.inc();
+    cpu.stats.handoffs.inc();
+    M::trace(
+        crate::Event::Wakeup,
+        u64::from(to.index.load(Ordering::Relaxed)),
+    );
+    crate::switch::switch_direct::<M>(cpu, td, to);
+    finish_sleep::<M>(td)
 }
 
 /// The timeout of a sleep (a callout on the sleeper's CPU).

@@ -141,6 +141,21 @@ pub fn switch<M: Machine>() {
     crit_exit_td(td);
 }
 
+/// Switches from the current thread `td` straight to `ntd`, a runnable
+/// thread of this CPU chosen by the caller rather than by the run queue (the
+/// IPC hand-off: `sleep::tsleep_handoff`). `td` holds no tokens and `ntd`
+/// needs none. Requires critical section.
+pub(crate) fn switch_direct<M: Machine>(
+    cpu: &'static Cpu<M>,
+    td: &'static Thread<M>,
+    ntd: &'static Thread<M>,
+) {
+    debug_assert!(!cpu.in_interrupt() && td.tokens.is_empty() && ntd.tokens.is_empty());
+    crit_inc(td);
+    switch_to(cpu, td, ntd);
+    crit_exit_td(td);
+}
+
 /// Performs the switch from `td` to `ntd` on `cpu` and, once `td` runs again,
 /// the post-switch bookkeeping. Requires critical section.
 fn switch_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'static Thread<M>) {

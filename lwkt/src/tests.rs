@@ -68,7 +68,8 @@ fn run_queue_orders_by_priority_and_rotates_within_one() {
     assert_eq!(order(&q), vec![0, 4]);
     q.remove(threads[0]);
     q.remove(threads[4]);
-    assert!(q.is_empty() && q.len() == 0);
+    assert!(q.is_empty());
+    assert_eq!(q.len(), 0);
 }
 
 #[test]
@@ -92,8 +93,7 @@ fn yield_ping_pong_alternates_on_one_cpu() {
         for r in &refs {
             r.join();
         }
-        let v = log.lock().unwrap().clone();
-        v
+        log.lock().unwrap().clone()
     });
     assert_eq!(log.len(), 200);
     for w in log.windows(2) {

@@ -1,0 +1,222 @@
+//! Synchronous message passing on LWKT threads: channels, send, receive,
+//! reply, pulses — QNX Neutrino's model, the kernel's IPC core.
+//!
+//! A server creates a [`Channel`] and receives on it; clients send to it.
+//! [`Channel::send`] blocks until the message is replied: the sender is
+//! *send-blocked* while its message waits in the channel's queue, then
+//! *reply-blocked* once a server thread received it, until
+//! [`Channel::reply`] (or [`Channel::error`]) ends the conversation. A
+//! received message is named by a *receive id* (rcvid), a slot of the
+//! channel's reply table. [`Channel::pulse`] sends a small fixed-size
+//! message that nobody replies to: the sender does not block, the pulse
+//! waits in a bounded queue of the channel.
+//!
+//! The crate knows nothing of address spaces: a [`Payload`] — the kernel's
+//! user buffers, the host tests' plain memory — says how a party's buffers
+//! are described and copies between two of them.
+//!
+//! # Records and the pin rule
+//!
+//! A blocked party is a record on its own kernel stack: a sender's
+//! ([`record::Sender`]: its buffers, priority, state and result) and a
+//! waiting receiver's ([`record::Receiver`]: what it was given). The
+//! channel's queues and reply table hold pointers to them. Everything about
+//! a record is decided under the channel's token; copying a sender's data
+//! happens *outside* the token (a copy may fault, page in, take other
+//! tokens), so the copier first *pins* the sender record under the token.
+//! The owner of a record returns only when its record is in no queue or
+//! table and has no pins; a pinner that drops the last pin after the owner
+//! said it is leaving wakes it ([`record::Sender::unpin`]). That is the
+//! whole memory-safety argument for the raw pointers below.
+//!
+//! A receiver is never pinned: whoever delivers to a waiting receiver takes
+//! it off the queue under the token, writes what it delivers into the
+//! record, and wakes it; the receiver itself copies a message in. So every
+//! copy is done by the thread whose own buffer is one of the two sides.
+//!
+//! Sleeps are `tsleep`s on the record's address with the interlock, so no
+//! wakeup is lost; a wakeup may reach a later sleeper on a reused stack
+//! address, which is harmless because every sleeper here re-checks its
+//! record (and the kernel's other sleepers never sleep on a stack address
+//! but in loops that re-check too).
+//!
+//! # The fast path
+//!
+//! A send to a channel whose first waiting receiver sleeps on the sending
+//! CPU, with nothing in the way, hands the CPU straight to that receiver: no
+//! run-queue pick, no IPI ([`crate::sleep`]'s hand-off). The receiver then
+//! copies the message in and returns to its server. The guards, the point
+//! of no return and the commit are in `Channel::send_fast`; every guard
+//! that fails leaves the general path, whose result is the same — the host
+//! tests run the same conversations both ways and compare. A send across
+//! CPUs wakes the receiver through its CPU's IPI queue.
+//!
+//! # Priority inheritance
+//!
+//! A server thread runs at its client's priority while serving it: taking a
+//! message or pulse sets the receiving thread's priority to the sender's,
+//! and going back to wait restores the base priority the caller passes to
+//! [`Channel::receive`]. When a sender has to queue because no thread
+//! waits, the thread that last received from the channel — the one most
+//! likely serving it now — is raised to the sender's priority if below it,
+//! so a low-priority client being served cannot hold up a high-priority
+//! one behind a middle-priority thread (the inversion QNX avoids the same
+//! way).
+//!
+//! # Lifetimes
+//!
+//! [`Channel::destroy`] (the server's explicit destroy, or its process's
+//! end) fails every queued and reply-blocked sender and every waiting
+//! receiver with [`Error::Gone`] and drops queued pulses. A sender
+//! interrupted while send-blocked leaves the queue; interrupted while
+//! reply-blocked, it leaves the reply table, so the server's reply finds a
+//! stale rcvid and fails with [`Error::Stale`]. A receiver interrupted after
+//! being given a message or pulse puts it back at the head of its queue:
+//! nothing is lost.
+
+mod channel;
+mod receive;
+mod record;
+mod send;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+pub use channel::{Channel, ChannelStats};
+
+/// Pulses a channel queues at most (user pulses; the kernel's own pulses
+/// are bounded by their sources and always fit: see [`Channel::pulse`]).
+pub const PULSE_QUEUE: usize = 64;
+
+/// Messages received and not yet replied, per channel.
+pub const MAX_RCVIDS: usize = 4096;
+
+/// How a party's buffers are described and copied.
+pub trait Payload: 'static {
+    /// One party's buffers (a gather list, for example).
+    type Bufs: Sync;
+    /// Who a sender is, as its receiver is told.
+    type Who: Copy + Send + Sync;
+
+    /// Total bytes the buffers hold.
+    fn len(b: &Self::Bufs) -> usize;
+
+    /// Copies from `src` starting at byte `soff` into `dst` starting at
+    /// `doff`, as much as both have room for; returns the bytes copied, or
+    /// which side could not be accessed. Called by the thread owning one of
+    /// the two sides, outside every critical section and token of this
+    /// module; may fault and page in, never blocks for long.
+    fn copy(src: &Self::Bufs, soff: usize, dst: &Self::Bufs, doff: usize) -> Result<usize, Side>;
+}
+
+/// Which buffer of a copy was bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Src,
+    Dst,
+}
+
+/// Why an IPC operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The channel was destroyed (its server ended, or destroyed it).
+    Gone,
+    /// The caller's own buffer could not be accessed.
+    Fault,
+    /// The caller was interrupted (its process is being killed).
+    Interrupted,
+    /// The rcvid named a conversation that is over: replied already, or its
+    /// sender left (was killed).
+    Stale,
+    /// The rcvid was never one of this channel's.
+    BadRcvid,
+    /// The pulse queue is full (the pulse was not queued), or too many
+    /// messages are received and unreplied.
+    Full,
+    /// Out of memory for a queue.
+    NoMemory,
+    /// The server failed the message with this code ([`Channel::error`]).
+    Peer(u32),
+}
+
+impl Error {
+    fn encode(self) -> u64 {
+        let (kind, code) = match self {
+            Error::Gone => (1, 0),
+            Error::Fault => (2, 0),
+            Error::Interrupted => (3, 0),
+            Error::Stale => (4, 0),
+            Error::BadRcvid => (5, 0),
+            Error::Full => (6, 0),
+            Error::NoMemory => (7, 0),
+            Error::Peer(c) => (8, c),
+        };
+        RESULT_ERR | kind << 32 | u64::from(code)
+    }
+
+    fn decode(v: u64) -> Error {
+        match (v >> 32) & 0xff {
+            1 => Error::Gone,
+            2 => Error::Fault,
+            3 => Error::Interrupted,
+            4 => Error::Stale,
+            5 => Error::BadRcvid,
+            6 => Error::Full,
+            7 => Error::NoMemory,
+            _ => Error::Peer(v as u32),
+        }
+    }
+}
+
+/// A sender's result as its record stores it: a status below
+/// [`RESULT_ERR`], or an encoded [`Error`].
+const RESULT_ERR: u64 = 1 << 63;
+
+fn encode_result(r: Result<u64, Error>) -> u64 {
+    match r {
+        Ok(v) => {
+            debug_assert!(v < RESULT_ERR, "reply status {v:#x} out of range");
+            v
+        }
+        Err(e) => e.encode(),
+    }
+}
+
+fn decode_result(v: u64) -> Result<u64, Error> {
+    if v & RESULT_ERR == 0 {
+        Ok(v)
+    } else {
+        Err(Error::decode(v))
+    }
+}
+
+/// A pulse: a code and a value, with the priority it was sent at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pulse {
+    pub code: u32,
+    pub value: u64,
+    pub pri: u8,
+}
+
+/// A message received: what the server is told of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received<W> {
+    /// Names the conversation for reply, error, read and write.
+    pub rcvid: u32,
+    /// The sender's priority (the receiving thread runs at it now).
+    pub pri: u8,
+    /// Who sent it.
+    pub who: W,
+    /// Bytes the sender sent, in all.
+    pub slen: usize,
+    /// Bytes the sender has room for in its reply buffers.
+    pub rlen: usize,
+    /// Bytes copied into the receive buffer.
+    pub copied: usize,
+}
+
+/// What a receive returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery<W> {
+    Msg(Received<W>),
+    Pulse(Pulse),
+}

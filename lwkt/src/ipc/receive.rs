@@ -1,0 +1,289 @@
+//! Receiving, and what a server does with what it received: reply, error,
+//! read and write.
+
+use core::sync::atomic::Ordering;
+
+use super::channel::{Channel, Locked, rec};
+use super::record::{FAILED, GOT_MSG, GOT_PULSE, QUEUED, RECEIVED, Receiver, Sender, WAITING};
+use super::{Delivery, Error, Payload, Received, Side};
+use crate::Machine;
+use crate::sleep::{INTERLOCKED, INTERRUPTIBLE, Wake};
+
+/// Sets the current thread's priority if it differs.
+fn set_own_pri<M: Machine>(p: u8) {
+    if crate::current::<M>().priority() != p {
+        crate::setpri_self::<M>(p);
+    }
+}
+
+impl<M: Machine, P: Payload> Channel<M, P> {
+    /// Takes the next pulse or message, waiting for one if none is queued:
+    /// a pulse when one waits and no queued sender has a higher priority,
+    /// else the first (highest-priority, longest-waiting) sender's message,
+    /// copied into `buf` as far as it fits. The caller then runs at the
+    /// sender's priority; while it waits, at `base_pri`. Fails with
+    /// [`Error::Gone`] (destroyed), [`Error::Fault`] (`buf` is bad: the
+    /// message stays queued), [`Error::Interrupted`], or [`Error::Full`]
+    /// (too many messages received and unreplied).
+    ///
+    /// Thread context, never from a hard interrupt; blocks (interruptibly).
+    pub fn receive(&self, buf: &P::Bufs, base_pri: u8) -> Result<Delivery<P::Who>, Error> {
+        debug_assert!(
+            !M::mycpu().in_interrupt(),
+            "ipc receive from a hard-interrupt handler"
+        );
+        let td = crate::current::<M>();
+        loop {
+            let mut st = self.lock();
+            if st.dead {
+                return Err(Error::Gone);
+            }
+            match st.next_is_pulse() {
+                Some(true) => {
+                    let p = st.pulses.pop_front().expect("a pulse is queued");
+                    st.received_by(td);
+                    drop(st);
+                    set_own_pri::<M>(p.pri);
+                    return Ok(Delivery::Pulse(p));
+                }
+                Some(false) => {
+                    let s: &Sender<P> = rec(*st.senders.front().expect("a sender is queued"));
+                    let rcvid = st.claim(s)?;
+                    st.senders.pop_front();
+                    s.pin();
+                    st.received_by(td);
+                    drop(st);
+                    set_own_pri::<M>(s.pri);
+                    if let Some(r) = self.copy_in(s, rcvid, buf) {
+                        return r;
+                    }
+                }
+                None => {
+                    // Back to our own priority before anyone can find us.
+                    set_own_pri::<M>(base_pri);
+                    let r = Receiver::new(td);
+                    st.receivers.try_reserve(1).map_err(|_| Error::NoMemory)?;
+                    st.receivers.push_back(&r);
+                    crate::tsleep_interlock::<M>(r.ident());
+                    drop(st);
+                    if let Some(res) = self.await_delivery(&r, buf) {
+                        return res;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits on the receiver queue until given something. `None`: the
+    /// message given was unreadable (its sender failed); look again.
+    fn await_delivery(
+        &self,
+        r: &Receiver<M>,
+        buf: &P::Bufs,
+    ) -> Option<Result<Delivery<P::Who>, Error>> {
+        loop {
+            match r.state() {
+                GOT_MSG => {
+                    crate::tsleep_cancel::<M>();
+                    let s: &Sender<P> = rec(r.sender::<P>());
+                    return self.copy_in(s, r.rcvid.load(Ordering::Relaxed), buf);
+                }
+                GOT_PULSE => {
+                    crate::tsleep_cancel::<M>();
+                    return Some(Ok(Delivery::Pulse(r.pulse())));
+                }
+                FAILED => {
+                    crate::tsleep_cancel::<M>();
+                    return Some(Err(r.error()));
+                }
+                _ => {}
+            }
+            let how = crate::tsleep::<M>(r.ident(), INTERLOCKED | INTERRUPTIBLE, "receive", 0);
+            if how == Wake::Interrupted {
+                return Some(self.abandon(r));
+            }
+            crate::tsleep_interlock::<M>(r.ident());
+        }
+    }
+
+    /// Interrupted while waiting: off the queue, and whatever we were given
+    /// meanwhile goes back to the head of its queue.
+    fn abandon(&self, r: &Receiver<M>) -> Result<Delivery<P::Who>, Error> {
+        let mut st = self.lock();
+        match r.state() {
+            WAITING => st.remove_receiver(r),
+            GOT_MSG => {
+                let s: &Sender<P> = rec(r.sender::<P>());
+                let rcvid = r.rcvid.load(Ordering::Relaxed);
+                give_back(&mut st, s, rcvid);
+                s.unpin::<M>();
+            }
+            GOT_PULSE => {
+                if st.pulses.try_reserve(1).is_ok() {
+                    st.pulses.push_front(r.pulse());
+                }
+            }
+            FAILED => return Err(r.error()),
+            _ => unreachable!("receiver state"),
+        }
+        Err(Error::Interrupted)
+    }
+
+    /// Copies sender `s`'s message (received under `rcvid`, pinned for us)
+    /// into `buf`. `None`: the sender's buffer was bad, so its send failed;
+    /// receive the next one.
+    fn copy_in(
+        &self,
+        s: &Sender<P>,
+        rcvid: u32,
+        buf: &P::Bufs,
+    ) -> Option<Result<Delivery<P::Who>, Error>> {
+        match P::copy(&s.smsg, 0, buf, 0) {
+            Ok(n) => {
+                let got = Received {
+                    rcvid,
+                    pri: s.pri,
+                    who: s.who,
+                    slen: P::len(&s.smsg),
+                    rlen: P::len(&s.rmsg),
+                    copied: n,
+                };
+                s.unpin::<M>();
+                Some(Ok(Delivery::Msg(got)))
+            }
+            Err(side) => {
+                let ident = s.ident();
+                let mut st = self.lock();
+                let mine = s.state() == RECEIVED && s.rcvid.load(Ordering::Relaxed) == rcvid;
+                let r = match side {
+                    Side::Src => {
+                        if mine {
+                            st.release(rcvid);
+                            s.finish(Err(Error::Fault));
+                        }
+                        None
+                    }
+                    Side::Dst => {
+                        if mine {
+                            give_back(&mut st, s, rcvid);
+                        }
+                        Some(Err(Error::Fault))
+                    }
+                };
+                s.unpin::<M>();
+                drop(st);
+                if mine && side == Side::Src {
+                    crate::wakeup::<M>(ident);
+                }
+                r
+            }
+        }
+    }
+
+    /// Pins the reply-blocked sender of `rcvid`.
+    fn pinned(&self, rcvid: u32) -> Result<&Sender<P>, Error> {
+        let st = self.lock();
+        let s = st.lookup(rcvid)?;
+        s.pin();
+        Ok(s)
+    }
+
+    /// Replies to `rcvid`: `src`'s bytes go to the sender's reply buffers
+    /// (as far as they fit) and its send returns `status` (below 2^63). A
+    /// bad `src` fails with [`Error::Fault`] and the sender stays
+    /// reply-blocked; a bad reply buffer of the sender's fails *its* send
+    /// with `Fault` instead. [`Error::Stale`] when the conversation is over
+    /// (the sender was killed, or this rcvid was replied already).
+    ///
+    /// Thread context; never blocks but for the token and page faults.
+    pub fn reply(&self, rcvid: u32, status: u64, src: Option<&P::Bufs>) -> Result<(), Error> {
+        let s = self.pinned(rcvid)?;
+        let copied = match src {
+            Some(b) => P::copy(b, 0, &s.rmsg, 0),
+            None => Ok(0),
+        };
+        if copied == Err(Side::Src) {
+            s.unpin::<M>();
+            return Err(Error::Fault);
+        }
+        let result = match copied {
+            Ok(_) => Ok(status),
+            Err(_) => Err(Error::Fault),
+        };
+        let ident = s.ident();
+        let mut st = self.lock();
+        let live = s.state() == RECEIVED && s.rcvid.load(Ordering::Relaxed) == rcvid;
+        if live {
+            st.release(rcvid);
+            st.stats.replies += 1;
+            s.finish(result);
+        }
+        s.unpin::<M>();
+        drop(st);
+        if live {
+            crate::wakeup::<M>(ident);
+            Ok(())
+        } else {
+            Err(Error::Stale)
+        }
+    }
+
+    /// Fails `rcvid`'s send with [`Error::Peer`]`(code)`.
+    ///
+    /// Thread context; never blocks but for the token.
+    pub fn error(&self, rcvid: u32, code: u32) -> Result<(), Error> {
+        let mut st = self.lock();
+        let s = st.lookup(rcvid)?;
+        let ident = s.ident();
+        st.release(rcvid);
+        st.stats.replies += 1;
+        s.finish(Err(Error::Peer(code)));
+        crate::wakeup::<M>(ident);
+        Ok(())
+    }
+
+    /// Copies the message of `rcvid` from byte `offset` on into `dst`;
+    /// returns the bytes copied (0 past the end).
+    ///
+    /// Thread context; never blocks but for the token and page faults.
+    pub fn read(&self, rcvid: u32, offset: usize, dst: &P::Bufs) -> Result<usize, Error> {
+        let s = self.pinned(rcvid)?;
+        let r = P::copy(&s.smsg, offset, dst, 0);
+        s.unpin::<M>();
+        r.map_err(|_| Error::Fault)
+    }
+
+    /// Copies `src` into the reply buffers of `rcvid` from byte `offset`
+    /// on; returns the bytes copied (0 past the end).
+    ///
+    /// Thread context; never blocks but for the token and page faults.
+    pub fn write(&self, rcvid: u32, offset: usize, src: &P::Bufs) -> Result<usize, Error> {
+        let s = self.pinned(rcvid)?;
+        let r = P::copy(src, 0, &s.rmsg, offset);
+        s.unpin::<M>();
+        r.map_err(|_| Error::Fault)
+    }
+}
+
+/// Puts received sender `s` back at the head of its priority on the send
+/// queue (its receiver could not take it), or fails it if there is no
+/// memory for that.
+fn give_back<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>, s: &Sender<P>, rcvid: u32) {
+    if s.state() != RECEIVED || s.rcvid.load(Ordering::Relaxed) != rcvid {
+        return;
+    }
+    st.release(rcvid);
+    st.stats.received -= 1;
+    if st.senders.try_reserve(1).is_err() {
+        s.finish(Err(Error::NoMemory));
+        crate::wakeup::<M>(s.ident());
+        return;
+    }
+    let at = st
+        .senders
+        .iter()
+        .position(|&o| rec::<Sender<P>>(o).pri <= s.pri)
+        .unwrap_or(st.senders.len());
+    st.senders.insert(at, s);
+    s.set_state(QUEUED);
+}
