@@ -154,6 +154,34 @@ pub const SPECS: &[Spec] = &[
         user: true,
         about: "a process spawns `true` from the ramdisk and waits for it (placed on the next CPU)",
     },
+    Spec {
+        name: "ipc-rtt-local",
+        unit: "round trip",
+        cpus: Cpus::One,
+        user: true,
+        about: "null MsgSend + MsgReceive + MsgReply between two processes on one CPU (the fast path)",
+    },
+    Spec {
+        name: "ipc-rtt-cross",
+        unit: "round trip",
+        cpus: Cpus::Pair,
+        user: true,
+        about: "null MsgSend + MsgReceive + MsgReply, client on the boot CPU, server on CPU 1",
+    },
+    Spec {
+        name: "ipc-pulse",
+        unit: "pulse",
+        cpus: Cpus::One,
+        user: true,
+        about: "MsgSendPulse to a server on the same CPU that receives it (sender yields when the queue is full)",
+    },
+    Spec {
+        name: "ipc-null",
+        unit: "round trip",
+        cpus: Cpus::Scaling,
+        user: true,
+        about: "null round trips, a client and its server on each CPU, all CPUs at once (flat = scaling)",
+    },
 ];
 
 /// The benchmark called `name`.

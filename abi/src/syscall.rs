@@ -32,6 +32,41 @@
 //! | 14 | [`nr::SET_CPU`] | CPU index | 0, running on that CPU from now on |
 //! | 15 | [`nr::INFO`] | `*mut Info` | 0 |
 //! | 16 | [`nr::STATS`] | `*mut CpuStats`, count | number of CPUs written |
+//! | 17 | [`nr::CHANNEL_CREATE`] | — | channel id |
+//! | 18 | [`nr::CHANNEL_DESTROY`] | channel id | 0; every party of the channel is released with [`Error::Gone`] |
+//! | 19 | [`nr::CONNECT_ATTACH`] | process id (0: self), channel id | connection id |
+//! | 20 | [`nr::CONNECT_DETACH`] | connection id | 0 |
+//! | 21 | [`nr::MSG_SEND`] | connection id, `*const Iov` send, count, `*const Iov` reply, count | the server's reply status |
+//! | 22 | [`nr::MSG_RECEIVE`] | channel id, `*const Iov`, count, `*mut MsgInfo` | receive id, or 0 for a pulse |
+//! | 23 | [`nr::MSG_REPLY`] | receive id, status, `*const Iov`, count | 0 |
+//! | 24 | [`nr::MSG_ERROR`] | receive id, [`Error`] code | 0; the sender's call fails with that error |
+//! | 25 | [`nr::MSG_READ`] | receive id, offset, `*const Iov`, count | bytes read from the sender's message |
+//! | 26 | [`nr::MSG_WRITE`] | receive id, offset, `*const Iov`, count | bytes written into the sender's reply buffers |
+//! | 27 | [`nr::MSG_SEND_PULSE`] | connection id, code, value | 0 ([`Error::Full`] when the channel's pulse queue is full) |
+//! | 28 | [`nr::KILL`] | process id of a child | 0; the child ends, its `WAIT` says [`WaitStatus::TERMINATED`] |
+//!
+//! # Messages
+//!
+//! Synchronous message passing in the manner of QNX Neutrino. A server
+//! creates a channel and receives on it; a client attaches a connection to
+//! it (by the server's process id and the channel id) and sends: the
+//! message's bytes go straight from the client's buffers into the server's
+//! receive buffer (one copy, by the kernel), the client blocks until the
+//! server replies, and the reply's bytes go straight into the client's reply
+//! buffers. Buffers are scatter/gather lists of [`Iov`] (at most
+//! [`MAX_IOV`] each). A receive id names one conversation until its reply
+//! (or error); [`nr::MSG_READ`] and [`nr::MSG_WRITE`] reach the rest of a
+//! large message at an offset meanwhile. The server runs at its client's
+//! priority while it serves it.
+//!
+//! A pulse is a code and a value sent without blocking; at most
+//! [`PULSE_QUEUE`] wait per channel, and a pulse that does not fit fails
+//! with [`Error::Full`] and is not queued (the sender decides what to lose).
+//! A receive takes a pulse before any queued message of lower priority.
+//!
+//! When a channel's server ends or destroys it, every blocked sender's call
+//! fails with [`Error::Gone`]; when a client ends while served, the
+//! server's reply fails with [`Error::Stale`].
 
 /// System call numbers.
 pub mod nr {
@@ -69,8 +104,32 @@ pub mod nr {
     pub const INFO: u64 = 15;
     /// The kernel's per-CPU counters.
     pub const STATS: u64 = 16;
+    /// Creates a channel to receive messages on.
+    pub const CHANNEL_CREATE: u64 = 17;
+    /// Destroys a channel of the caller's.
+    pub const CHANNEL_DESTROY: u64 = 18;
+    /// Attaches a connection to a process's channel.
+    pub const CONNECT_ATTACH: u64 = 19;
+    /// Detaches a connection.
+    pub const CONNECT_DETACH: u64 = 20;
+    /// Sends a message and blocks for the reply.
+    pub const MSG_SEND: u64 = 21;
+    /// Blocks for a message or a pulse on a channel.
+    pub const MSG_RECEIVE: u64 = 22;
+    /// Replies to a message, releasing its sender.
+    pub const MSG_REPLY: u64 = 23;
+    /// Fails a message with an error, releasing its sender.
+    pub const MSG_ERROR: u64 = 24;
+    /// Reads more of a received message.
+    pub const MSG_READ: u64 = 25;
+    /// Writes into a received message's reply buffers.
+    pub const MSG_WRITE: u64 = 26;
+    /// Sends a pulse, without blocking.
+    pub const MSG_SEND_PULSE: u64 = 27;
+    /// Ends a child process.
+    pub const KILL: u64 = 28;
     /// One past the highest number.
-    pub const COUNT: u64 = 17;
+    pub const COUNT: u64 = 29;
 }
 
 /// First address above user space: every user pointer and mapping is below.
@@ -102,11 +161,17 @@ pub enum Error {
     Killed = 7,
     /// The thread tried to wait for itself, or a second waiter came.
     Busy = 8,
+    /// The channel was destroyed, or its server ended.
+    Gone = 9,
+    /// The conversation is over: replied already, or its sender ended.
+    Stale = 10,
+    /// A queue is full (a channel's pulses, its unreplied messages).
+    Full = 11,
 }
 
 impl Error {
     /// Every error, for tests and tables.
-    pub const ALL: [Error; 8] = [
+    pub const ALL: [Error; 11] = [
         Error::NoSys,
         Error::Fault,
         Error::Invalid,
@@ -115,6 +180,9 @@ impl Error {
         Error::Limit,
         Error::Killed,
         Error::Busy,
+        Error::Gone,
+        Error::Stale,
+        Error::Full,
     ];
 
     /// The error of a negative result.
@@ -133,6 +201,9 @@ impl Error {
             Error::Limit => "limit reached",
             Error::Killed => "process killed",
             Error::Busy => "busy",
+            Error::Gone => "channel gone",
+            Error::Stale => "conversation over",
+            Error::Full => "queue full",
         }
     }
 }
@@ -219,6 +290,49 @@ impl WaitStatus {
     pub const EXITED: u64 = 1;
     /// A fault in user mode killed it.
     pub const KILLED: u64 = 2;
+    /// Its parent ended it ([`nr::KILL`]).
+    pub const TERMINATED: u64 = 3;
+}
+
+/// One piece of a scatter/gather buffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Iov {
+    pub base: u64,
+    pub len: u64,
+}
+
+/// Pieces a message buffer may have at most.
+pub const MAX_IOV: u64 = 16;
+
+/// Pulses a channel queues at most.
+pub const PULSE_QUEUE: u64 = 64;
+
+/// Channels and connections a process may have at most.
+pub const MAX_CHANNELS: u64 = 64;
+/// See [`MAX_CHANNELS`].
+pub const MAX_CONNECTIONS: u64 = 256;
+
+/// What `MSG_RECEIVE` says of what it received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MsgInfo {
+    /// The receive id (0: a pulse).
+    pub rcvid: u64,
+    /// The sending process and thread (0 for a pulse).
+    pub pid: u64,
+    pub tid: u64,
+    /// The sender's scheduling priority, which the receiver now runs at
+    /// (the kernel's scale: 4 idle, 6 normal, 8 real-time user threads).
+    pub priority: u64,
+    /// Bytes the sender sent in all, and has room for in its reply.
+    pub slen: u64,
+    pub rlen: u64,
+    /// Bytes copied into the receive buffer.
+    pub copied: u64,
+    /// A pulse's code and value.
+    pub code: u64,
+    pub value: u64,
 }
 
 /// Who and where the caller is (`INFO`).
@@ -234,6 +348,10 @@ pub struct Info {
     pub tid: u64,
     /// Scheduler ticks per second.
     pub hz: u64,
+    /// The calling thread's scheduling priority now (the kernel's scale:
+    /// see [`MsgInfo::priority`]); a server serving a message runs at its
+    /// client's.
+    pub priority: u64,
 }
 
 /// One CPU's counters (`STATS`): the kernel's scheduler and IPI counters.
@@ -255,6 +373,9 @@ pub struct CpuStats {
     pub fifo_full: u64,
     pub token_collisions: u64,
     pub threads: u64,
+    /// Message sends that switched straight to a waiting server (the fast
+    /// path).
+    pub ipc_handoffs: u64,
 }
 
 #[cfg(test)]

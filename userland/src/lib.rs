@@ -6,6 +6,7 @@
 //! * A heap ([`heap`]): `talc` over memory from `MAP`, growing on demand.
 //! * [`thread`]: threads of the process, with closures and join handles.
 //! * [`process`]: children started from the ramdisk, and waiting for them.
+//! * [`ipc`]: channels, connections, messages and pulses.
 //! * [`entry!`]: the program's entry point. `main` gets the argument string
 //!   its parent passed and returns the exit code; a panic prints its message
 //!   and exits with code 101.
@@ -21,6 +22,7 @@ extern crate alloc;
 
 pub mod heap;
 pub mod io;
+pub mod ipc;
 pub mod process;
 pub mod rng;
 pub mod sync;

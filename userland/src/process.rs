@@ -19,6 +19,11 @@ pub fn run(name: &str, arg: &str) -> Result<WaitStatus, Error> {
     wait(spawn(name, arg)?)
 }
 
+/// Ends child `pid` (it need not be waited for yet).
+pub fn kill(pid: u64) -> Result<u64, Error> {
+    sys::kill(pid)
+}
+
 /// Ends the process with `code`.
 pub fn exit(code: i64) -> ! {
     sys::exit(code)
@@ -34,6 +39,7 @@ pub fn describe(st: &WaitStatus) -> alloc::string::String {
             st.rip,
             st.addr
         ),
+        WaitStatus::TERMINATED => alloc::format!("terminated by its parent"),
         k => alloc::format!("ended in an unknown way {k}"),
     }
 }

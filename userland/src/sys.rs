@@ -107,6 +107,11 @@ pub fn wait(pid: u64) -> Result<WaitStatus, Error> {
     Ok(st)
 }
 
+/// Ends child `pid`.
+pub fn kill(pid: u64) -> Result<u64, Error> {
+    call(nr::KILL, args1(pid))
+}
+
 /// Lets other threads of this CPU run.
 pub fn yield_now() {
     let _ = call(nr::YIELD, args0());

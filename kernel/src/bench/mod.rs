@@ -76,6 +76,10 @@ static WORKLOADS: &[(&str, u64, Workload)] = &[
         workloads::user_thread_create_exit,
     ),
     ("process-spawn-exit", 100, workloads::process_spawn_exit),
+    ("ipc-rtt-local", 5_000, workloads::ipc_rtt_local),
+    ("ipc-rtt-cross", 2_000, workloads::ipc_rtt_cross),
+    ("ipc-pulse", 5_000, workloads::ipc_pulse),
+    ("ipc-null", 2_000, workloads::ipc_null),
 ];
 
 fn bench(spec: &'static Spec) -> Bench {

@@ -402,7 +402,12 @@ pub fn tick(n: u64, _k: usize) -> Rep {
 /// with the TSC, on the boot CPU) and returns its figure: the program exits
 /// with the TSC delta as its code.
 fn user_bench(op: &str, n: u64) -> Rep {
-    let arg = alloc::format!("{op} {n} 0");
+    user_bench_on(op, n, 0, n)
+}
+
+/// Runs `ubench OP n ARG`; `ops` operations were timed.
+fn user_bench_on(op: &str, n: u64, arg: u64, ops: u64) -> Rep {
+    let arg = alloc::format!("{op} {n} {arg}");
     let pid = crate::user::process::spawn("ubench", arg.as_bytes(), 0)
         .unwrap_or_else(|e| panic!("cannot spawn ubench: {e}"));
     let st = crate::user::process::wait(0, pid, false).expect("wait for ubench");
@@ -413,7 +418,7 @@ fn user_bench(op: &str, n: u64) -> Rep {
     );
     Rep {
         tsc: st.code as u64,
-        ops: n,
+        ops,
     }
 }
 
@@ -433,4 +438,27 @@ pub fn user_thread_create_exit(n: u64, _k: usize) -> Rep {
 /// ELF load, first thread on the next CPU in turn, exit, teardown, wait.
 pub fn process_spawn_exit(n: u64, _k: usize) -> Rep {
     user_bench("spawn", n)
+}
+
+/// A null message round trip between two processes on the boot CPU: the
+/// client's send hands the CPU straight to the server blocked in receive.
+pub fn ipc_rtt_local(n: u64, _k: usize) -> Rep {
+    user_bench("ipc-local", n)
+}
+
+/// A null message round trip, the server on another CPU: the send wakes it
+/// through the IPI queue, its reply wakes the client the same way.
+pub fn ipc_rtt_cross(n: u64, _k: usize) -> Rep {
+    user_bench("ipc-cross", n)
+}
+
+/// A pulse sent and received on the boot CPU.
+pub fn ipc_pulse(n: u64, _k: usize) -> Rep {
+    user_bench("ipc-pulse", n)
+}
+
+/// Null round trips on `k` CPUs at once, each CPU's client with its own
+/// server thread.
+pub fn ipc_null(n: u64, k: usize) -> Rep {
+    user_bench_on("ipc-null", n, k as u64, n * k as u64)
 }

@@ -319,48 +319,91 @@ impl AddressSpace {
     ///
     /// Thread context (a page fault of the space's own thread).
     pub fn fault_in(&self, va: u64) -> bool {
-        let page_va = va & !(PAGE_SIZE - 1);
+        self.state
+            .with(|st| self.fault_in_locked(st, va & !(PAGE_SIZE - 1)))
+    }
+
+    /// [`AddressSpace::fault_in`] of the page at `page_va`, under the token.
+    fn fault_in_locked(&self, st: &mut State, page_va: u64) -> bool {
+        let Some((_, r)) = st.regions.range(..=page_va).next_back() else {
+            return false;
+        };
+        if r.kind != Kind::Stack || page_va >= r.end || st.pages >= self.budget {
+            return false;
+        }
+        let prot = r.prot;
+        let mut mapper = self.mapper();
+        if mapper.translate_addr(VirtAddr::new(page_va)).is_some() {
+            // Mapped meanwhile by another thread of the space: retry.
+            return true;
+        }
+        let Some(f) = frame::alloc_zeroed() else {
+            return false;
+        };
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(page_va));
+        // SAFETY: the page is in this space's stack region and unmapped
+        // (checked above, under the token); the frame is fresh.
+        let r = unsafe {
+            mapper.map_to_with_table_flags(
+                page,
+                f,
+                prot.flags(),
+                F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
+                &mut TableFrames,
+            )
+        };
+        match r {
+            // Not present before: no CPU caches a translation to flush.
+            Ok(flush) => {
+                flush.ignore();
+                st.pages += 1;
+                true
+            }
+            Err(_) => {
+                frame::free(f);
+                false
+            }
+        }
+    }
+
+    /// The physical address behind user address `va`, if a user access
+    /// (a write, if `write`) may touch it; a stack page not mapped yet is
+    /// paged in as a fault would. The answer holds while the caller keeps
+    /// the space's token ([`AddressSpace::token`]): unmapping takes it
+    /// before it frees a frame.
+    ///
+    /// Thread context; never blocks if the caller holds the token.
+    pub fn translate_user(&self, va: u64, write: bool) -> Option<PhysAddr> {
+        if va >= wyvern_abi::syscall::USER_TOP {
+            return None;
+        }
         self.state.with(|st| {
-            let Some((_, r)) = st.regions.range(..=page_va).next_back() else {
-                return false;
-            };
-            if r.kind != Kind::Stack || page_va >= r.end || st.pages >= self.budget {
-                return false;
-            }
-            let prot = r.prot;
-            let mut mapper = self.mapper();
-            if mapper.translate_addr(VirtAddr::new(page_va)).is_some() {
-                // Mapped meanwhile by another thread of the space: retry.
-                return true;
-            }
-            let Some(f) = frame::alloc_zeroed() else {
-                return false;
-            };
-            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(page_va));
-            // SAFETY: the page is in this space's stack region and unmapped
-            // (checked above, under the token); the frame is fresh.
-            let r = unsafe {
-                mapper.map_to_with_table_flags(
-                    page,
-                    f,
-                    prot.flags(),
-                    F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
-                    &mut TableFrames,
-                )
-            };
-            match r {
-                // Not present before: no CPU caches a translation to flush.
-                Ok(flush) => {
-                    flush.ignore();
-                    st.pages += 1;
-                    true
-                }
-                Err(_) => {
-                    frame::free(f);
-                    false
+            for _ in 0..2 {
+                match self.mapper().translate(VirtAddr::new(va)) {
+                    TranslateResult::Mapped {
+                        frame,
+                        offset,
+                        flags,
+                    } => {
+                        let ok = flags.contains(F::USER_ACCESSIBLE)
+                            && (!write || flags.contains(F::WRITABLE));
+                        return ok.then(|| frame.start_address() + offset);
+                    }
+                    _ => {
+                        if !self.fault_in_locked(st, va & !(PAGE_SIZE - 1)) {
+                            return None;
+                        }
+                    }
                 }
             }
+            None
         })
+    }
+
+    /// The token that keeps this space's mappings stable (see
+    /// [`AddressSpace::translate_user`]).
+    pub fn token(&self) -> &'static lwkt::Token {
+        self.state.token()
     }
 
     /// The first free range of `len` bytes in `[lo, hi)`, page-aligned, with

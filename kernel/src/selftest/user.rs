@@ -29,6 +29,11 @@ pub static TESTS: &[SelfTest] = &[
         expect: Expect::Return,
         run: user_spawn,
     },
+    SelfTest {
+        name: "ipc",
+        expect: Expect::Return,
+        run: ipc,
+    },
 ];
 
 /// Runs `prog arg` as a child of the kernel and waits for it.
@@ -164,4 +169,31 @@ fn user_spawn() {
         "kernel memory {after:?} != before {before:?}"
     );
     println!("user-spawn: 1000 spawn/exit cycles; kernel memory back to baseline");
+}
+
+/// `ut-ipc`: message passing between user processes, one verdict line per
+/// case; run twice, and after the second run the kernel holds no more
+/// memory than before it, and no channel is left.
+fn ipc() {
+    let kernel = threads();
+    let first = run("ut-ipc", "");
+    check!(
+        exited_ok(&first),
+        "ut-ipc ended with {first:?} (see the IPC lines above)"
+    );
+    grow_stack_region(512);
+    let before = memory(kernel);
+    let st = run("ut-ipc", "");
+    check!(
+        exited_ok(&st),
+        "ut-ipc ended with {st:?} (see the IPC lines above)"
+    );
+    let after = memory(kernel);
+    let live = crate::user::ipc::LIVE_CHANNELS.load(core::sync::atomic::Ordering::Relaxed);
+    check!(live == 0, "{live} channels left alive");
+    check!(
+        after == before,
+        "kernel memory {after:?} != before {before:?}"
+    );
+    println!("ipc: ut-ipc twice; no channel left, kernel memory back to baseline");
 }

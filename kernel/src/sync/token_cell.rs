@@ -35,11 +35,18 @@ impl<T> TokenCell<T> {
         }
     }
 
+    /// The cell's token: a caller that must keep several cells stable
+    /// together takes their tokens first, then calls [`TokenCell::with`] on
+    /// each (re-taking a held token never blocks).
+    pub fn token(&self) -> &'static lwkt::Token {
+        lwkt::pool_token(core::ptr::from_ref(self) as usize)
+    }
+
     /// Runs `f` on the value under the cell's token. `f` must not block.
     ///
     /// Thread context.
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let _t = lwkt::gettoken::<X86>(lwkt::pool_token(core::ptr::from_ref(self) as usize));
+        let _t = lwkt::gettoken::<X86>(self.token());
         assert!(
             !self.busy.swap(true, Ordering::Acquire),
             "TokenCell::with re-entered"

@@ -19,6 +19,7 @@
 //! * [`syscall`] — the system call table.
 
 pub mod elf;
+pub mod ipc;
 pub mod process;
 pub mod ramdisk;
 pub mod syscall;
@@ -26,7 +27,7 @@ mod uaccess;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use lwkt::Thread;
 use wyvern_abi::syscall::WaitStatus;
@@ -59,6 +60,16 @@ pub struct UserThread {
     fpu_cpu: AtomicU32,
     /// Its user stack `[base, top)`.
     stack: (u64, u64),
+    /// Its own priority (`SET_PRIORITY`), which it runs at but while it
+    /// serves a message (then at its client's).
+    base_pri: Arc<AtomicU8>,
+}
+
+impl UserThread {
+    /// Its own priority (see the field).
+    pub fn base_priority(&self) -> u8 {
+        self.base_pri.load(Ordering::Relaxed)
+    }
 }
 
 /// `td`'s user context, if it is a user thread. `td` is the current thread,
@@ -131,6 +142,7 @@ struct Start {
     frame: TrapFrame,
     fpu: FpuState,
     stack: (u64, u64),
+    base_pri: Arc<AtomicU8>,
 }
 
 /// Starts a user thread: its LWKT thread runs [`thread_main`] with `s`.
@@ -174,6 +186,7 @@ fn thread_main(arg: usize) {
         id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         fpu_cpu: AtomicU32::new(NO_CPU),
         stack: s.stack,
+        base_pri: s.base_pri,
     });
     let g = lwkt::crit_enter::<X86>();
     let u: &'static UserThread = Box::leak(u);

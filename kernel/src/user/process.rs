@@ -29,7 +29,7 @@
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use lwkt::ThreadRef;
 use wyvern_abi::syscall::{Error, WaitStatus};
@@ -77,6 +77,9 @@ pub const MAX_ARG: usize = 4096;
 struct Slot {
     /// The LWKT thread (set right after it is created).
     td: Option<ThreadRef<X86>>,
+    /// Its own priority, which it returns to after serving a message
+    /// (shared with its `UserThread`).
+    base: Arc<AtomicU8>,
     /// Its exit code once it ended.
     exit: Option<i64>,
     /// Someone is joining it.
@@ -105,6 +108,8 @@ pub struct Process {
     dying: AtomicBool,
     /// Every thread has ended and the address space is gone.
     ended: AtomicBool,
+    /// Its channels and connections.
+    pub ipc: super::ipc::Tables,
 }
 
 struct Table {
@@ -165,6 +170,7 @@ pub fn spawn(name: &str, arg: &[u8], parent: u64) -> Result<u64, Error> {
             }),
             dying: AtomicBool::new(false),
             ended: AtomicBool::new(false),
+            ipc: super::ipc::Tables::new(),
         });
         t.procs.insert(pid, p.clone());
         Ok(p)
@@ -255,7 +261,7 @@ impl Process {
         if self.dying() {
             return Err(Error::Killed);
         }
-        let (tid, slot) = self.state.with(|st| {
+        let (tid, slot, base_pri) = self.state.with(|st| {
             if st.live >= MAX_THREADS || st.threads.len() >= MAX_THREAD_SLOTS {
                 return Err(Error::Limit);
             }
@@ -264,15 +270,17 @@ impl Process {
             let tid = st.next_tid;
             st.next_tid += 1;
             st.live += 1;
+            let base = Arc::new(AtomicU8::new(lwkt::pri::USER));
             st.threads.insert(
                 tid,
                 Slot {
                     td: None,
+                    base: base.clone(),
                     exit: None,
                     joining: false,
                 },
             );
-            Ok((tid, slot))
+            Ok((tid, slot, base))
         })?;
         let undo = |this: &Self| {
             this.state.with(|st| {
@@ -309,6 +317,7 @@ impl Process {
             frame: initial_frame(entry, rsp, rdi, rsi),
             fpu,
             stack: (base, top),
+            base_pri,
         };
         let cpu = if init.is_some() {
             next_cpu()
@@ -365,6 +374,7 @@ impl Process {
             // Joined or not, no thread will be asked about again.
             st.threads.clear();
         });
+        self.ipc.teardown();
         self.space.teardown();
         self.ended.store(true, Ordering::Release);
         TABLE.with(|t| {
@@ -447,15 +457,26 @@ impl Process {
         }
     }
 
-    /// The LWKT thread of thread `tid`, if it is live.
-    pub fn thread(&self, tid: u64) -> Option<ThreadRef<X86>> {
-        self.state.with(|st| {
-            st.threads
-                .get(&tid)
-                .filter(|s| s.exit.is_none())?
-                .td
-                .clone()
-        })
+    /// Sets thread `tid`'s own priority (see [`UserThread::base_priority`])
+    /// and its current one.
+    ///
+    /// Thread context.
+    pub fn set_priority(&self, tid: u64, p: u8) -> Result<(), Error> {
+        let (td, base) = self
+            .state
+            .with(|st| {
+                let s = st.threads.get(&tid).filter(|s| s.exit.is_none())?;
+                Some((s.td.clone()?, s.base.clone()))
+            })
+            .ok_or(Error::NotFound)?;
+        base.store(p, Ordering::Relaxed);
+        lwkt::setpri::<X86>(td.thread(), p);
+        Ok(())
+    }
+
+    /// The parent's pid (0: the kernel; [`ORPHAN`] once the parent ended).
+    pub fn parent(&self) -> u64 {
+        self.parent.load(Ordering::Acquire)
     }
 }
 

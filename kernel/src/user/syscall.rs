@@ -13,7 +13,7 @@ use wyvern_abi::syscall::{
 };
 
 use super::process::{self, MAP_BASE, MAP_END, MAX_ARG, MAX_NAME};
-use super::{UserThread, current, exit_current, uaccess};
+use super::{UserThread, current, exit_current, ipc, uaccess};
 use crate::arch::trap::TrapFrame;
 use crate::arch::{cpu, timer, tsc};
 use crate::mm::aspace::{Kind, MapError, Prot};
@@ -54,6 +54,18 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::SET_CPU => set_cpu(a[0]),
         nr::INFO => info(u, a[0]),
         nr::STATS => stats(a[0], a[1]),
+        nr::CHANNEL_CREATE => ipc::channel_create(u),
+        nr::CHANNEL_DESTROY => ipc::channel_destroy(u, a[0]),
+        nr::CONNECT_ATTACH => ipc::connect_attach(u, a[0], a[1]),
+        nr::CONNECT_DETACH => ipc::connect_detach(u, a[0]),
+        nr::MSG_SEND => ipc::send(u, a),
+        nr::MSG_RECEIVE => ipc::receive(u, a),
+        nr::MSG_REPLY => ipc::reply(u, a),
+        nr::MSG_ERROR => ipc::msg_error(u, a[0], a[1]),
+        nr::MSG_READ => ipc::read_write(u, a, false),
+        nr::MSG_WRITE => ipc::read_write(u, a, true),
+        nr::MSG_SEND_PULSE => ipc::send_pulse(u, a[0], a[1], a[2]),
+        nr::KILL => kill(u, a[0]),
         _ => Err(Error::NoSys),
     };
     frame.rax = abi::encode(r);
@@ -104,6 +116,17 @@ fn wait(u: &UserThread, pid: u64, status: u64) -> Result<u64, Error> {
     uaccess::write(status, &st)?;
     process::reap(u.process.pid, pid);
     Ok(pid)
+}
+
+fn kill(u: &UserThread, pid: u64) -> Result<u64, Error> {
+    let p = process::find(pid)
+        .filter(|p| p.parent() == u.process.pid)
+        .ok_or(Error::NotFound)?;
+    p.kill(WaitStatus {
+        kind: WaitStatus::TERMINATED,
+        ..WaitStatus::default()
+    });
+    Ok(0)
 }
 
 fn sleep(ns: u64) -> Result<u64, Error> {
@@ -176,12 +199,8 @@ fn set_priority(u: &UserThread, tid: u64, p: u64) -> Result<u64, Error> {
         Priority::Normal => pri::USER,
         Priority::Realtime => pri::USER_REAL,
     };
-    if tid == 0 || tid == u.tid {
-        lwkt::setpri_self::<X86>(p);
-    } else {
-        let td = u.process.thread(tid).ok_or(Error::NotFound)?;
-        lwkt::setpri::<X86>(td.thread(), p);
-    }
+    let tid = if tid == 0 { u.tid } else { tid };
+    u.process.set_priority(tid, p)?;
     Ok(0)
 }
 
@@ -201,6 +220,7 @@ fn info(u: &UserThread, ptr: u64) -> Result<u64, Error> {
         pid: u.process.pid,
         tid: u.tid,
         hz: timer::HZ,
+        priority: u64::from(lwkt::current::<X86>().priority()),
     };
     uaccess::write(ptr, &i)?;
     Ok(0)
@@ -228,6 +248,7 @@ fn stats(ptr: u64, count: u64) -> Result<u64, Error> {
                 fifo_full: c.ipi.fifo_full,
                 token_collisions: c.sched.token_collisions,
                 threads: pc.lwkt.thread_count() as u64,
+                ipc_handoffs: c.sched.handoffs,
             }
         })
         .collect();

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use wyvern_abi::syscall::{CpuStats, Error, Info, WaitStatus};
+use wyvern_abi::syscall::{CpuStats, Error, Info, MsgInfo, WaitStatus};
 
 use crate::arch::usercopy::{copy_from_user, copy_to_user};
 
@@ -20,6 +20,8 @@ unsafe impl Plain for WaitStatus {}
 unsafe impl Plain for Info {}
 // SAFETY: as above.
 unsafe impl Plain for CpuStats {}
+// SAFETY: as above.
+unsafe impl Plain for MsgInfo {}
 
 fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
     // SAFETY: `Plain` types are bytes without padding; the slice covers

@@ -7,7 +7,9 @@
 //!
 //! Argument: `SEED COUNT CPU`. Calls that would end the fuzzer (exit, thread
 //! exit), start code at a random address (thread create) or sleep for a long
-//! time are left out or bounded. The fuzzer itself uses no heap, so no random
+//! time are left out or bounded; the fuzzer creates no channel, so no
+//! connection can exist and every message call fails without blocking
+//! (fuzzers run alone: no other process has a channel either). The fuzzer itself uses no heap, so no random
 //! unmap can pull memory from under it.
 #![no_std]
 #![no_main]
@@ -53,11 +55,14 @@ fn main(a: &str) -> i64 {
     );
     let _ = sys::set_cpu(cpu);
     let mut r = Rng::new(seed);
-    let (mut ok, mut errors) = (0u64, [0u64; 9]);
+    let (mut ok, mut errors) = (0u64, [0u64; Error::ALL.len() + 1]);
     for _ in 0..count {
         let n = loop {
             let n = r.below(nr::COUNT + 8);
-            if !matches!(n, nr::EXIT | nr::THREAD_EXIT | nr::THREAD_CREATE) {
+            if !matches!(
+                n,
+                nr::EXIT | nr::THREAD_EXIT | nr::THREAD_CREATE | nr::CHANNEL_CREATE
+            ) {
                 break n;
             }
         };

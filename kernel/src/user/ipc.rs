@@ -1,0 +1,446 @@
+//! Message passing for user processes: `lwkt::ipc` channels over user
+//! buffers, the per-process tables of channels and connections, and the
+//! system calls (`wyvern_abi::syscall`, "Messages").
+//!
+//! # Objects
+//!
+//! A channel belongs to the process that created it (its `chid` is an index
+//! in that process's channel table); a connection (`coid`) is an index in
+//! the client's connection table naming a channel, by `Arc`. Both tables are
+//! per process, each under its own token: there is no global IPC lock. Each
+//! channel is serialized by its own token (a pool token hashed from a serial
+//! number). A receive id as user space sees it is `(chid + 1) << 32 |
+//! rcvid`, so a reply finds its channel without a search.
+//!
+//! # Copying
+//!
+//! [`UserIpc::copy`] copies directly from the sender's pages to the
+//! receiver's through the kernel's physical-memory mapping (one copy), page
+//! by page, holding both address spaces' tokens: the translation of each
+//! side stays valid until the bytes are moved (unmapping takes the token
+//! before it frees a frame), and a stack page not yet touched is paged in.
+//! A page that is not there, not user-accessible, or (for the destination)
+//! not writable fails the copy on that side: the message fails with
+//! `Fault` for the party whose buffer it was, and the kernel goes on.
+//!
+//! The copy runs on the server's thread (receive, reply, read, write); the
+//! client's buffers stay valid meanwhile because its record is pinned (the
+//! pin rule of `lwkt::ipc`): a client killed while its message is being
+//! copied waits for the copy to end before it leaves.
+//!
+//! # Lifetimes
+//!
+//! When a process ends, its channels are destroyed (every sender blocked on
+//! them fails with `Gone`) and its connections dropped; a channel's memory
+//! goes with its last connection.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use lwkt::ipc::{self, Channel, Delivery, Payload, Pulse, Side};
+use wyvern_abi::syscall::{Error, Iov, MAX_CHANNELS, MAX_CONNECTIONS, MAX_IOV, MsgInfo, USER_TOP};
+
+use super::{UserThread, process, uaccess};
+use crate::mm::aspace::AddressSpace;
+use crate::mm::{PAGE_SIZE, phys_to_virt};
+use crate::sched::X86;
+use crate::sync::TokenCell;
+
+/// A message longer than this in all is refused (the receive id's offsets
+/// and the copy loop count in `usize`; 1 GiB is more than any program maps).
+const MAX_MSG: u64 = 1 << 30;
+
+/// One party's buffers: a gather list in its address space.
+#[derive(Clone, Copy)]
+pub struct UserBufs {
+    /// The owner's address space. Valid while the owner is inside the call
+    /// that passed these buffers (the pin rule keeps it there while another
+    /// thread copies).
+    space: *const AddressSpace,
+    iov: [Iov; MAX_IOV as usize],
+    n: usize,
+    total: usize,
+}
+
+// SAFETY: the address space pointer is only dereferenced while its owner is
+// blocked in the call (module docs); `AddressSpace` is `Sync` (its state is
+// under a token).
+unsafe impl Sync for UserBufs {}
+// SAFETY: as above.
+unsafe impl Send for UserBufs {}
+
+impl UserBufs {
+    /// No buffer at all.
+    fn empty(space: &AddressSpace) -> UserBufs {
+        UserBufs {
+            space,
+            iov: [Iov::default(); MAX_IOV as usize],
+            n: 0,
+            total: 0,
+        }
+    }
+
+    /// Reads the gather list of `n` pieces at user address `ptr`; every
+    /// piece must lie below [`USER_TOP`] (its pages are checked by the copy).
+    fn from_user(space: &AddressSpace, ptr: u64, n: u64) -> Result<UserBufs, Error> {
+        if n > MAX_IOV {
+            return Err(Error::Invalid);
+        }
+        let mut b = UserBufs::empty(space);
+        if n == 0 {
+            return Ok(b);
+        }
+        let bytes = uaccess::read_bytes(ptr, n * 16, (MAX_IOV * 16) as usize)?;
+        let mut total = 0u64;
+        for (i, c) in bytes.chunks_exact(16).enumerate() {
+            let base = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
+            let len = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
+            let end = base.checked_add(len).ok_or(Error::Fault)?;
+            if len != 0 && end > USER_TOP {
+                return Err(Error::Fault);
+            }
+            total += len;
+            if total > MAX_MSG {
+                return Err(Error::Invalid);
+            }
+            b.iov[i] = Iov { base, len };
+        }
+        b.n = n as usize;
+        b.total = total as usize;
+        Ok(b)
+    }
+
+    /// The piece and the offset in it of byte `off`.
+    fn seek(&self, mut off: usize) -> (usize, usize) {
+        let mut i = 0;
+        while i < self.n && off >= self.iov[i].len as usize {
+            off -= self.iov[i].len as usize;
+            i += 1;
+        }
+        (i, off)
+    }
+
+    fn space(&self) -> &AddressSpace {
+        // SAFETY: see the field: the owner is in its call, its space alive.
+        unsafe { &*self.space }
+    }
+}
+
+/// Who sent a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Who {
+    pub pid: u64,
+    pub tid: u64,
+}
+
+/// The payload of user IPC.
+pub struct UserIpc;
+
+impl Payload for UserIpc {
+    type Bufs = UserBufs;
+    type Who = Who;
+
+    fn len(b: &UserBufs) -> usize {
+        b.total
+    }
+
+    fn copy(src: &UserBufs, soff: usize, dst: &UserBufs, doff: usize) -> Result<usize, Side> {
+        let want = src
+            .total
+            .saturating_sub(soff)
+            .min(dst.total.saturating_sub(doff));
+        if want == 0 {
+            return Ok(0);
+        }
+        let (ss, ds) = (src.space(), dst.space());
+        // Both tokens for the whole copy: taking the second may block and
+        // lose the first for a while, so nothing is translated before both
+        // are held; from then on nothing here blocks.
+        let _ts = lwkt::gettoken::<X86>(ss.token());
+        let _td = lwkt::gettoken::<X86>(ds.token());
+        let (mut si, mut so) = src.seek(soff);
+        let (mut di, mut dof) = dst.seek(doff);
+        let mut done = 0;
+        while done < want {
+            // Skip empty pieces.
+            if so == src.iov[si].len as usize {
+                si += 1;
+                so = 0;
+                continue;
+            }
+            if dof == dst.iov[di].len as usize {
+                di += 1;
+                dof = 0;
+                continue;
+            }
+            let sva = src.iov[si].base + so as u64;
+            let dva = dst.iov[di].base + dof as u64;
+            let n = (want - done)
+                .min(src.iov[si].len as usize - so)
+                .min(dst.iov[di].len as usize - dof)
+                .min((PAGE_SIZE - sva % PAGE_SIZE) as usize)
+                .min((PAGE_SIZE - dva % PAGE_SIZE) as usize);
+            let spa = ss.translate_user(sva, false).ok_or(Side::Src)?;
+            let dpa = ds.translate_user(dva, true).ok_or(Side::Dst)?;
+            // SAFETY: both addresses are in frames mapped to user space by
+            // their spaces, whose tokens we hold (no frame is freed under
+            // us); `n` bytes stay within each page; the physical mapping
+            // maps every frame writable. Source and destination may be the
+            // same frame (a process sending to itself): `copy` allows
+            // overlap.
+            unsafe {
+                core::ptr::copy(
+                    phys_to_virt(spa).as_ptr::<u8>(),
+                    phys_to_virt(dpa).as_mut_ptr::<u8>(),
+                    n,
+                );
+            }
+            done += n;
+            so += n;
+            dof += n;
+        }
+        Ok(done)
+    }
+}
+
+/// A channel of a user process.
+pub struct UChannel {
+    chan: Channel<X86, UserIpc>,
+}
+
+/// A process's channels and connections.
+pub struct Tables {
+    channels: TokenCell<Vec<Option<Arc<UChannel>>>>,
+    conns: TokenCell<Vec<Option<Arc<UChannel>>>>,
+}
+
+/// Serial numbers of channels: the key of each one's pool token.
+static SERIAL: AtomicUsize = AtomicUsize::new(1);
+
+/// Channels alive in the system (created, not yet freed), for leak checks.
+pub static LIVE_CHANNELS: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for UChannel {
+    fn drop(&mut self) {
+        LIVE_CHANNELS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Tables {
+    /// Empty tables.
+    pub const fn new() -> Tables {
+        Tables {
+            channels: TokenCell::new(Vec::new()),
+            conns: TokenCell::new(Vec::new()),
+        }
+    }
+
+    /// Destroys every channel and drops every connection: the process ended.
+    ///
+    /// Thread context; may block.
+    pub fn teardown(&self) {
+        let chans = self.channels.with(core::mem::take);
+        for c in chans.into_iter().flatten() {
+            c.chan.destroy();
+        }
+        drop(self.conns.with(core::mem::take));
+    }
+
+    fn channel(&self, chid: u64) -> Result<Arc<UChannel>, Error> {
+        self.channels
+            .with(|t| t.get(chid as usize).and_then(Clone::clone))
+            .ok_or(Error::NotFound)
+    }
+
+    fn conn(&self, coid: u64) -> Result<Arc<UChannel>, Error> {
+        self.conns
+            .with(|t| t.get(coid as usize).and_then(Clone::clone))
+            .ok_or(Error::NotFound)
+    }
+}
+
+/// Puts `v` in the first free slot of `t` (at most `max` slots).
+fn insert(t: &mut Vec<Option<Arc<UChannel>>>, v: Arc<UChannel>, max: u64) -> Result<u64, Error> {
+    if let Some(i) = t.iter().position(Option::is_none) {
+        t[i] = Some(v);
+        return Ok(i as u64);
+    }
+    if t.len() as u64 >= max {
+        return Err(Error::Limit);
+    }
+    t.try_reserve(1).map_err(|_| Error::NoMemory)?;
+    t.push(Some(v));
+    Ok(t.len() as u64 - 1)
+}
+
+fn error(e: ipc::Error) -> Error {
+    match e {
+        ipc::Error::Gone => Error::Gone,
+        ipc::Error::Fault => Error::Fault,
+        ipc::Error::Interrupted => Error::Killed,
+        ipc::Error::Stale => Error::Stale,
+        ipc::Error::BadRcvid => Error::NotFound,
+        ipc::Error::Full => Error::Full,
+        ipc::Error::NoMemory => Error::NoMemory,
+        ipc::Error::Peer(c) => Error::ALL
+            .into_iter()
+            .find(|e| *e as u32 == c)
+            .unwrap_or(Error::Invalid),
+    }
+}
+
+/// `CHANNEL_CREATE`.
+pub fn channel_create(u: &UserThread) -> Result<u64, Error> {
+    let key = SERIAL.fetch_add(1, Ordering::Relaxed) << 6;
+    let c = Arc::new(UChannel {
+        chan: Channel::new(lwkt::pool_token(key), true),
+    });
+    LIVE_CHANNELS.fetch_add(1, Ordering::Relaxed);
+    u.process.ipc.channels.with(|t| insert(t, c, MAX_CHANNELS))
+}
+
+/// `CHANNEL_DESTROY`.
+pub fn channel_destroy(u: &UserThread, chid: u64) -> Result<u64, Error> {
+    let c = u
+        .process
+        .ipc
+        .channels
+        .with(|t| t.get_mut(chid as usize).and_then(Option::take))
+        .ok_or(Error::NotFound)?;
+    c.chan.destroy();
+    Ok(0)
+}
+
+/// `CONNECT_ATTACH`.
+pub fn connect_attach(u: &UserThread, pid: u64, chid: u64) -> Result<u64, Error> {
+    let c = if pid == 0 || pid == u.process.pid {
+        u.process.ipc.channel(chid)?
+    } else {
+        let p = process::find(pid).ok_or(Error::NotFound)?;
+        p.ipc.channel(chid)?
+    };
+    u.process.ipc.conns.with(|t| insert(t, c, MAX_CONNECTIONS))
+}
+
+/// `CONNECT_DETACH`.
+pub fn connect_detach(u: &UserThread, coid: u64) -> Result<u64, Error> {
+    let c = u
+        .process
+        .ipc
+        .conns
+        .with(|t| t.get_mut(coid as usize).and_then(Option::take))
+        .ok_or(Error::NotFound)?;
+    drop(c);
+    Ok(0)
+}
+
+/// `MSG_SEND`.
+pub fn send(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
+    let c = u.process.ipc.conn(a[0])?;
+    let space = &u.process.space;
+    let smsg = UserBufs::from_user(space, a[1], a[2])?;
+    let rmsg = UserBufs::from_user(space, a[3], a[4])?;
+    let who = Who {
+        pid: u.process.pid,
+        tid: u.tid,
+    };
+    c.chan.send(who, smsg, rmsg).map_err(error)
+}
+
+/// `MSG_RECEIVE`.
+pub fn receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
+    let chid = a[0];
+    let c = u.process.ipc.channel(chid)?;
+    let buf = UserBufs::from_user(&u.process.space, a[1], a[2])?;
+    // The info must be writable before anything is taken off the channel.
+    uaccess::write(a[3], &MsgInfo::default())?;
+    let d = c.chan.receive(&buf, u.base_priority()).map_err(error)?;
+    let (rcvid, info) = match d {
+        Delivery::Msg(m) => {
+            let rcvid = (chid + 1) << 32 | u64::from(m.rcvid);
+            (
+                rcvid,
+                MsgInfo {
+                    rcvid,
+                    pid: m.who.pid,
+                    tid: m.who.tid,
+                    priority: u64::from(m.pri),
+                    slen: m.slen as u64,
+                    rlen: m.rlen as u64,
+                    copied: m.copied as u64,
+                    code: 0,
+                    value: 0,
+                },
+            )
+        }
+        Delivery::Pulse(Pulse { code, value, pri }) => (
+            0,
+            MsgInfo {
+                priority: u64::from(pri),
+                code: u64::from(code),
+                value,
+                ..MsgInfo::default()
+            },
+        ),
+    };
+    // Checked above; if another thread unmapped it since, the rcvid in
+    // `rax` still names the conversation.
+    let _ = uaccess::write(a[3], &info);
+    Ok(rcvid)
+}
+
+/// The channel and the channel's own receive id of a user receive id.
+fn conversation(u: &UserThread, rcvid: u64) -> Result<(Arc<UChannel>, u32), Error> {
+    let chid = (rcvid >> 32).checked_sub(1).ok_or(Error::NotFound)?;
+    let c = u.process.ipc.channel(chid)?;
+    Ok((c, rcvid as u32))
+}
+
+/// `MSG_REPLY`.
+pub fn reply(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
+    let (c, rcvid) = conversation(u, a[0])?;
+    if (a[1] as i64) < 0 {
+        return Err(Error::Invalid);
+    }
+    let buf = UserBufs::from_user(&u.process.space, a[2], a[3])?;
+    c.chan
+        .reply(rcvid, a[1], (buf.n > 0).then_some(&buf))
+        .map_err(error)?;
+    Ok(0)
+}
+
+/// `MSG_ERROR`.
+pub fn msg_error(u: &UserThread, rcvid: u64, code: u64) -> Result<u64, Error> {
+    let (c, rcvid) = conversation(u, rcvid)?;
+    let e = Error::ALL
+        .into_iter()
+        .find(|e| *e as u64 == code)
+        .ok_or(Error::Invalid)?;
+    c.chan.error(rcvid, e as u32).map_err(error)?;
+    Ok(0)
+}
+
+/// `MSG_READ` (`write`: false) and `MSG_WRITE` (true).
+pub fn read_write(u: &UserThread, a: [u64; 6], write: bool) -> Result<u64, Error> {
+    let (c, rcvid) = conversation(u, a[0])?;
+    let off = usize::try_from(a[1]).map_err(|_| Error::Invalid)?;
+    let buf = UserBufs::from_user(&u.process.space, a[2], a[3])?;
+    let n = if write {
+        c.chan.write(rcvid, off, &buf)
+    } else {
+        c.chan.read(rcvid, off, &buf)
+    };
+    n.map(|n| n as u64).map_err(error)
+}
+
+/// `MSG_SEND_PULSE`.
+pub fn send_pulse(u: &UserThread, coid: u64, code: u64, value: u64) -> Result<u64, Error> {
+    let code = u32::try_from(code).map_err(|_| Error::Invalid)?;
+    let c = u.process.ipc.conn(coid)?;
+    let pri = lwkt::current::<X86>().priority();
+    c.chan
+        .pulse(Pulse { code, value, pri }, false)
+        .map_err(error)?;
+    Ok(0)
+}

@@ -1,0 +1,49 @@
+//! Message passing between user processes at 1, 2 and 8 CPUs (`ut-ipc`):
+//! payloads of 0 B to 64 KiB and scatter/gather, many clients and a server
+//! on every CPU, pulses in order and the queue's bound, a killed server, a
+//! killed client, a destroyed channel, priority inheritance, bad buffers —
+//! run twice, with no channel left and the kernel's memory back at its
+//! baseline after the second run.
+
+use wyvern_tests::harness::TestBoot;
+
+const CASES: [&str; 8] = [
+    "payloads",
+    "many-clients",
+    "pulses",
+    "server-killed",
+    "client-killed",
+    "channel-destroyed",
+    "priority-inheritance",
+    "bad-buffers",
+];
+
+fn ipc(cpus: u32) {
+    let mut boot = TestBoot::new("ipc", cpus)
+        .must_contain("IPC done: 8 of 8 passed")
+        .must_contain("no channel left, kernel memory back to baseline");
+    for c in CASES {
+        boot = boot.must_contain(&format!("IPC {c} ok"));
+    }
+    let out = boot.run();
+    assert!(
+        !out.lines().any(|l| l.contains("FAILED")),
+        "a case failed:\n{}",
+        out.tail(40)
+    );
+}
+
+#[test]
+fn ipc_at_1_cpu() {
+    ipc(1);
+}
+
+#[test]
+fn ipc_at_2_cpus() {
+    ipc(2);
+}
+
+#[test]
+fn ipc_at_8_cpus() {
+    ipc(8);
+}

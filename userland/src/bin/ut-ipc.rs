@@ -1,0 +1,479 @@
+//! Message passing from user space, one verdict line per case
+//! (`IPC <case> ok` / `IPC <case> FAILED: <why>`), then `IPC done: P of T
+//! passed`; exits 0 only if all passed.
+//!
+//! With an argument it plays a part for a parent copy of itself:
+//! `echo CPU` serves on CPU `CPU` (every reply is the message with each
+//! byte plus one, read in full with `MSG_READ` and written back in pieces
+//! with `MSG_WRITE`); `hold` receives and never replies; `prio` replies
+//! with the priority it ran at while serving; `client PID CHID` sends one
+//! message to that channel and waits for the reply.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use wyvern_abi::syscall::{Error, PULSE_QUEUE, Priority, WaitStatus};
+use wyvern_user::ipc::{self, Received};
+use wyvern_user::{println, process, sys, thread};
+
+wyvern_user::entry!(main);
+
+/// Bytes a server receives directly; the rest it reads with `MSG_READ`.
+const RECV_BUF: usize = 256;
+
+fn main(arg: &str) -> i64 {
+    let _ = wyvern_user::NAME.set("ut-ipc");
+    let mut w = arg.split_whitespace();
+    let num = |w: Option<&str>| w.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    match w.next() {
+        None => tests(),
+        Some("echo") => echo(num(w.next())),
+        Some("hold") => hold(),
+        Some("prio") => prio(),
+        Some("client") => {
+            let (pid, chid) = (num(w.next()), num(w.next()));
+            client(pid, chid)
+        }
+        Some(other) => {
+            println!("ut-ipc: unknown part `{other}`");
+            2
+        }
+    }
+}
+
+/// What the echo server answers to `msg`.
+fn echoed(msg: &[u8]) -> Vec<u8> {
+    msg.iter().map(|b| b.wrapping_add(1)).collect()
+}
+
+/// `echo CPU`: serves forever on channel 0, on CPU `CPU`.
+fn echo(cpu: u64) -> i64 {
+    let _ = sys::set_cpu(cpu);
+    let chid = ipc::channel_create().expect("channel");
+    let mut head = [0u8; RECV_BUF];
+    loop {
+        let m = match ipc::receive(chid, &mut head) {
+            Ok(Received::Msg(m)) => m,
+            Ok(Received::Pulse(_)) => continue,
+            Err(e) => {
+                println!("ut-ipc echo: receive: {e}");
+                return 1;
+            }
+        };
+        let mut all = vec![0u8; m.slen as usize];
+        let n = (m.copied as usize).min(all.len());
+        all[..n].copy_from_slice(&head[..n]);
+        if m.slen as usize > n {
+            let got = ipc::read(m.rcvid, n as u64, &mut all[n..]).expect("read");
+            assert_eq!(got as usize, all.len() - n, "short MSG_READ");
+        }
+        let out = echoed(&all);
+        // The reply in pieces: all but the first 100 bytes with MSG_WRITE,
+        // the first 100 with the reply itself.
+        let first = out.len().min(100);
+        if out.len() > first {
+            // The client checks what arrived.
+            let _ = ipc::write(m.rcvid, first as u64, &out[first..]);
+        }
+        // Status: the sender's length, so the client sees it was all read.
+        let _ = ipc::reply(m.rcvid, m.slen, &out[..first]);
+    }
+}
+
+/// `hold`: receives on channel 0 and never replies.
+fn hold() -> i64 {
+    let chid = ipc::channel_create().expect("channel");
+    let mut buf = [0u8; 16];
+    loop {
+        let _ = ipc::receive(chid, &mut buf);
+    }
+}
+
+/// `prio`: at idle priority, replies with the priority it served at.
+fn prio() -> i64 {
+    let chid = ipc::channel_create().expect("channel");
+    sys::set_priority(0, Priority::Idle).expect("set priority");
+    let mut buf = [0u8; 16];
+    loop {
+        if let Ok(Received::Msg(m)) = ipc::receive(chid, &mut buf) {
+            let now = sys::info().priority;
+            let _ = ipc::reply(m.rcvid, now * 1000 + m.priority, &[]);
+        }
+    }
+}
+
+/// `client PID CHID`: one message, then the reply.
+fn client(pid: u64, chid: u64) -> i64 {
+    let coid = ipc::connect(pid, chid).expect("connect");
+    let mut r = [0u8; 8];
+    match ipc::send(coid, b"client", &mut r) {
+        Ok(_) => 0,
+        Err(e) => e as i64,
+    }
+}
+
+/// Connects to channel 0 of `pid`, waiting for it to be created.
+fn connect(pid: u64) -> Result<u64, String> {
+    // Sleep, not yield: the server may run at a lower priority on this CPU.
+    for _ in 0..5_000 {
+        match ipc::connect(pid, 0) {
+            Ok(c) => return Ok(c),
+            Err(Error::NotFound) => {
+                let _ = sys::sleep_ns(1_000_000);
+            }
+            Err(e) => return Err(format!("connect to {pid}: {e}")),
+        }
+    }
+    Err(format!("process {pid} never created its channel"))
+}
+
+/// Sends `msg` as gather list `pieces` (lengths) through `coid`, the reply
+/// scattered over `rpieces`; checks the reply and the status.
+fn round_trip(coid: u64, msg: &[u8], pieces: &[usize], rpieces: &[usize]) -> Result<(), String> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let mut at = 0;
+    for &p in pieces {
+        let end = (at + p).min(msg.len());
+        parts.push(&msg[at..end]);
+        at = end;
+    }
+    if at < msg.len() {
+        parts.push(&msg[at..]);
+    }
+    let mut reply = vec![0u8; msg.len()];
+    let mut rparts: Vec<&mut [u8]> = Vec::new();
+    let mut rest: &mut [u8] = &mut reply;
+    for &p in rpieces {
+        let (a, b) = rest.split_at_mut(p.min(rest.len()));
+        rparts.push(a);
+        rest = b;
+    }
+    rparts.push(rest);
+    let st =
+        ipc::sendv(coid, &parts, &mut rparts).map_err(|e| format!("send {} B: {e}", msg.len()))?;
+    if st != msg.len() as u64 {
+        return Err(format!("status {st} for {} B", msg.len()));
+    }
+    if reply != echoed(msg) {
+        let bad = reply.iter().zip(echoed(msg)).position(|(a, b)| *a != b);
+        return Err(format!("{} B: reply differs at {bad:?}", msg.len()));
+    }
+    Ok(())
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u64).wrapping_mul(31).wrapping_add(seed) as u8)
+        .collect()
+}
+
+fn spawn(arg: &str) -> Result<u64, String> {
+    process::spawn("ut-ipc", arg).map_err(|e| format!("spawn ut-ipc {arg}: {e}"))
+}
+
+fn end(pid: u64) -> Result<(), String> {
+    process::kill(pid).map_err(|e| format!("kill {pid}: {e}"))?;
+    let st = process::wait(pid).map_err(|e| format!("wait {pid}: {e}"))?;
+    if st.kind != WaitStatus::TERMINATED {
+        return Err(format!("server {pid} {}", process::describe(&st)));
+    }
+    Ok(())
+}
+
+/// Sizes 0 B to 64 KiB, single buffers and scatter/gather, to a server in
+/// another process.
+fn payloads() -> Result<(), String> {
+    let pid = spawn("echo 0")?;
+    let coid = connect(pid)?;
+    let r = (|| {
+        for (i, len) in [
+            0usize, 1, 15, 255, 256, 257, 4095, 4096, 4097, 12_345, 65_536,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let msg = pattern(len, i as u64);
+            round_trip(coid, &msg, &[], &[])?;
+            // Gather from pieces crossing pages, scatter into others.
+            round_trip(coid, &msg, &[1, 0, 4000, 3, 9000], &[7, 5000, 0, 2])?;
+        }
+        // Too many pieces.
+        let one = [0u8; 1];
+        let parts = [&one[..]; 17];
+        match ipc::sendv(coid, &parts, &mut []) {
+            Err(Error::Invalid) => Ok(()),
+            other => Err(format!("17 pieces: {other:?}")),
+        }
+    })();
+    end(pid)?;
+    r
+}
+
+/// A thread per CPU and more, each sending to every CPU's server in turn.
+fn many_clients() -> Result<(), String> {
+    let n = sys::info().ncpus;
+    let pids: Vec<u64> = (0..n)
+        .map(|c| spawn(&format!("echo {c}")))
+        .collect::<Result<_, _>>()?;
+    let coids: Vec<u64> = pids.iter().map(|&p| connect(p)).collect::<Result<_, _>>()?;
+    static FAILED: AtomicU64 = AtomicU64::new(0);
+    static SENT: AtomicU64 = AtomicU64::new(0);
+    FAILED.store(0, Ordering::SeqCst);
+    SENT.store(0, Ordering::SeqCst);
+    let threads: Vec<_> = (0..2 * n)
+        .map(|t| {
+            let coids = coids.clone();
+            thread::spawn(move || {
+                let _ = sys::set_cpu(t % n);
+                for i in 0..40u64 {
+                    let coid = coids[((t + i) % n) as usize];
+                    let msg = pattern((i as usize * 97) % 3000, t * 1000 + i);
+                    if let Err(why) = round_trip(coid, &msg, &[11], &[13]) {
+                        println!("ut-ipc: thread {t}: {why}");
+                        FAILED.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    SENT.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .expect("thread")
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    for p in pids {
+        end(p)?;
+    }
+    let (failed, sent) = (FAILED.load(Ordering::SeqCst), SENT.load(Ordering::SeqCst));
+    if failed != 0 || sent != 80 * n {
+        return Err(format!(
+            "{failed} threads failed, {sent} of {} round trips",
+            80 * n
+        ));
+    }
+    Ok(())
+}
+
+/// Pulses come in the order sent; the one past the queue's bound is refused
+/// with `Full` and not queued; a message of higher priority goes first.
+fn pulses() -> Result<(), String> {
+    let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+    let coid = ipc::connect(0, chid).map_err(|e| format!("connect: {e}"))?;
+    for i in 0..PULSE_QUEUE {
+        ipc::pulse(coid, i as u32, i * 7).map_err(|e| format!("pulse {i}: {e}"))?;
+    }
+    if ipc::pulse(coid, 999, 0) != Err(Error::Full) {
+        return Err("the pulse past the bound was not refused".into());
+    }
+    let mut buf = [0u8; 8];
+    for i in 0..PULSE_QUEUE {
+        match ipc::receive(chid, &mut buf) {
+            Ok(Received::Pulse(p)) if p.code == i && p.value == i * 7 => {}
+            other => return Err(format!("pulse {i}: got {other:?}")),
+        }
+    }
+    // Room again.
+    ipc::pulse(coid, 5, 5).map_err(|e| format!("pulse after draining: {e}"))?;
+    match ipc::receive(chid, &mut buf) {
+        Ok(Received::Pulse(p)) if p.code == 5 => {}
+        other => return Err(format!("pulse after draining: got {other:?}")),
+    }
+    ipc::channel_destroy(chid).map_err(|e| format!("destroy: {e}"))?;
+    ipc::disconnect(coid).map_err(|e| format!("disconnect: {e}"))?;
+    Ok(())
+}
+
+/// Senders blocked on a server that is killed — queued or received — fail
+/// with `Gone`.
+fn server_killed() -> Result<(), String> {
+    let pid = spawn("hold")?;
+    let coid = connect(pid)?;
+    static GONE: AtomicU64 = AtomicU64::new(0);
+    GONE.store(0, Ordering::SeqCst);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut r = [0u8; 4];
+                if ipc::send(coid, b"are you there", &mut r) == Err(Error::Gone) {
+                    GONE.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .expect("thread")
+        })
+        .collect();
+    // Let them block (one received, the rest queued) — or not yet: either
+    // way each must end with `Gone`.
+    let _ = sys::sleep_ns(50_000_000);
+    end(pid)?;
+    for t in threads {
+        let _ = t.join();
+    }
+    let gone = GONE.load(Ordering::SeqCst);
+    if gone != 4 {
+        return Err(format!("{gone} of 4 senders got Gone"));
+    }
+    // And a send after the server ended fails at once.
+    let mut r = [0u8; 4];
+    match ipc::send(coid, b"x", &mut r) {
+        Err(Error::Gone) => Ok(()),
+        other => Err(format!("send to a dead server: {other:?}")),
+    }
+}
+
+/// A client killed while its message is being served: the reply says so.
+fn client_killed() -> Result<(), String> {
+    let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+    let me = sys::info().pid;
+    let pid = spawn(&format!("client {me} {chid}"))?;
+    let mut buf = [0u8; 16];
+    let m = match ipc::receive(chid, &mut buf) {
+        Ok(Received::Msg(m)) => m,
+        other => return Err(format!("receive: {other:?}")),
+    };
+    if m.pid != pid || &buf[..6] != b"client" {
+        return Err(format!("message from {} not {pid}", m.pid));
+    }
+    end(pid)?;
+    let r = ipc::reply(m.rcvid, 0, b"too late");
+    ipc::channel_destroy(chid).map_err(|e| format!("destroy: {e}"))?;
+    match r {
+        Err(Error::Stale) => Ok(()),
+        other => Err(format!("reply to a killed client: {other:?}")),
+    }
+}
+
+/// Destroying a channel releases its queued senders and its waiting
+/// receivers.
+fn destroyed() -> Result<(), String> {
+    let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+    let coid = ipc::connect(0, chid).map_err(|e| format!("connect: {e}"))?;
+    let other = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+    static GONE: AtomicU64 = AtomicU64::new(0);
+    GONE.store(0, Ordering::SeqCst);
+    let mut threads: Vec<_> = (0..3)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut r = [0u8; 4];
+                if ipc::send(coid, b"hello", &mut r) == Err(Error::Gone) {
+                    GONE.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .expect("thread")
+        })
+        .collect();
+    threads.push(
+        thread::spawn(move || {
+            let mut b = [0u8; 4];
+            if ipc::receive(other, &mut b) == Err(Error::Gone) {
+                GONE.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .expect("thread"),
+    );
+    let _ = sys::sleep_ns(30_000_000);
+    ipc::channel_destroy(chid).map_err(|e| format!("destroy: {e}"))?;
+    ipc::channel_destroy(other).map_err(|e| format!("destroy: {e}"))?;
+    for t in threads {
+        let _ = t.join();
+    }
+    let gone = GONE.load(Ordering::SeqCst);
+    ipc::disconnect(coid).map_err(|e| format!("disconnect: {e}"))?;
+    if gone != 4 {
+        return Err(format!("{gone} of 4 parties released with Gone"));
+    }
+    if ipc::receive(chid, &mut [0u8; 4]) != Err(Error::NotFound) {
+        return Err("a destroyed channel still receives".into());
+    }
+    Ok(())
+}
+
+/// An idle-priority server serves each client at the client's priority.
+fn inheritance() -> Result<(), String> {
+    let pid = spawn("prio")?;
+    let coid = connect(pid)?;
+    let r = (|| {
+        for (p, want) in [
+            (Priority::Realtime, 8u64),
+            (Priority::Normal, 6),
+            (Priority::Idle, 4),
+            (Priority::Realtime, 8),
+        ] {
+            sys::set_priority(0, p).map_err(|e| format!("set priority: {e}"))?;
+            let st = ipc::send(coid, b"?", &mut []).map_err(|e| format!("send: {e}"))?;
+            let (ran, told) = (st / 1000, st % 1000);
+            if ran != want || told != want {
+                return Err(format!(
+                    "client at {want}: server ran at {ran}, was told {told}"
+                ));
+            }
+        }
+        Ok(())
+    })();
+    let _ = sys::set_priority(0, Priority::Normal);
+    end(pid)?;
+    r
+}
+
+/// A bad buffer fails its own message only.
+fn bad_buffers() -> Result<(), String> {
+    let pid = spawn("echo 0")?;
+    let coid = connect(pid)?;
+    let r = (|| {
+        // SAFETY: nothing is mapped at these addresses; the kernel only
+        // tries to read or write them.
+        let bad: &[u8] = unsafe { core::slice::from_raw_parts(0x1000 as *const u8, 64) };
+        // SAFETY: as above.
+        let bad_mut: &mut [u8] = unsafe { core::slice::from_raw_parts_mut(0x1000 as *mut u8, 64) };
+        let mut r = [0u8; 8];
+        if ipc::send(coid, bad, &mut r) != Err(Error::Fault) {
+            return Err("an unreadable message did not fail with Fault".into());
+        }
+        if ipc::send(coid, b"fine", bad_mut) != Err(Error::Fault) {
+            return Err("an unwritable reply buffer did not fail with Fault".into());
+        }
+        // A kernel address as a buffer.
+        // SAFETY: as above: the kernel refuses it.
+        let kernel: &[u8] =
+            unsafe { core::slice::from_raw_parts(0xffff_8000_0000_0000 as *const u8, 8) };
+        if ipc::send(coid, kernel, &mut r) != Err(Error::Fault) {
+            return Err("a kernel address did not fail with Fault".into());
+        }
+        // The server is fine.
+        round_trip(coid, &pattern(5000, 9), &[], &[])
+    })();
+    end(pid)?;
+    r
+}
+
+fn tests() -> i64 {
+    let cases: [(&str, fn() -> Result<(), String>); 8] = [
+        ("payloads", payloads),
+        ("many-clients", many_clients),
+        ("pulses", pulses),
+        ("server-killed", server_killed),
+        ("client-killed", client_killed),
+        ("channel-destroyed", destroyed),
+        ("priority-inheritance", inheritance),
+        ("bad-buffers", bad_buffers),
+    ];
+    let mut passed = 0;
+    for (name, f) in cases {
+        match f() {
+            Ok(()) => {
+                println!("IPC {name} ok");
+                passed += 1;
+            }
+            Err(why) => println!("IPC {name} FAILED: {why}"),
+        }
+    }
+    println!("IPC done: {passed} of {} passed", cases.len());
+    if passed == cases.len() { 0 } else { 1 }
+}
