@@ -191,7 +191,7 @@ pub fn spec(name: &str) -> Option<&'static Spec> {
 
 /// The counters every result carries, as deltas summed over all CPUs, in the
 /// order the kernel prints them.
-pub const COUNTERS: [&str; 19] = [
+pub const COUNTERS: [&str; 20] = [
     "switches",
     "preempt_hit",
     "preempt_miss",
@@ -211,6 +211,7 @@ pub const COUNTERS: [&str; 19] = [
     "ipi_avoided",
     "fifo_full",
     "cpusyncs",
+    "ipc_handoffs",
 ];
 
 #[cfg(test)]

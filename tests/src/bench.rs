@@ -269,6 +269,34 @@ fn behaviour(r: &Raw, reps: u32) -> Vec<String> {
                 "fewer than two system calls a process",
             );
         }
+        "ipc-rtt-local" | "ipc-null" => {
+            need(
+                c("syscalls") >= 3 * total,
+                "fewer than three system calls a round trip",
+            );
+            need(
+                c("switches") >= 2 * total,
+                "fewer than two switches a round trip",
+            );
+            need(
+                c("ipc_handoffs") >= total,
+                "a same-CPU send that did not hand off (fast path not taken)",
+            );
+        }
+        "ipc-rtt-cross" => {
+            need(
+                c("syscalls") >= 3 * total,
+                "fewer than three system calls a round trip",
+            );
+            need(
+                c("ipi_sent") >= total,
+                "fewer IPI messages than round trips",
+            );
+        }
+        "ipc-pulse" => need(
+            c("syscalls") >= 2 * total,
+            "fewer than two system calls a pulse",
+        ),
         _ => {}
     }
     why
@@ -490,8 +518,8 @@ mod tests {
     fn expected_sets() {
         let all = expected("all", 8).unwrap();
         assert_eq!(all.first().map(|(s, k)| (s.name, *k)), Some(("switch", 1)));
-        assert_eq!(all.len(), 27);
-        assert_eq!(expected("quick", 1).unwrap().len(), 12);
+        assert_eq!(all.len(), 34);
+        assert_eq!(expected("quick", 1).unwrap().len(), 15);
         assert!(expected("switch,nope", 8).is_none());
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
     }

@@ -39,7 +39,7 @@ pub fn describe(st: &WaitStatus) -> alloc::string::String {
             st.rip,
             st.addr
         ),
-        WaitStatus::TERMINATED => alloc::format!("terminated by its parent"),
+        WaitStatus::TERMINATED => alloc::string::String::from("terminated by its parent"),
         k => alloc::format!("ended in an unknown way {k}"),
     }
 }

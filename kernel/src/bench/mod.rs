@@ -118,6 +118,7 @@ impl Counters {
                 c.ipi.avoided,
                 c.ipi.fifo_full,
                 c.ipi.cpusync,
+                c.sched.handoffs,
             ];
             for (s, x) in sum.iter_mut().zip(v) {
                 *s += x;

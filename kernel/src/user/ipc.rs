@@ -91,9 +91,11 @@ impl UserBufs {
         if n == 0 {
             return Ok(b);
         }
-        let bytes = uaccess::read_bytes(ptr, n * 16, (MAX_IOV * 16) as usize)?;
+        let mut raw = [0u8; (MAX_IOV * 16) as usize];
+        let raw = &mut raw[..(n * 16) as usize];
+        uaccess::read_into(raw, ptr)?;
         let mut total = 0u64;
-        for (i, c) in bytes.chunks_exact(16).enumerate() {
+        for (i, c) in raw.chunks_exact(16).enumerate() {
             let base = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
             let len = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
             let end = base.checked_add(len).ok_or(Error::Fault)?;

@@ -20,7 +20,6 @@ extern crate alloc;
 
 use alloc::format;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use wyvern_abi::syscall::Error;
 use wyvern_user::ipc::{self, Received};
@@ -35,7 +34,9 @@ fn main(arg: &str) -> i64 {
     let n: u64 = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     let cpu: u64 = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     if op == "serve" {
-        return serve(n, cpu);
+        let parent = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let gate = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        return serve(n, cpu, parent, gate);
     }
     if op.starts_with("ipc-") {
         return ipc_bench(op, n, cpu);
@@ -66,9 +67,12 @@ fn main(arg: &str) -> i64 {
     (sys::rdtsc() - t0) as i64
 }
 
-/// `serve K BASE`: channels `0..K`, channel `c` received on by a thread on
-/// CPU `BASE + c`; replies to every message with status 0 and no bytes.
-fn serve(k: u64, base: u64) -> i64 {
+/// `serve K BASE PARENT GATE`: channels `0..K`, channel `c` received on by
+/// a thread on CPU `BASE + c`, replying to every message with status 0 and
+/// no bytes; once they exist, one message to channel `GATE` of `PARENT`
+/// says so. (Nothing here sleeps or spins: benchmarks run with the tick
+/// stopped.)
+fn serve(k: u64, base: u64, parent: u64, gate: u64) -> i64 {
     let chids: Vec<u64> = (0..k)
         .map(|_| ipc::channel_create().expect("channel"))
         .collect();
@@ -92,22 +96,20 @@ fn serve(k: u64, base: u64) -> i64 {
             .expect("server thread")
         })
         .collect();
+    let coid = ipc::connect(parent, gate).expect("connect to the gate");
+    ipc::send(coid, b"up", &mut []).expect("gate");
     for t in threads {
         let _ = t.join();
     }
     0
 }
 
-/// Connects to channel `chid` of `pid`, once it exists.
-fn connect(pid: u64, chid: u64) -> u64 {
-    loop {
-        match ipc::connect(pid, chid) {
-            Ok(c) => return c,
-            Err(Error::NotFound) => {
-                let _ = sys::sleep_ns(1_000_000);
-            }
-            Err(e) => panic!("connect: {e}"),
-        }
+/// Receives one message on `gate` and returns its receive id.
+fn arrival(gate: u64) -> u64 {
+    let mut b = [0u8; 4];
+    match ipc::receive(gate, &mut b) {
+        Ok(Received::Msg(m)) => m.rcvid,
+        other => panic!("gate: {other:?}"),
     }
 }
 
@@ -120,24 +122,26 @@ fn ipc_bench(op: &str, n: u64, arg: u64) -> i64 {
         "ipc-null" => (arg.max(1), 0),
         _ => return -1,
     };
-    let server = process::spawn("ubench", &format!("serve {k} {base}")).expect("spawn server");
-    // Every server thread on its CPU and blocked in receive before the clock
-    // starts: each client warms up with round trips first.
-    static READY: AtomicU64 = AtomicU64::new(0);
-    static GO: AtomicBool = AtomicBool::new(false);
+    // Every party waits at a gate: a channel of ours, released by replies.
+    let gate = ipc::channel_create().expect("gate");
+    let me = sys::info().pid;
+    let server =
+        process::spawn("ubench", &format!("serve {k} {base} {me} {gate}")).expect("spawn server");
+    let up = arrival(gate);
+    ipc::reply(up, 0, &[]).expect("release the server");
     let pulses = op == "ipc-pulse";
     let clients: Vec<_> = (0..k)
         .map(|c| {
-            let coid = connect(server, c);
+            let coid = ipc::connect(server, c).expect("connect");
+            let gc = ipc::connect(0, gate).expect("connect to the gate");
             thread::spawn(move || {
                 sys::set_cpu(c).expect("client cpu");
+                // Warm up: the server thread runs on its CPU and waits in
+                // receive when the clock starts.
                 for _ in 0..16 {
                     ipc::send(coid, &[], &mut []).expect("warm-up send");
                 }
-                READY.fetch_add(1, Ordering::SeqCst);
-                while !GO.load(Ordering::SeqCst) {
-                    sys::yield_now();
-                }
+                ipc::send(gc, b"ready", &mut []).expect("gate");
                 if pulses {
                     for i in 0..n {
                         while ipc::pulse(coid, 1, i) == Err(Error::Full) {
@@ -155,11 +159,11 @@ fn ipc_bench(op: &str, n: u64, arg: u64) -> i64 {
             .expect("client thread")
         })
         .collect();
-    while READY.load(Ordering::SeqCst) < k {
-        let _ = sys::sleep_ns(1_000_000);
-    }
+    let waiting: Vec<u64> = (0..k).map(|_| arrival(gate)).collect();
     let t0 = sys::rdtsc();
-    GO.store(true, Ordering::SeqCst);
+    for r in waiting {
+        ipc::reply(r, 0, &[]).expect("release a client");
+    }
     for c in clients {
         let _ = c.join();
     }
