@@ -95,7 +95,7 @@ impl UserBufs {
         let raw = &mut raw[..(n * 16) as usize];
         uaccess::read_into(raw, ptr)?;
         let mut total = 0u64;
-        for (i, c) in raw.chunks_exact(16).enumerate() {
+        for (i, c) in raw.as_chunks::<16>().0.iter().enumerate() {
             let base = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
             let len = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
             let end = base.checked_add(len).ok_or(Error::Fault)?;
