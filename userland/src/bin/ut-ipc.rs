@@ -453,8 +453,11 @@ fn bad_buffers() -> Result<(), String> {
     r
 }
 
+/// A test case: `Err` says why it failed.
+type Case = fn() -> Result<(), String>;
+
 fn tests() -> i64 {
-    let cases: [(&str, fn() -> Result<(), String>); 8] = [
+    let cases: [(&str, Case); 8] = [
         ("payloads", payloads),
         ("many-clients", many_clients),
         ("pulses", pulses),
