@@ -44,6 +44,26 @@
 //! | 26 | [`nr::MSG_WRITE`] | receive id, offset, `*const Iov`, count | bytes written into the sender's reply buffers |
 //! | 27 | [`nr::MSG_SEND_PULSE`] | connection id, code, value | 0 ([`Error::Full`] when the channel's pulse queue is full) |
 //! | 28 | [`nr::KILL`] | process id of a child | 0; the child ends, its `WAIT` says [`WaitStatus::TERMINATED`] |
+//! | 29 | [`nr::IO_GRANT`] | process id, first port, count | 0; process manager only ([`Error::Denied`]) |
+//! | 30 | [`nr::INTERRUPT_ATTACH`] | ISA IRQ, connection id, pulse code | the IRQ; needs an I/O grant |
+//! | 31 | [`nr::INTERRUPT_UNMASK`] | ISA IRQ | 0 |
+//! | 32 | [`nr::INTERRUPT_DETACH`] | ISA IRQ | 0; the kernel's handler has it again |
+//! | 33 | [`nr::KLOG_READ`] | bytes, len | bytes of kernel output taken (blocks while none); needs an I/O grant |
+//! | 34 | [`nr::THREADS`] | `*mut ThreadInfo`, count | threads written (every CPU's, CPU by CPU) |
+//! | 35 | [`nr::TRACE`] | — | 0; the kernel prints every CPU's trace ring to its log |
+//!
+//! # Drivers
+//!
+//! The process manager (the first process of an interactive boot; its pid
+//! is [`Info::procman`]) alone may open I/O ports to a process
+//! ([`nr::IO_GRANT`]: a bit in every CPU's TSS I/O bitmap while that
+//! process runs; ports below `0x400`). A process with a grant may turn an
+//! ISA IRQ into pulses ([`nr::INTERRUPT_ATTACH`]): the IRQ's interrupt
+//! thread sends the pulse and leaves the line masked until the driver has
+//! served the device and calls [`nr::INTERRUPT_UNMASK`]. Attaching COM1's
+//! IRQ 4 hands the serial port to the driver: kernel output then goes to a
+//! log ring the driver drains with [`nr::KLOG_READ`] (panics still write
+//! COM1 directly).
 //!
 //! # Messages
 //!
@@ -128,8 +148,22 @@ pub mod nr {
     pub const MSG_SEND_PULSE: u64 = 27;
     /// Ends a child process.
     pub const KILL: u64 = 28;
+    /// Opens I/O ports to a process (process manager only).
+    pub const IO_GRANT: u64 = 29;
+    /// Turns an ISA IRQ into pulses.
+    pub const INTERRUPT_ATTACH: u64 = 30;
+    /// Re-arms an attached IRQ.
+    pub const INTERRUPT_UNMASK: u64 = 31;
+    /// Gives an attached IRQ back to the kernel.
+    pub const INTERRUPT_DETACH: u64 = 32;
+    /// Takes kernel output from the log ring.
+    pub const KLOG_READ: u64 = 33;
+    /// Lists every thread.
+    pub const THREADS: u64 = 34;
+    /// Prints the trace rings.
+    pub const TRACE: u64 = 35;
     /// One past the highest number.
-    pub const COUNT: u64 = 29;
+    pub const COUNT: u64 = 36;
 }
 
 /// First address above user space: every user pointer and mapping is below.
@@ -167,11 +201,14 @@ pub enum Error {
     Stale = 10,
     /// A queue is full (a channel's pulses, its unreplied messages).
     Full = 11,
+    /// The caller may not do this (an I/O grant or the process manager's
+    /// privilege is needed).
+    Denied = 12,
 }
 
 impl Error {
     /// Every error, for tests and tables.
-    pub const ALL: [Error; 11] = [
+    pub const ALL: [Error; 12] = [
         Error::NoSys,
         Error::Fault,
         Error::Invalid,
@@ -183,6 +220,7 @@ impl Error {
         Error::Gone,
         Error::Stale,
         Error::Full,
+        Error::Denied,
     ];
 
     /// The error of a negative result.
@@ -204,6 +242,7 @@ impl Error {
             Error::Gone => "channel gone",
             Error::Stale => "conversation over",
             Error::Full => "queue full",
+            Error::Denied => "not allowed",
         }
     }
 }
@@ -352,6 +391,34 @@ pub struct Info {
     /// see [`MsgInfo::priority`]); a server serving a message runs at its
     /// client's.
     pub priority: u64,
+    /// The process manager's pid (0 when the boot has none).
+    pub procman: u64,
+}
+
+/// One thread (`THREADS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ThreadInfo {
+    pub cpu: u64,
+    /// Its process (0: a kernel thread).
+    pub pid: u64,
+    /// Its scheduling priority now (the kernel's scale, 0 idle to 31).
+    pub priority: u64,
+    /// [`ThreadInfo::RUNNING`], [`ThreadInfo::RUNNABLE`],
+    /// [`ThreadInfo::SLEEPING`] or [`ThreadInfo::BLOCKED`].
+    pub state: u64,
+    /// Switches to it so far.
+    pub switches: u64,
+    /// Its name and, when sleeping, what it sleeps on (NUL-padded).
+    pub name: [u8; 16],
+    pub wmesg: [u8; 8],
+}
+
+impl ThreadInfo {
+    pub const RUNNING: u64 = 0;
+    pub const RUNNABLE: u64 = 1;
+    pub const SLEEPING: u64 = 2;
+    pub const BLOCKED: u64 = 3;
 }
 
 /// One CPU's counters (`STATS`): the kernel's scheduler and IPI counters.

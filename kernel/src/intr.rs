@@ -45,6 +45,12 @@ pub struct IntrSource {
     /// The I/O APIC line, masked while the handler has not run.
     pub gsi: Option<u32>,
     handler: fn(),
+    /// The ISA IRQ it is, if it is one (what `INTERRUPT_ATTACH` names).
+    pub irq: Option<u8>,
+    /// A user driver attached to it (`user::irq`): the thread delivers a
+    /// pulse instead of running `handler`, and leaves the line masked
+    /// until the driver unmasks it.
+    pub redirected: core::sync::atomic::AtomicBool,
     thread: AtomicPtr<Thread<X86>>,
     /// Interrupts taken and not yet handled.
     pending: AtomicU32,
@@ -87,6 +93,14 @@ fn ithread_main(src: &'static IntrSource) {
         src.pending.store(0, Ordering::Release);
         drop(g);
         trace!(trace::Event::IntrThread, src.vector);
+        if let Some(irq) = src.irq
+            && src.redirected.load(Ordering::Acquire)
+            && crate::user::irq::fire(irq)
+        {
+            // The driver unmasks the line when it has served the device.
+            src.handled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         (src.handler)();
         src.handled.fetch_add(1, Ordering::Relaxed);
         if let Some(gsi) = src.gsi {
@@ -98,6 +112,7 @@ fn ithread_main(src: &'static IntrSource) {
 fn new_source(
     name: &'static str,
     vector: u8,
+    irq: Option<u8>,
     gsi: Option<u32>,
     cpu: usize,
     handler: fn(),
@@ -107,6 +122,8 @@ fn new_source(
         vector,
         gsi,
         handler,
+        irq,
+        redirected: core::sync::atomic::AtomicBool::new(false),
         thread: AtomicPtr::new(core::ptr::null_mut()),
         pending: AtomicU32::new(0),
         handled: AtomicU64::new(0),
@@ -129,12 +146,13 @@ fn new_source(
 /// context (it creates a thread), once per vector.
 pub fn attach_gsi(
     name: &'static str,
+    irq: Option<u8>,
     gsi: u32,
     vector: u8,
     cpu: usize,
     handler: fn(),
 ) -> &'static IntrSource {
-    let src = new_source(name, vector, Some(gsi), cpu, handler);
+    let src = new_source(name, vector, irq, Some(gsi), cpu, handler);
     let prev =
         SOURCES[usize::from(vector)].swap(core::ptr::from_ref(src).cast_mut(), Ordering::AcqRel);
     assert!(prev.is_null(), "vector {vector} attached twice");
@@ -186,7 +204,7 @@ pub fn init() {
 /// Gives CPU `cpu` a test device whose interrupt thread runs `handler`
 /// (replacing nothing: once per CPU). Thread context.
 pub fn testdev_attach(cpu: usize, handler: fn()) -> &'static IntrSource {
-    let src = new_source("testdev", VECTOR_TESTDEV, None, cpu, handler);
+    let src = new_source("testdev", VECTOR_TESTDEV, None, None, cpu, handler);
     let prev = TESTDEV[cpu].swap(core::ptr::from_ref(src).cast_mut(), Ordering::AcqRel);
     assert!(prev.is_null(), "cpu{cpu} has a test device already");
     src
@@ -208,6 +226,18 @@ pub fn testdev_tick(cpu: usize, tick: u64) {
     let p = TESTDEV_PERIOD[cpu].load(Ordering::Relaxed);
     if p != 0 && tick.is_multiple_of(p as u64) {
         with_lapic(|l| l.send_self(VECTOR_TESTDEV));
+    }
+}
+
+/// The source of ISA IRQ `irq`, if one is attached.
+pub fn isa_source(irq: u8) -> Option<&'static IntrSource> {
+    sources().find(|s| s.irq == Some(irq))
+}
+
+/// Unmasks a source's line (a user driver served its device).
+pub fn unmask(src: &IntrSource) {
+    if let Some(gsi) = src.gsi {
+        ioapic::unmask(gsi);
     }
 }
 

@@ -171,13 +171,22 @@ fn banner(platform: &acpi::Platform, machine: &arch::Machine, report: &arch::smp
     );
 }
 
+/// The interactive boot: the process manager starts the user-mode console
+/// driver and the shell on it; when the shell quits, the run ends. Without
+/// a serial port (or a user console), the kernel's console keys serve.
 fn interactive() {
-    match user::process::spawn("init", b"", 0) {
-        Ok(pid) => println!("started init (pid {pid})"),
-        Err(e) => println!("cannot start init: {e}"),
-    }
     if console::has_serial() {
+        match user::process::spawn_procman("procman", b"console shell") {
+            Ok(pid) => {
+                println!("started procman (pid {pid}): console and shell");
+                let st = user::process::wait(0, pid, false);
+                user::process::reap(0, pid);
+                println!("procman ended: {st:?}");
+                arch::qemu::exit(arch::qemu::ExitCode::Success);
+            }
+            Err(e) => println!("cannot start procman: {e}; the kernel console keys serve"),
+        }
         console::keys::run();
     }
-    println!("boot complete; no serial console for keys, idling");
+    println!("boot complete; no serial console for a shell, idling");
 }

@@ -82,6 +82,9 @@ pub struct PerCpu {
     online: AtomicBool,
     /// GDT and TSS of this CPU. Local.
     pub tables: CpuTables,
+    /// Whose I/O ports this CPU's TSS bitmap opens: 0 for nobody, else the
+    /// process's I/O key (`Process::io_key`). Local (the switch).
+    pub io_key: AtomicU64,
     /// The local APIC driver. Local, used with interrupts disabled
     /// (`arch::apic`).
     pub(crate) lapic: UnsafeCell<Option<LocalApic>>,
@@ -136,6 +139,7 @@ impl PerCpu {
             apic_id,
             online: AtomicBool::new(false),
             tables: CpuTables::new(),
+            io_key: AtomicU64::new(0),
             lapic: UnsafeCell::new(None),
             ist,
             lwkt: lwkt::Cpu::new(index),

@@ -7,6 +7,7 @@
 //! * [`thread`]: threads of the process, with closures and join handles.
 //! * [`process`]: children started from the ramdisk, and waiting for them.
 //! * [`ipc`]: channels, connections, messages and pulses.
+//! * [`svc`]: the process manager's and the console's protocols and clients.
 //! * [`entry!`]: the program's entry point. `main` gets the argument string
 //!   its parent passed and returns the exit code; a panic prints its message
 //!   and exits with code 101.
@@ -25,6 +26,7 @@ pub mod io;
 pub mod ipc;
 pub mod process;
 pub mod rng;
+pub mod svc;
 pub mod sync;
 pub mod sys;
 pub mod thread;

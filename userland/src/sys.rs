@@ -1,7 +1,7 @@
 //! System calls: [`raw`] issues one with any arguments (the fuzzer needs
 //! that); the functions below wrap each call with typed arguments.
 
-use wyvern_abi::syscall::{self, CpuStats, Error, Info, Priority, WaitStatus, nr};
+use wyvern_abi::syscall::{self, CpuStats, Error, Info, Priority, ThreadInfo, WaitStatus, nr};
 
 /// Issues system call `n` with six arguments; returns the raw `rax`.
 ///
@@ -162,6 +162,50 @@ pub fn info() -> Info {
 /// Every CPU's counters, into `out`; returns how many were written.
 pub fn stats(out: &mut [CpuStats]) -> Result<usize, Error> {
     call(nr::STATS, args2(out.as_mut_ptr() as u64, out.len() as u64)).map(|n| n as usize)
+}
+
+/// Opens ports `[first, first + count)` to process `pid` (the process
+/// manager only).
+pub fn io_grant(pid: u64, first: u64, count: u64) -> Result<u64, Error> {
+    call(nr::IO_GRANT, [pid, first, count, 0, 0, 0])
+}
+
+/// Turns ISA IRQ `irq` into pulses with `code` through connection `coid`.
+pub fn interrupt_attach(irq: u64, coid: u64, code: u64) -> Result<u64, Error> {
+    call(nr::INTERRUPT_ATTACH, [irq, coid, code, 0, 0, 0])
+}
+
+/// Re-arms attached IRQ `irq`.
+pub fn interrupt_unmask(irq: u64) -> Result<u64, Error> {
+    call(nr::INTERRUPT_UNMASK, args1(irq))
+}
+
+/// Gives IRQ `irq` back to the kernel.
+pub fn interrupt_detach(irq: u64) -> Result<u64, Error> {
+    call(nr::INTERRUPT_DETACH, args1(irq))
+}
+
+/// Takes kernel output into `buf`, waiting while there is none.
+pub fn klog_read(buf: &mut [u8]) -> Result<usize, Error> {
+    call(
+        nr::KLOG_READ,
+        args2(buf.as_mut_ptr() as u64, buf.len() as u64),
+    )
+    .map(|n| n as usize)
+}
+
+/// Every thread of the system, into `out`; returns how many were written.
+pub fn threads(out: &mut [ThreadInfo]) -> Result<usize, Error> {
+    call(
+        nr::THREADS,
+        args2(out.as_mut_ptr() as u64, out.len() as u64),
+    )
+    .map(|n| n as usize)
+}
+
+/// Makes the kernel print every CPU's trace ring to its log.
+pub fn trace() -> Result<u64, Error> {
+    call(nr::TRACE, args0())
 }
 
 /// Reads the time-stamp counter (allowed in user mode).

@@ -81,6 +81,6 @@ pub fn init(platform: &crate::acpi::Platform) {
         return;
     }
     let (gsi, vector) = ioapic::route_isa(platform, 4, apic::local_id());
-    crate::intr::attach_gsi("com1", gsi, vector, 0, drain);
+    crate::intr::attach_gsi("com1", Some(4), gsi, vector, 0, drain);
     super::enable_serial_rx();
 }

@@ -20,6 +20,16 @@
 //!
 //! The serial port is optional: real machines often have none, and then output
 //! goes to the framebuffer alone.
+//!
+//! # Handing COM1 to a user driver
+//!
+//! Once a user driver attaches COM1's IRQ ([`hand_over_serial`]), the kernel
+//! stops writing to the port: its output goes to the framebuffer and to the
+//! log ring, which the driver drains with `KLOG_READ` ([`klog_read`]) and
+//! writes out itself. Only an emergency writes COM1 directly still: a panic
+//! (panic mode), or an exception handler that interrupted a writer. Writers
+//! with interrupts enabled wake the drainer; bytes written with interrupts
+//! off wait for the next such writer or the drainer's timeout.
 
 pub mod fb;
 pub mod input;
@@ -42,7 +52,45 @@ const PANIC_WAIT_SPINS: u32 = 20_000_000;
 struct ConsoleState {
     serial: serial::Serial,
     fb: Option<fb::FbConsole>,
+    klog: Klog,
 }
+
+/// Bytes the log ring holds; older ones are overwritten (and counted).
+const KLOG_SIZE: usize = 16 * 1024;
+
+/// The log ring: kernel output while a user driver owns COM1.
+struct Klog {
+    buf: [u8; KLOG_SIZE],
+    /// Bytes ever written, and ever read (or overwritten).
+    head: u64,
+    tail: u64,
+    lost: u64,
+}
+
+impl Klog {
+    fn push(&mut self, s: &[u8]) {
+        for &b in s {
+            self.buf[(self.head % KLOG_SIZE as u64) as usize] = b;
+            self.head += 1;
+        }
+        if self.head - self.tail > KLOG_SIZE as u64 {
+            self.lost += self.head - self.tail - KLOG_SIZE as u64;
+            self.tail = self.head - KLOG_SIZE as u64;
+        }
+    }
+
+    fn pop(&mut self, out: &mut [u8]) -> usize {
+        let n = ((self.head - self.tail) as usize).min(out.len());
+        for b in &mut out[..n] {
+            *b = self.buf[(self.tail % KLOG_SIZE as u64) as usize];
+            self.tail += 1;
+        }
+        n
+    }
+}
+
+/// A user driver owns COM1 (module docs).
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 
 /// The console's lock. See the module docs.
 struct ConsoleLock {
@@ -60,6 +108,12 @@ static CONSOLE: ConsoleLock = ConsoleLock {
     state: UnsafeCell::new(ConsoleState {
         serial: serial::Serial::absent(),
         fb: None,
+        klog: Klog {
+            buf: [0; KLOG_SIZE],
+            head: 0,
+            tail: 0,
+            lost: 0,
+        },
     }),
 };
 
@@ -120,7 +174,14 @@ impl Write for Writer<'_> {
         // SAFETY: we hold the console (see `ConsoleLock`); a nested writer touches
         // only the serial port, whose state is the port number.
         let state = unsafe { &mut *CONSOLE.state.get() };
-        state.serial.write_str(s);
+        if !HANDED_OVER.load(Ordering::Relaxed)
+            || self.guard.nested
+            || PANIC_MODE.load(Ordering::Relaxed)
+        {
+            state.serial.write_str(s);
+        } else {
+            state.klog.push(s.as_bytes());
+        }
         if !self.guard.nested
             && let Some(fb) = state.fb.as_mut()
         {
@@ -134,6 +195,71 @@ impl Write for Writer<'_> {
 pub fn _print(args: fmt::Arguments) {
     let guard = CONSOLE.acquire();
     let _ = Writer { guard: &guard }.write_fmt(args);
+    let wake = HANDED_OVER.load(Ordering::Relaxed) && !guard.nested && guard.irq;
+    drop(guard);
+    if wake {
+        lwkt::wakeup::<crate::sched::X86>(klog_ident());
+    }
+}
+
+/// What a `KLOG_READ` waits on.
+fn klog_ident() -> usize {
+    core::ptr::from_ref(&HANDED_OVER) as usize
+}
+
+/// Whether a user driver owns COM1.
+pub fn serial_handed_over() -> bool {
+    HANDED_OVER.load(Ordering::Acquire)
+}
+
+/// Gives COM1 to a user driver (`true`) or takes it back (module docs).
+pub fn hand_over_serial(user: bool) {
+    HANDED_OVER.store(user, Ordering::Release);
+    if !user {
+        // Whatever the driver did not drain goes out now.
+        let guard = CONSOLE.acquire();
+        // SAFETY: we hold the console lock, taken above.
+        let st = unsafe { &mut *CONSOLE.state.get() };
+        let mut buf = [0u8; 256];
+        loop {
+            let n = st.klog.pop(&mut buf);
+            if n == 0 {
+                break;
+            }
+            st.serial
+                .write_str(core::str::from_utf8(&buf[..n]).unwrap_or("?"));
+        }
+        drop(guard);
+    }
+}
+
+/// Takes up to `out.len()` bytes of the log ring, waiting (interruptibly,
+/// re-checking at least every second) while it is empty; returns how many,
+/// and how many were lost to overwriting so far. Thread context; blocks.
+pub fn klog_read(out: &mut [u8]) -> Result<(usize, u64), lwkt::Wake> {
+    loop {
+        let ident = klog_ident();
+        lwkt::tsleep_interlock::<crate::sched::X86>(ident);
+        let guard = CONSOLE.acquire();
+        // SAFETY: we hold the console lock, taken above.
+        let st = unsafe { &mut *CONSOLE.state.get() };
+        let n = st.klog.pop(out);
+        let lost = st.klog.lost;
+        drop(guard);
+        if n > 0 {
+            return Ok((n, lost));
+        }
+        let hz = crate::arch::timer::HZ;
+        match lwkt::tsleep::<crate::sched::X86>(
+            ident,
+            lwkt::INTERRUPTIBLE | lwkt::INTERLOCKED,
+            "klog",
+            hz,
+        ) {
+            lwkt::Wake::Interrupted => return Err(lwkt::Wake::Interrupted),
+            _ => continue,
+        }
+    }
 }
 
 /// Prints to the console (serial and framebuffer). Any context.

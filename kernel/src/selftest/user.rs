@@ -34,6 +34,11 @@ pub static TESTS: &[SelfTest] = &[
         expect: Expect::Return,
         run: ipc,
     },
+    SelfTest {
+        name: "shell",
+        expect: Expect::Return,
+        run: shell,
+    },
 ];
 
 /// Runs `prog arg` as a child of the kernel and waits for it.
@@ -196,4 +201,28 @@ fn ipc() {
         "kernel memory {after:?} != before {before:?}"
     );
     println!("ipc: ut-ipc twice; no channel left, kernel memory back to baseline");
+}
+
+/// The interactive system, driven from the host over the serial line: the
+/// process manager starts the user-mode console driver and the shell; the
+/// host types commands; `quit` ends the shell, the process manager ends
+/// the console, and COM1 comes back to the kernel.
+fn shell() {
+    let pid = process::spawn_procman("procman", b"console shell")
+        .unwrap_or_else(|e| super::fail(format_args!("spawn procman: {e}")));
+    let st = process::wait(0, pid, false).expect("wait for procman");
+    process::reap(0, pid);
+    check!(exited_ok(&st), "procman ended with {st:?}");
+    // The console ends after the process manager: COM1 comes back.
+    for _ in 0..500 {
+        if !crate::console::serial_handed_over() {
+            break;
+        }
+        crate::smp::wait_ticks(1);
+    }
+    check!(
+        !crate::console::serial_handed_over(),
+        "COM1 still with the user console"
+    );
+    println!("shell: procman ended; COM1 back with the kernel");
 }

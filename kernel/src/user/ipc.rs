@@ -211,6 +211,16 @@ pub struct UChannel {
     chan: Channel<X86, UserIpc>,
 }
 
+impl UChannel {
+    /// Queues a kernel pulse (see `Channel::pulse`; `reserved`: the
+    /// source bounds its own pulses, so it is never refused as full).
+    ///
+    /// Thread context; may block (for the channel's token).
+    pub fn pulse(&self, p: Pulse, reserved: bool) -> Result<(), Error> {
+        self.chan.pulse(p, reserved).map_err(error)
+    }
+}
+
 /// A process's channels and connections.
 pub struct Tables {
     channels: TokenCell<Vec<Option<Arc<UChannel>>>>,
@@ -253,6 +263,11 @@ impl Tables {
         self.channels
             .with(|t| t.get(chid as usize).and_then(Clone::clone))
             .ok_or(Error::NotFound)
+    }
+
+    /// The channel connection `coid` names.
+    pub fn connection(&self, coid: u64) -> Result<Arc<UChannel>, Error> {
+        self.conn(coid)
     }
 
     fn conn(&self, coid: u64) -> Result<Arc<UChannel>, Error> {

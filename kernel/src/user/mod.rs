@@ -20,6 +20,7 @@
 
 pub mod elf;
 pub mod ipc;
+pub mod irq;
 pub mod process;
 pub mod ramdisk;
 pub mod syscall;
@@ -83,6 +84,13 @@ fn user_of(td: &Thread<X86>) -> Option<&'static UserThread> {
     (p != 0).then(|| unsafe { &*(p as *const UserThread) })
 }
 
+/// The process of thread `td` (0 for a kernel thread). `td` belongs to this
+/// CPU and the caller is in a critical section (so `td` is current or not
+/// running).
+pub fn pid_of(td: &Thread<X86>) -> u64 {
+    user_of(td).map_or(0, |u| u.process.pid)
+}
+
 /// The current thread's user context, if it is a user thread.
 ///
 /// Thread context.
@@ -96,6 +104,11 @@ fn load(u: &UserThread) {
     u.process.space.load();
     me.kernel_rsp.store(u.kstack_top, Ordering::Relaxed);
     me.tables.set_rsp0(u.kstack_top);
+    let key = u.process.io_key();
+    if key != me.io_key.load(Ordering::Relaxed) {
+        me.tables.set_io((key != 0).then(|| u.process.io_ports()));
+        me.io_key.store(key, Ordering::Relaxed);
+    }
     let here = me.index();
     if me.fpu_owner.load(Ordering::Relaxed) != u.id || u.fpu_cpu.load(Ordering::Relaxed) != here {
         // SAFETY: `u` is about to run on this CPU.

@@ -37,6 +37,7 @@ use wyvern_abi::syscall::{Error, WaitStatus};
 use super::elf::{self, IMAGE_BASE, LoadError};
 use super::{Start, ramdisk, spawn_thread};
 use crate::arch::fpu::FpuState;
+use crate::arch::gdt::IO_PORTS;
 use crate::arch::syscall::initial_frame;
 use crate::mm::PAGE_SIZE;
 use crate::mm::aspace::{AddressSpace, Kind, MapError};
@@ -110,6 +111,14 @@ pub struct Process {
     ended: AtomicBool,
     /// Its channels and connections.
     pub ipc: super::ipc::Tables,
+    /// The I/O ports granted to it (`IO_GRANT`): bit `p % 64` of word
+    /// `p / 64` for port `p`.
+    io: [AtomicU64; IO_PORTS / 64],
+    /// Grants so far (0: none); with the pid, the key a CPU's TSS bitmap is
+    /// tagged with, so a new grant reaches CPUs at the next switch.
+    io_grants: AtomicU64,
+    /// May grant I/O ports and use the privileged calls: the process manager.
+    privileged: AtomicBool,
 }
 
 struct Table {
@@ -128,6 +137,24 @@ static TABLE: TokenCell<Table> = TokenCell::new(Table {
 /// `SET_CPU`.)
 static NEXT_CPU: AtomicUsize = AtomicUsize::new(0);
 
+/// The process manager's pid (0: none yet).
+static PROCMAN: AtomicU64 = AtomicU64::new(0);
+
+/// The process manager's pid, 0 if this boot has none.
+pub fn procman() -> u64 {
+    PROCMAN.load(Ordering::Acquire)
+}
+
+/// Starts the process manager `name` with `arg`: the privileged first
+/// process of an interactive boot (`IO_GRANT` is its alone).
+///
+/// Thread context; may block.
+pub fn spawn_procman(name: &str, arg: &[u8]) -> Result<u64, Error> {
+    let pid = spawn_as(name, arg, 0, true)?;
+    PROCMAN.store(pid, Ordering::Release);
+    Ok(pid)
+}
+
 fn next_cpu() -> usize {
     let n = crate::smp::online() as usize;
     NEXT_CPU.fetch_add(1, Ordering::Relaxed) % n.max(1)
@@ -138,6 +165,10 @@ fn next_cpu() -> usize {
 ///
 /// Thread context; may block.
 pub fn spawn(name: &str, arg: &[u8], parent: u64) -> Result<u64, Error> {
+    spawn_as(name, arg, parent, false)
+}
+
+fn spawn_as(name: &str, arg: &[u8], parent: u64, privileged: bool) -> Result<u64, Error> {
     if name.len() > MAX_NAME || arg.len() > MAX_ARG {
         return Err(Error::Invalid);
     }
@@ -171,6 +202,9 @@ pub fn spawn(name: &str, arg: &[u8], parent: u64) -> Result<u64, Error> {
             dying: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             ipc: super::ipc::Tables::new(),
+            io: [const { AtomicU64::new(0) }; IO_PORTS / 64],
+            io_grants: AtomicU64::new(0),
+            privileged: AtomicBool::new(privileged),
         });
         t.procs.insert(pid, p.clone());
         Ok(p)
@@ -374,6 +408,7 @@ impl Process {
             // Joined or not, no thread will be asked about again.
             st.threads.clear();
         });
+        super::irq::process_ended(self.pid);
         self.ipc.teardown();
         self.space.teardown();
         self.ended.store(true, Ordering::Release);
@@ -472,6 +507,39 @@ impl Process {
         base.store(p, Ordering::Relaxed);
         lwkt::setpri::<X86>(td.thread(), p);
         Ok(())
+    }
+
+    /// Opens ports `[first, first + count)` to the process (they must lie
+    /// below [`IO_PORTS`]). CPUs running it take the change at their next
+    /// switch to it.
+    pub fn grant_io(&self, first: u64, count: u64) -> Result<(), Error> {
+        let end = first.checked_add(count).ok_or(Error::Invalid)?;
+        if count == 0 || end > IO_PORTS as u64 {
+            return Err(Error::Invalid);
+        }
+        for p in first..end {
+            self.io[(p / 64) as usize].fetch_or(1 << (p % 64), Ordering::Relaxed);
+        }
+        self.io_grants.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The key of its current I/O grants (0: it has none): see `io_grants`.
+    pub fn io_key(&self) -> u64 {
+        match self.io_grants.load(Ordering::Acquire) {
+            0 => 0,
+            g => self.pid << 24 | (g & 0xff_ffff),
+        }
+    }
+
+    /// Its granted ports, for the TSS bitmap.
+    pub fn io_ports(&self) -> &[AtomicU64; IO_PORTS / 64] {
+        &self.io
+    }
+
+    /// Whether it is the process manager.
+    pub fn privileged(&self) -> bool {
+        self.privileged.load(Ordering::Acquire)
     }
 
     /// The parent's pid (0: the kernel; [`ORPHAN`] once the parent ended).

@@ -9,11 +9,11 @@ use alloc::vec::Vec;
 
 use lwkt::pri;
 use wyvern_abi::syscall::{
-    self as abi, CpuStats, Error, Info, MAX_IO, MAX_MAP, Priority, WaitStatus, nr, prot,
+    self as abi, CpuStats, Error, Info, MAX_IO, MAX_MAP, Priority, ThreadInfo, WaitStatus, nr, prot,
 };
 
 use super::process::{self, MAP_BASE, MAP_END, MAX_ARG, MAX_NAME};
-use super::{UserThread, current, exit_current, ipc, uaccess};
+use super::{UserThread, current, exit_current, ipc, irq, uaccess};
 use crate::arch::trap::TrapFrame;
 use crate::arch::{cpu, timer, tsc};
 use crate::mm::aspace::{Kind, MapError, Prot};
@@ -66,6 +66,16 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::MSG_WRITE => ipc::read_write(u, a, true),
         nr::MSG_SEND_PULSE => ipc::send_pulse(u, a[0], a[1], a[2]),
         nr::KILL => kill(u, a[0]),
+        nr::IO_GRANT => io_grant(u, a[0], a[1], a[2]),
+        nr::INTERRUPT_ATTACH => irq::attach(u, a[0], a[1], a[2]),
+        nr::INTERRUPT_UNMASK => irq::unmask(u, a[0]),
+        nr::INTERRUPT_DETACH => irq::detach(u, a[0]),
+        nr::KLOG_READ => klog_read(u, a[0], a[1]),
+        nr::THREADS => threads(a[0], a[1]),
+        nr::TRACE => {
+            crate::trace::dump_all();
+            Ok(0)
+        }
         _ => Err(Error::NoSys),
     };
     frame.rax = abi::encode(r);
@@ -127,6 +137,82 @@ fn kill(u: &UserThread, pid: u64) -> Result<u64, Error> {
         ..WaitStatus::default()
     });
     Ok(0)
+}
+
+fn io_grant(u: &UserThread, pid: u64, first: u64, count: u64) -> Result<u64, Error> {
+    if !u.process.privileged() {
+        return Err(Error::Denied);
+    }
+    let p = process::find(pid).ok_or(Error::NotFound)?;
+    p.grant_io(first, count)?;
+    Ok(0)
+}
+
+fn klog_read(u: &UserThread, ptr: u64, len: u64) -> Result<u64, Error> {
+    if u.process.io_key() == 0 && !u.process.privileged() {
+        return Err(Error::Denied);
+    }
+    let mut buf = [0u8; 1024];
+    let n = (len as usize).min(buf.len());
+    if n == 0 {
+        return Err(Error::Invalid);
+    }
+    // Check the buffer first: bytes taken from the ring must not be lost.
+    uaccess::read_into(&mut buf[..1], ptr)?;
+    let (got, _lost) = crate::console::klog_read(&mut buf[..n]).map_err(|_| Error::Killed)?;
+    uaccess::write_bytes(ptr, &buf[..got])?;
+    Ok(got as u64)
+}
+
+/// Every thread, CPU by CPU: the caller visits each CPU in turn (a thread
+/// list is read only by its own CPU) and comes back to where it was.
+fn threads(ptr: u64, count: u64) -> Result<u64, Error> {
+    let count = count.min(4096) as usize;
+    let mut all: Vec<ThreadInfo> = Vec::new();
+    all.try_reserve(count).map_err(|_| Error::NoMemory)?;
+    let home = percpu::cpu_index() as usize;
+    for c in percpu::online() {
+        lwkt::migrate_self::<X86>(c.index() as usize);
+        let g = lwkt::crit_enter::<X86>();
+        let me = lwkt::current::<X86>();
+        c.lwkt.for_each_thread(|td| {
+            // The caller visits every CPU: list it once, where it lives.
+            if all.len() >= count || (core::ptr::eq(td, me) && c.index() as usize != home) {
+                return;
+            }
+            let f = td.flag_bits();
+            let state = if core::ptr::eq(td, me) {
+                ThreadInfo::RUNNING
+            } else if f & lwkt::flags::RUNQ != 0 {
+                ThreadInfo::RUNNABLE
+            } else if f & lwkt::flags::TSLEEPQ != 0 {
+                ThreadInfo::SLEEPING
+            } else {
+                ThreadInfo::BLOCKED
+            };
+            let mut name = [0u8; 16];
+            let n = td.name();
+            let n = n.as_str().as_bytes();
+            name[..n.len().min(16)].copy_from_slice(&n[..n.len().min(16)]);
+            let mut wmesg = [0u8; 8];
+            let w = td.wmesg();
+            let w = w.as_str().as_bytes();
+            wmesg[..w.len().min(8)].copy_from_slice(&w[..w.len().min(8)]);
+            all.push(ThreadInfo {
+                cpu: u64::from(c.index()),
+                pid: super::pid_of(td),
+                priority: u64::from(td.priority()),
+                state,
+                switches: td.switch_count(),
+                name,
+                wmesg,
+            });
+        });
+        drop(g);
+    }
+    lwkt::migrate_self::<X86>(home);
+    uaccess::write_slice(ptr, &all)?;
+    Ok(all.len() as u64)
 }
 
 fn sleep(ns: u64) -> Result<u64, Error> {
@@ -221,6 +307,7 @@ fn info(u: &UserThread, ptr: u64) -> Result<u64, Error> {
         tid: u.tid,
         hz: timer::HZ,
         priority: u64::from(lwkt::current::<X86>().priority()),
+        procman: process::procman(),
     };
     uaccess::write(ptr, &i)?;
     Ok(0)

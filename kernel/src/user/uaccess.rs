@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use wyvern_abi::syscall::{CpuStats, Error, Info, MsgInfo, WaitStatus};
+use wyvern_abi::syscall::{CpuStats, Error, Info, MsgInfo, ThreadInfo, WaitStatus};
 
 use crate::arch::usercopy::{copy_from_user, copy_to_user};
 
@@ -22,6 +22,9 @@ unsafe impl Plain for Info {}
 unsafe impl Plain for CpuStats {}
 // SAFETY: as above.
 unsafe impl Plain for MsgInfo {}
+// SAFETY: `repr(C)`: five `u64`s, then 24 bytes of arrays: 64 bytes, no
+// padding, every bit pattern valid.
+unsafe impl Plain for ThreadInfo {}
 
 fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
     // SAFETY: `Plain` types are bytes without padding; the slice covers
@@ -50,6 +53,11 @@ pub fn read_bytes(addr: u64, len: u64, max: usize) -> Result<Vec<u8>, Error> {
     buf.resize(len as usize, 0);
     copy_from_user(&mut buf, addr).map_err(|_| Error::Fault)?;
     Ok(buf)
+}
+
+/// Writes `bytes` to `addr`.
+pub fn write_bytes(addr: u64, bytes: &[u8]) -> Result<(), Error> {
+    copy_to_user(addr, bytes).map_err(|_| Error::Fault)
 }
 
 /// Reads into `buf` from `addr`.

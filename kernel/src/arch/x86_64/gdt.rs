@@ -17,6 +17,15 @@
 //! | 4     | 0x23     | user data                       |
 //! | 5     | 0x2b     | user code (64-bit)              |
 //! | 6–7   | 0x30     | TSS                             |
+//!
+//! # I/O permission bitmap
+//!
+//! Each TSS is followed by an I/O permission bitmap for ports
+//! `0..`[`IO_PORTS`] (a set bit denies; ports above it lie past the segment
+//! limit and are always denied). It denies everything until a process with
+//! an I/O grant runs on the CPU: then the switch opens that process's ports
+//! ([`CpuTables::set_io`]) and closes them again when a process without
+//! grants comes. `IOPL` stays 0, so `cli`/`sti` still fault in user mode.
 
 use core::cell::UnsafeCell;
 
@@ -38,6 +47,18 @@ pub const USER_CS: u16 = 0x2b;
 /// TSS selector.
 pub const TSS_SEL: u16 = 0x30;
 
+/// Ports the I/O permission bitmap covers (see the module docs).
+pub const IO_PORTS: usize = 0x400;
+
+/// A TSS with its I/O permission bitmap right behind it (the CPU finds the
+/// bitmap at `iomap_base` from the TSS's start), and the terminating byte
+/// of all ones the architecture asks for.
+#[repr(C)]
+struct TssIo {
+    tss: TaskStateSegment,
+    iomap: [u8; IO_PORTS / 8 + 1],
+}
+
 /// IST slot (1-based, as the IDT encodes it) of the double-fault stack.
 pub const IST_DOUBLE_FAULT: u16 = 1;
 /// IST slot of the NMI stack.
@@ -52,7 +73,7 @@ pub const IST_MACHINE_CHECK: u16 = 3;
 /// then RSP0 on switches to user threads); the hardware reads them at trap time.
 pub struct CpuTables {
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,
-    tss: UnsafeCell<TaskStateSegment>,
+    tss: UnsafeCell<TssIo>,
 }
 
 // SAFETY: a CPU's tables are written only by that CPU (see the type's docs); other
@@ -64,7 +85,24 @@ impl CpuTables {
     pub const fn new() -> Self {
         CpuTables {
             gdt: UnsafeCell::new(GlobalDescriptorTable::empty()),
-            tss: UnsafeCell::new(TaskStateSegment::new()),
+            tss: UnsafeCell::new(TssIo {
+                tss: TaskStateSegment::new(),
+                iomap: [0xff; IO_PORTS / 8 + 1],
+            }),
+        }
+    }
+
+    /// Opens exactly the ports whose bits are set in `allowed` (bit `p % 64`
+    /// of word `p / 64` for port `p`), or none. The owning CPU, in a
+    /// critical section (the switch).
+    pub fn set_io(&self, allowed: Option<&[core::sync::atomic::AtomicU64; IO_PORTS / 64]>) {
+        // SAFETY: only the owning CPU writes its TSS (type docs); the CPU
+        // reads the bitmap only for an `in`/`out` in user mode, which cannot
+        // run while this CPU runs this kernel code.
+        let map = unsafe { &mut (*self.tss.get()).iomap };
+        for (i, chunk) in map[..IO_PORTS / 8].chunks_mut(8).enumerate() {
+            let bits = allowed.map_or(0, |a| a[i].load(core::sync::atomic::Ordering::Relaxed));
+            chunk.copy_from_slice(&(!bits).to_le_bytes());
         }
     }
 
@@ -75,7 +113,7 @@ impl CpuTables {
         // SAFETY: only the owning CPU writes its TSS (type docs), and the CPU
         // reads RSP0 only on a privilege change, which cannot happen while this
         // CPU runs this kernel code; an aligned u64 store.
-        unsafe { (*self.tss.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+        unsafe { (*self.tss.get()).tss.privilege_stack_table[0] = VirtAddr::new(top) };
     }
 
     /// Fills in the TSS and the GDT and loads them on this CPU. Called once per
@@ -85,20 +123,25 @@ impl CpuTables {
     pub fn load(&'static self, ist: [VirtAddr; 3]) {
         // SAFETY: called once, on the owning CPU, before the TSS is loaded: nothing
         // else reads or writes it now.
-        let tss = unsafe { &mut *self.tss.get() };
+        let tss = unsafe { &mut (*self.tss.get()).tss };
+        tss.iomap_base = core::mem::size_of::<TaskStateSegment>() as u16;
         tss.interrupt_stack_table[usize::from(IST_DOUBLE_FAULT - 1)] = ist[0];
         tss.interrupt_stack_table[usize::from(IST_NMI - 1)] = ist[1];
         tss.interrupt_stack_table[usize::from(IST_MACHINE_CHECK - 1)] = ist[2];
         // SAFETY: as above; from here on the TSS is only read (and RSP0 written by
         // this CPU through `set_rsp0`).
-        let tss: &'static TaskStateSegment = unsafe { &*self.tss.get() };
+        let both: &'static TssIo = unsafe { &*self.tss.get() };
+        let tss = &both.tss;
         let mut gdt = GlobalDescriptorTable::empty();
         let kcs = gdt.append(Descriptor::kernel_code_segment());
         let kds = gdt.append(Descriptor::kernel_data_segment());
         gdt.append(Descriptor::UserSegment(0));
         let uds = gdt.append(Descriptor::user_data_segment());
         let ucs = gdt.append(Descriptor::user_code_segment());
-        let tsss = gdt.append(Descriptor::tss_segment(tss));
+        let tsss = gdt.append(
+            Descriptor::tss_segment_with_iomap(tss, &both.iomap)
+                .expect("the I/O bitmap follows the TSS and ends in 0xff"),
+        );
         debug_assert_eq!(
             (kcs.0, kds.0, uds.0, ucs.0, tsss.0),
             (KERNEL_CS, KERNEL_DS, USER_DS, USER_CS, TSS_SEL)

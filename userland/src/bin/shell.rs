@@ -1,0 +1,231 @@
+//! The shell, on the user-mode console. Commands:
+//!
+//! | command | does |
+//! |---|---|
+//! | `help` | lists the commands |
+//! | `ps` | every thread: CPU, process, priority, state, switches, name, what it sleeps on |
+//! | `cpus` | the CPUs online, with their ticks, threads and switches |
+//! | `stats` | every CPU's counters |
+//! | `trace` | every CPU's trace ring (printed by the kernel) |
+//! | `spawn NAME [ARG…]` | runs a program of the ramdisk through the process manager and waits for it (`&` at the end: does not wait) |
+//! | `kill PID` | ends a process the process manager started |
+//! | `bench [N]` | N null IPC round trips from user space (same CPU, then across CPUs) |
+//! | `quit` | ends the shell (and with it the run) |
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+
+use wyvern_abi::syscall::{CpuStats, ThreadInfo, WaitStatus};
+use wyvern_user::svc::{Console, LINE_MAX, Procman};
+use wyvern_user::{process, sys};
+
+wyvern_user::entry!(main);
+
+const HELP: &str = "\
+commands:
+  help              this list
+  ps                threads on every CPU: state, priority
+  cpus              the CPUs online
+  stats             every CPU's counters
+  trace             every CPU's trace ring
+  spawn NAME [ARG]  run a program (add & to not wait)
+  kill PID          end a process
+  bench [N]         IPC round trips from user space
+  quit              end the shell
+";
+
+struct Shell {
+    con: Console,
+    pm: Procman,
+}
+
+impl Shell {
+    fn say(&self, s: &str) {
+        let _ = self.con.write(s.as_bytes());
+    }
+
+    fn ps(&self) {
+        let mut t = vec![ThreadInfo::default(); 512];
+        let n = match sys::threads(&mut t) {
+            Ok(n) => n,
+            Err(e) => return self.say(&format!("ps: {e}\n")),
+        };
+        let mut out = String::from("CPU   PID PRI STATE      SWITCHES NAME             WAIT\n");
+        for i in &t[..n] {
+            let state = match i.state {
+                ThreadInfo::RUNNING => "running",
+                ThreadInfo::RUNNABLE => "runnable",
+                ThreadInfo::SLEEPING => "sleeping",
+                _ => "blocked",
+            };
+            let name = cstr(&i.name);
+            let wmesg = if i.state == ThreadInfo::SLEEPING {
+                cstr(&i.wmesg)
+            } else {
+                ""
+            };
+            out += &format!(
+                "{:>3} {:>5} {:>3} {:<9} {:>9} {:<16} {}\n",
+                i.cpu, i.pid, i.priority, state, i.switches, name, wmesg
+            );
+        }
+        out += &format!("{n} threads\n");
+        self.say(&out);
+    }
+
+    fn counters(&self) -> alloc::vec::Vec<CpuStats> {
+        let mut s = vec![CpuStats::default(); 64];
+        let n = sys::stats(&mut s).unwrap_or(0);
+        s.truncate(n);
+        s
+    }
+
+    fn cpus(&self) {
+        let s = self.counters();
+        let mut out = String::new();
+        for c in &s {
+            out += &format!(
+                "cpu{}: ticks {} threads {} switches {} idle halts {}\n",
+                c.cpu, c.ticks, c.threads, c.switches, c.idle_halts
+            );
+        }
+        out += &format!("{} CPUs online\n", s.len());
+        self.say(&out);
+    }
+
+    fn stats(&self) {
+        let mut out = String::from(
+            "cpu    ticks   intrs  syscalls  switches  p.hit p.miss  halts ipi.sent ipi.recv  colls handoffs\n",
+        );
+        for c in self.counters() {
+            out += &format!(
+                "{:>3} {:>8} {:>7} {:>9} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8} {:>6} {:>8}\n",
+                c.cpu,
+                c.ticks,
+                c.interrupts,
+                c.syscalls,
+                c.switches,
+                c.preempt_hit,
+                c.preempt_miss,
+                c.idle_halts,
+                c.ipi_sent,
+                c.ipi_received,
+                c.token_collisions,
+                c.ipc_handoffs
+            );
+        }
+        out += "end of counters\n";
+        self.say(&out);
+    }
+
+    fn spawn(&self, args: &str) {
+        let args = args.trim();
+        let (args, wait) = match args.strip_suffix('&') {
+            Some(a) => (a.trim(), false),
+            None => (args, true),
+        };
+        let (name, arg) = args.split_once(' ').unwrap_or((args, ""));
+        if name.is_empty() {
+            return self.say("spawn: which program?\n");
+        }
+        let pid = match self.pm.spawn(name, arg.trim()) {
+            Ok(p) => p,
+            Err(e) => return self.say(&format!("spawn {name}: {e}\n")),
+        };
+        if !wait {
+            return self.say(&format!("{name}: pid {pid}\n"));
+        }
+        match self.pm.wait(pid) {
+            Ok(st) => self.say(&format!("{name} (pid {pid}) {}\n", process::describe(&st))),
+            Err(e) => self.say(&format!("wait {pid}: {e}\n")),
+        }
+    }
+
+    fn kill(&self, arg: &str) {
+        match arg.trim().parse::<u64>() {
+            Ok(pid) => match self.pm.kill(pid) {
+                Ok(_) => self.say(&format!("killed {pid}\n")),
+                Err(e) => self.say(&format!("kill {pid}: {e}\n")),
+            },
+            Err(_) => self.say("kill: which pid?\n"),
+        }
+    }
+
+    /// Null round trips through `ubench` (which exits with the TSC ticks
+    /// they took).
+    fn bench(&self, arg: &str) {
+        let n: u64 = arg.trim().parse().unwrap_or(1000).clamp(1, 1_000_000);
+        let mut runs = vec![("same CPU", "ipc-local")];
+        if sys::info().ncpus > 1 {
+            runs.push(("across CPUs", "ipc-cross"));
+        }
+        for (what, op) in runs {
+            let r = self
+                .pm
+                .spawn("ubench", &format!("{op} {n} 0"))
+                .and_then(|pid| self.pm.wait(pid));
+            match r {
+                Ok(st) if st.kind == WaitStatus::EXITED && st.code > 0 => self.say(&format!(
+                    "bench: {n} IPC round trips {what}: {} TSC ticks per round trip\n",
+                    st.code as u64 / n
+                )),
+                Ok(st) => self.say(&format!("bench: ubench {}\n", process::describe(&st))),
+                Err(e) => self.say(&format!("bench: {e}\n")),
+            }
+        }
+    }
+}
+
+fn cstr(b: &[u8]) -> &str {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    core::str::from_utf8(&b[..end]).unwrap_or("?")
+}
+
+fn main(_arg: &str) -> i64 {
+    let _ = wyvern_user::NAME.set("shell");
+    let pm = Procman::connect().expect("no process manager");
+    let con = Console::open(&pm).expect("no console");
+    let sh = Shell { con, pm };
+    let i = sys::info();
+    sh.say(&format!(
+        "shell: ready on {} CPUs (help lists the commands)\n",
+        i.ncpus
+    ));
+    let mut line = [0u8; LINE_MAX];
+    loop {
+        sh.say("wyvern> ");
+        let n = match sh.con.read_line(&mut line) {
+            Ok(n) => n.min(line.len()),
+            Err(e) => {
+                sh.say(&format!("shell: console: {e}\n"));
+                return 1;
+            }
+        };
+        let text = core::str::from_utf8(&line[..n]).unwrap_or("");
+        let (cmd, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+        match cmd {
+            "" => {}
+            "help" => sh.say(HELP),
+            "ps" => sh.ps(),
+            "cpus" => sh.cpus(),
+            "stats" => sh.stats(),
+            "trace" => match sys::trace() {
+                Ok(_) => sh.say("trace: the kernel's log follows\n"),
+                Err(e) => sh.say(&format!("trace: {e}\n")),
+            },
+            "spawn" => sh.spawn(rest),
+            "kill" => sh.kill(rest),
+            "bench" => sh.bench(rest),
+            "quit" | "exit" => {
+                sh.say("shell: bye\n");
+                return 0;
+            }
+            other => sh.say(&format!("unknown command `{other}` (help lists them)\n")),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The system's servers and how to talk to them: the process manager
+//! (`procman`) and the console (`console`), each a user process serving a
+//! channel. Requests are messages that start with a little-endian `u64`
+//! operation code; the reply's status is the answer.
+//!
+//! | server | op | request after the code | reply |
+//! |---|---|---|---|
+//! | procman | [`PM_SPAWN`] | name length `u64`, name, argument | status: pid |
+//! | procman | [`PM_WAIT`] | pid `u64` | a [`WaitStatus`], once the child ended |
+//! | procman | [`PM_KILL`] | pid `u64` | 0 |
+//! | procman | [`PM_NAME_ATTACH`] | channel id `u64`, name | 0 |
+//! | procman | [`PM_NAME_OPEN`] | wait `u64` (0/1), name | status: `pid << 16 \| chid` |
+//! | procman | [`PM_IO_GRANT`] | — | 0 when the policy grants the caller its ports |
+//! | console | [`CON_WRITE`] | bytes | status: bytes written |
+//! | console | [`CON_READ`] | — | one line (without its end), status: its length |
+//!
+//! The process manager spawns, waits for and kills only processes it
+//! started (they are its children); a name is served by the process that
+//! attached it; `NAME_OPEN` with wait blocks until the name appears. I/O
+//! ports are granted by program name from a fixed table (the console gets
+//! COM1, 0x3F8–0x3FF).
+
+use alloc::vec::Vec;
+
+use wyvern_abi::syscall::{Error, WaitStatus};
+
+use crate::{ipc, sys};
+
+pub const PM_SPAWN: u64 = 1;
+pub const PM_WAIT: u64 = 2;
+pub const PM_KILL: u64 = 3;
+pub const PM_NAME_ATTACH: u64 = 4;
+pub const PM_NAME_OPEN: u64 = 5;
+pub const PM_IO_GRANT: u64 = 6;
+
+pub const CON_WRITE: u64 = 1;
+pub const CON_READ: u64 = 2;
+
+/// Longest console line.
+pub const LINE_MAX: usize = 256;
+
+/// A request: the code, then `parts`.
+fn request(op: u64, parts: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + parts.iter().map(|p| p.len()).sum::<usize>());
+    v.extend_from_slice(&op.to_le_bytes());
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    v
+}
+
+/// A connection to the process manager.
+pub struct Procman(u64);
+
+impl Procman {
+    /// Connects to the process manager of this boot.
+    pub fn connect() -> Result<Procman, Error> {
+        let pm = sys::info().procman;
+        if pm == 0 {
+            return Err(Error::NotFound);
+        }
+        ipc::connect(pm, 0).map(Procman)
+    }
+
+    /// Starts program `name` with `arg`; returns its pid.
+    pub fn spawn(&self, name: &str, arg: &str) -> Result<u64, Error> {
+        let len = (name.len() as u64).to_le_bytes();
+        let m = request(PM_SPAWN, &[&len, name.as_bytes(), arg.as_bytes()]);
+        ipc::send(self.0, &m, &mut [])
+    }
+
+    /// Waits for `pid` to end.
+    pub fn wait(&self, pid: u64) -> Result<WaitStatus, Error> {
+        let m = request(PM_WAIT, &[&pid.to_le_bytes()]);
+        let mut r = [0u8; 40];
+        ipc::send(self.0, &m, &mut r)?;
+        let w = |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        Ok(WaitStatus {
+            kind: w(0),
+            code: w(1) as i64,
+            vector: w(2),
+            rip: w(3),
+            addr: w(4),
+        })
+    }
+
+    /// Ends `pid`.
+    pub fn kill(&self, pid: u64) -> Result<u64, Error> {
+        ipc::send(self.0, &request(PM_KILL, &[&pid.to_le_bytes()]), &mut [])
+    }
+
+    /// Serves `name` on channel `chid` of this process.
+    pub fn name_attach(&self, name: &str, chid: u64) -> Result<u64, Error> {
+        let m = request(PM_NAME_ATTACH, &[&chid.to_le_bytes(), name.as_bytes()]);
+        ipc::send(self.0, &m, &mut [])
+    }
+
+    /// Connects to the server of `name` (waiting for it to appear if
+    /// `wait`); returns the connection id.
+    pub fn name_open(&self, name: &str, wait: bool) -> Result<u64, Error> {
+        let m = request(
+            PM_NAME_OPEN,
+            &[&u64::from(wait).to_le_bytes(), name.as_bytes()],
+        );
+        let v = ipc::send(self.0, &m, &mut [])?;
+        ipc::connect(v >> 16, v & 0xffff)
+    }
+
+    /// Asks for the I/O ports the policy gives this program.
+    pub fn io_grant(&self) -> Result<u64, Error> {
+        ipc::send(self.0, &request(PM_IO_GRANT, &[]), &mut [])
+    }
+}
+
+/// A connection to the console.
+pub struct Console(u64);
+
+impl Console {
+    /// Connects to the console server (waiting for it).
+    pub fn open(pm: &Procman) -> Result<Console, Error> {
+        pm.name_open("console", true).map(Console)
+    }
+
+    /// Writes `bytes`.
+    pub fn write(&self, bytes: &[u8]) -> Result<u64, Error> {
+        let op = CON_WRITE.to_le_bytes();
+        ipc::sendv(self.0, &[&op, bytes], &mut [])
+    }
+
+    /// Reads one line into `buf`; returns its length.
+    pub fn read_line(&self, buf: &mut [u8]) -> Result<usize, Error> {
+        let op = CON_READ.to_le_bytes();
+        ipc::send(self.0, &op, buf).map(|n| n as usize)
+    }
+}
