@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <sys/reboot.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define REPS 5
@@ -148,6 +149,36 @@ static void thread_create_exit(long n)
 	report("thread-create-exit", n, tsc);
 }
 
+/* A one-byte round trip through two pipes between two processes on one
+ * CPU: the nearest thing Linux has to a message round trip between
+ * address spaces (write, the reader woken, its read and write, our read). */
+static void pipe_round_trip(long n)
+{
+	int ping[2], pong[2];
+	char b = 0;
+	uint64_t tsc[REPS];
+	if (pipe(ping) || pipe(pong))
+		return;
+	pid_t child = fork();
+	if (child == 0) {
+		while (read(ping[0], &b, 1) == 1)
+			if (write(pong[1], &b, 1) != 1)
+				_exit(1);
+		_exit(0);
+	}
+	for (int r = 0; r < REPS; r++) {
+		uint64_t t0 = rdtsc();
+		for (long i = 0; i < n; i++) {
+			if (write(ping[1], &b, 1) != 1 || read(pong[0], &b, 1) != 1)
+				return;
+		}
+		tsc[r] = rdtsc() - t0;
+	}
+	close(ping[1]);
+	waitpid(child, NULL, 0);
+	report("pipe-round-trip", n, tsc);
+}
+
 /* A loop of exactly 2 instructions a turn, to see what ticks and other
  * interruptions add: its TSC over 2 x turns is the overhead factor. */
 static void calibration(long turns)
@@ -174,6 +205,7 @@ int main(void)
 	yield_switch(20000);
 	futex_pingpong(10000);
 	thread_create_exit(2000);
+	pipe_round_trip(5000);
 	printf("LINUX end\n");
 	fflush(stdout);
 	reboot(RB_POWER_OFF);
