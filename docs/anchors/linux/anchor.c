@@ -161,11 +161,15 @@ static void pipe_round_trip(long n)
 		return;
 	pid_t child = fork();
 	if (child == 0) {
+		close(ping[1]);
+		close(pong[0]);
 		while (read(ping[0], &b, 1) == 1)
 			if (write(pong[1], &b, 1) != 1)
 				_exit(1);
 		_exit(0);
 	}
+	close(ping[0]);
+	close(pong[1]);
 	for (int r = 0; r < REPS; r++) {
 		uint64_t t0 = rdtsc();
 		for (long i = 0; i < n; i++) {
