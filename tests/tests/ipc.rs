@@ -1,13 +1,14 @@
 //! Message passing between user processes at 1, 2 and 8 CPUs (`ut-ipc`):
 //! payloads of 0 B to 64 KiB and scatter/gather, many clients and a server
 //! on every CPU, pulses in order and the queue's bound, a killed server, a
-//! killed client, a destroyed channel, priority inheritance, bad buffers —
+//! killed client, a destroyed channel, priority inheritance, bad buffers,
+//! the driver calls refused without an I/O grant —
 //! run twice, with no channel left and the kernel's memory back at its
 //! baseline after the second run.
 
 use wyvern_tests::harness::TestBoot;
 
-const CASES: [&str; 8] = [
+const CASES: [&str; 9] = [
     "payloads",
     "many-clients",
     "pulses",
@@ -16,11 +17,12 @@ const CASES: [&str; 8] = [
     "channel-destroyed",
     "priority-inheritance",
     "bad-buffers",
+    "driver-calls-denied",
 ];
 
 fn ipc(cpus: u32) {
     let mut boot = TestBoot::new("ipc", cpus)
-        .must_contain("IPC done: 8 of 8 passed")
+        .must_contain("IPC done: 9 of 9 passed")
         .must_contain("no channel left, kernel memory back to baseline");
     for c in CASES {
         boot = boot.must_contain(&format!("IPC {c} ok"));

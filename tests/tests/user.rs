@@ -6,7 +6,7 @@
 use wyvern_tests::harness::TestBoot;
 
 /// The test programs `init test` runs, by their verdict names.
-const PROGRAMS: [&str; 17] = [
+const PROGRAMS: [&str; 18] = [
     "ut-basic",
     "ut-fpu",
     "ut-preempt",
@@ -19,6 +19,7 @@ const PROGRAMS: [&str; 17] = [
     "fault-divide",
     "fault-invalid-opcode",
     "fault-privileged",
+    "fault-port-io",
     "fault-breakpoint",
     "fault-stack-overflow",
     "kill-busy-process",
@@ -27,7 +28,7 @@ const PROGRAMS: [&str; 17] = [
 ];
 
 fn user_programs(cpus: u32) {
-    let mut boot = TestBoot::new("user", cpus).must_contain("USER done: 17 of 17 passed");
+    let mut boot = TestBoot::new("user", cpus).must_contain("USER done: 18 of 18 passed");
     for p in PROGRAMS {
         boot = boot.must_contain(&format!("USER {p} ok"));
     }
@@ -46,8 +47,8 @@ fn user_programs(cpus: u32) {
         .lines()
         .filter(|l| l.starts_with("user fault: ") && l.ends_with("process killed"))
         .count();
-    // Ten ut-fault kinds and ut-kill's fault: one report each.
-    assert_eq!(kills, 11, "user fault reports:\n{}", out.tail(60));
+    // Eleven ut-fault kinds and ut-kill's fault: one report each.
+    assert_eq!(kills, 12, "user fault reports:\n{}", out.tail(60));
 }
 
 #[test]

@@ -733,14 +733,14 @@ fn interrupts_at_random_lose_nothing() {
         let ch = channel(true);
         let replied = Arc::new(AtomicU64::new(0));
         let ok = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
         let servers: Vec<_> = (0..4)
             .map(|c| {
-                let (replied, stop) = (replied.clone(), stop.clone());
+                let replied = replied.clone();
                 Builder::new("server")
                     .cpu(c)
                     .spawn::<S>(move || {
-                        while !stop.load(Ordering::SeqCst) {
+                        // Until its pulse: each server takes exactly one.
+                        loop {
                             let into = zeroed(64);
                             match ch.receive(&into, pri::KERN_DAEMON) {
                                 Ok(Delivery::Msg(m)) => {
@@ -748,7 +748,7 @@ fn interrupts_at_random_lose_nothing() {
                                         replied.fetch_add(1, Ordering::SeqCst);
                                     }
                                 }
-                                Ok(Delivery::Pulse(_)) => {}
+                                Ok(Delivery::Pulse(_)) => return,
                                 Err(e) => panic!("receive: {e:?}"),
                             }
                         }
@@ -787,7 +787,6 @@ fn interrupts_at_random_lose_nothing() {
                 c.join();
             }
         }
-        stop.store(true, Ordering::SeqCst);
         for _ in 0..4 {
             ch.pulse(
                 Pulse {

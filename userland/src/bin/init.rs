@@ -96,7 +96,7 @@ fn tests() -> i64 {
         check(prog, run(prog, "", &Expect::Exit0, None));
     }
     // Faults: each kills only its process, with the vector it deserves.
-    let faults: [(&str, u64); 10] = [
+    let faults: [(&str, u64); 11] = [
         ("read-null", 14),
         ("write-code", 14),
         ("exec-data", 14),
@@ -105,6 +105,7 @@ fn tests() -> i64 {
         ("divide", 0),
         ("invalid-opcode", 6),
         ("privileged", 13),
+        ("port-io", 13),
         ("breakpoint", 3),
         ("stack-overflow", 14),
     ];

@@ -51,6 +51,8 @@ fn main(kind: &str) -> i64 {
             }
             "invalid-opcode" => asm!("ud2"),
             "privileged" => asm!("cli"),
+            // COM1's data port: no I/O grant, so the TSS bitmap denies it.
+            "port-io" => asm!("in al, dx", in("dx") 0x3f8u16, out("al") _),
             "breakpoint" => asm!("int3"),
             "stack-overflow" => {
                 core::hint::black_box(recurse(0));

@@ -456,8 +456,48 @@ fn bad_buffers() -> Result<(), String> {
 /// A test case: `Err` says why it failed.
 type Case = fn() -> Result<(), String>;
 
+/// The driver calls refuse a process without an I/O grant, and the process
+/// manager's call refuses everyone else.
+fn driver_calls_denied() -> Result<(), String> {
+    let me = sys::info().pid;
+    let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+    let coid = ipc::connect(0, chid).map_err(|e| format!("connect: {e}"))?;
+    let mut buf = [0u8; 16];
+    let got = [
+        ("IO_GRANT", sys::io_grant(me, 0x3f8, 8), Error::Denied),
+        (
+            "INTERRUPT_ATTACH",
+            sys::interrupt_attach(4, coid, 1),
+            Error::Denied,
+        ),
+        (
+            "KLOG_READ",
+            sys::klog_read(&mut buf).map(|n| n as u64),
+            Error::Denied,
+        ),
+        (
+            "INTERRUPT_UNMASK",
+            sys::interrupt_unmask(4),
+            Error::NotFound,
+        ),
+        (
+            "INTERRUPT_DETACH",
+            sys::interrupt_detach(4),
+            Error::NotFound,
+        ),
+    ];
+    let _ = ipc::channel_destroy(chid);
+    let _ = ipc::disconnect(coid);
+    for (call, r, want) in got {
+        if r != Err(want) {
+            return Err(format!("{call}: {r:?}, not {want:?}"));
+        }
+    }
+    Ok(())
+}
+
 fn tests() -> i64 {
-    let cases: [(&str, Case); 8] = [
+    let cases: [(&str, Case); 9] = [
         ("payloads", payloads),
         ("many-clients", many_clients),
         ("pulses", pulses),
@@ -466,6 +506,7 @@ fn tests() -> i64 {
         ("channel-destroyed", destroyed),
         ("priority-inheritance", inheritance),
         ("bad-buffers", bad_buffers),
+        ("driver-calls-denied", driver_calls_denied),
     ];
     let mut passed = 0;
     for (name, f) in cases {
