@@ -51,51 +51,32 @@ use crate::sync::TokenCell;
 /// and the copy loop count in `usize`; 1 GiB is more than any program maps).
 const MAX_MSG: u64 = 1 << 30;
 
-/// One party's buffers: a gather list in its address space.
-#[derive(Clone, Copy)]
-pub struct UserBufs {
-    /// The owner's address space. Valid while the owner is inside the call
-    /// that passed these buffers (the pin rule keeps it there while another
-    /// thread copies).
-    space: *const AddressSpace,
-    iov: [Iov; MAX_IOV as usize],
-    n: usize,
-    total: usize,
-}
+/// Room for a gather list, in the frame of the system call that reads it
+/// ([`IovList::read`]): the list stays there while the call runs, so the
+/// [`UserBufs`] that point at it (32 bytes, cheap to move into a send
+/// record) stay valid as long as anyone may use them.
+pub struct IovList([core::mem::MaybeUninit<Iov>; MAX_IOV as usize]);
 
-// SAFETY: the address space pointer is only dereferenced while its owner is
-// blocked in the call (module docs); `AddressSpace` is `Sync` (its state is
-// under a token).
-unsafe impl Sync for UserBufs {}
-// SAFETY: as above.
-unsafe impl Send for UserBufs {}
-
-impl UserBufs {
-    /// No buffer at all.
-    fn empty(space: &AddressSpace) -> UserBufs {
-        UserBufs {
-            space,
-            iov: [Iov::default(); MAX_IOV as usize],
-            n: 0,
-            total: 0,
-        }
+impl IovList {
+    /// An empty list (not initialized: [`IovList::read`] writes the pieces
+    /// a list has, and only those are read).
+    pub fn new() -> IovList {
+        IovList([const { core::mem::MaybeUninit::uninit() }; MAX_IOV as usize])
     }
 
-    /// Reads the gather list of `n` pieces at user address `ptr`; every
-    /// piece must lie below [`USER_TOP`] (its pages are checked by the copy).
-    fn from_user(space: &AddressSpace, ptr: u64, n: u64) -> Result<UserBufs, Error> {
+    /// Reads the gather list of `n` pieces at user address `ptr` into this
+    /// room; every piece must lie below [`USER_TOP`] (its pages are checked
+    /// by the copy). The buffers are `space`'s.
+    fn read(&mut self, space: &AddressSpace, ptr: u64, n: u64) -> Result<UserBufs, Error> {
         if n > MAX_IOV {
             return Err(Error::Invalid);
         }
-        let mut b = UserBufs::empty(space);
-        if n == 0 {
-            return Ok(b);
-        }
-        let mut raw = [0u8; (MAX_IOV * 16) as usize];
-        let raw = &mut raw[..(n * 16) as usize];
-        uaccess::read_into(raw, ptr)?;
         let mut total = 0u64;
-        for (i, c) in raw.as_chunks::<16>().0.iter().enumerate() {
+        // Piece by piece: most lists have one or two, and a whole-list
+        // buffer would cost its initialization every call.
+        for (i, slot) in self.0.iter_mut().take(n as usize).enumerate() {
+            let mut c = [0u8; 16];
+            uaccess::read_into(&mut c, ptr.wrapping_add(16 * i as u64))?;
             let base = u64::from_le_bytes(c[..8].try_into().expect("8 bytes"));
             let len = u64::from_le_bytes(c[8..].try_into().expect("8 bytes"));
             let end = base.checked_add(len).ok_or(Error::Fault)?;
@@ -106,18 +87,54 @@ impl UserBufs {
             if total > MAX_MSG {
                 return Err(Error::Invalid);
             }
-            b.iov[i] = Iov { base, len };
+            slot.write(Iov { base, len });
         }
-        b.n = n as usize;
-        b.total = total as usize;
-        Ok(b)
+        Ok(UserBufs {
+            space,
+            // The first `n` are initialized (above); `UserBufs::iov` reads
+            // no more.
+            iov: self.0.as_ptr().cast::<Iov>(),
+            n: n as usize,
+            total: total as usize,
+        })
+    }
+}
+
+/// One party's buffers: a gather list in its address space.
+#[derive(Clone, Copy)]
+pub struct UserBufs {
+    /// The owner's address space and its gather list (in the owner's
+    /// system-call frame: [`IovList`]). Both valid while the owner is
+    /// inside the call that passed these buffers (the pin rule keeps it
+    /// there while another thread copies).
+    space: *const AddressSpace,
+    iov: *const Iov,
+    n: usize,
+    total: usize,
+}
+
+// SAFETY: the pointers are only dereferenced while their owner is blocked
+// in the call (module docs); `AddressSpace` is `Sync` (its state is under a
+// token) and the gather list is not written while the call runs.
+unsafe impl Sync for UserBufs {}
+// SAFETY: as above.
+unsafe impl Send for UserBufs {}
+
+impl UserBufs {
+    /// The gather list.
+    fn iov(&self) -> &[Iov] {
+        // SAFETY: see the field: the first `n` pieces of an `IovList` in the
+        // owner's frame, initialized by `IovList::read`, alive while the
+        // owner is in its call.
+        unsafe { core::slice::from_raw_parts(self.iov, self.n) }
     }
 
     /// The piece and the offset in it of byte `off`.
     fn seek(&self, mut off: usize) -> (usize, usize) {
+        let iov = self.iov();
         let mut i = 0;
-        while i < self.n && off >= self.iov[i].len as usize {
-            off -= self.iov[i].len as usize;
+        while i < iov.len() && off >= iov[i].len as usize {
+            off -= iov[i].len as usize;
             i += 1;
         }
         (i, off)
@@ -161,26 +178,27 @@ impl Payload for UserIpc {
         // are held; from then on nothing here blocks.
         let _ts = lwkt::gettoken::<X86>(ss.token());
         let _td = lwkt::gettoken::<X86>(ds.token());
+        let (siov, diov) = (src.iov(), dst.iov());
         let (mut si, mut so) = src.seek(soff);
         let (mut di, mut dof) = dst.seek(doff);
         let mut done = 0;
         while done < want {
             // Skip empty pieces.
-            if so == src.iov[si].len as usize {
+            if so == siov[si].len as usize {
                 si += 1;
                 so = 0;
                 continue;
             }
-            if dof == dst.iov[di].len as usize {
+            if dof == diov[di].len as usize {
                 di += 1;
                 dof = 0;
                 continue;
             }
-            let sva = src.iov[si].base + so as u64;
-            let dva = dst.iov[di].base + dof as u64;
+            let sva = siov[si].base + so as u64;
+            let dva = diov[di].base + dof as u64;
             let n = (want - done)
-                .min(src.iov[si].len as usize - so)
-                .min(dst.iov[di].len as usize - dof)
+                .min(siov[si].len as usize - so)
+                .min(diov[di].len as usize - dof)
                 .min((PAGE_SIZE - sva % PAGE_SIZE) as usize)
                 .min((PAGE_SIZE - dva % PAGE_SIZE) as usize);
             let spa = ss.translate_user(sva, false).ok_or(Side::Src)?;
@@ -356,8 +374,9 @@ pub fn connect_detach(u: &UserThread, coid: u64) -> Result<u64, Error> {
 pub fn send(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let c = u.process.ipc.conn(a[0])?;
     let space = &u.process.space;
-    let smsg = UserBufs::from_user(space, a[1], a[2])?;
-    let rmsg = UserBufs::from_user(space, a[3], a[4])?;
+    let (mut sl, mut rl) = (IovList::new(), IovList::new());
+    let smsg = sl.read(space, a[1], a[2])?;
+    let rmsg = rl.read(space, a[3], a[4])?;
     let who = Who {
         pid: u.process.pid,
         tid: u.tid,
@@ -369,9 +388,11 @@ pub fn send(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
 pub fn receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let chid = a[0];
     let c = u.process.ipc.channel(chid)?;
-    let buf = UserBufs::from_user(&u.process.space, a[1], a[2])?;
-    // The info must be writable before anything is taken off the channel.
-    uaccess::write(a[3], &MsgInfo::default())?;
+    let mut list = IovList::new();
+    let buf = list.read(&u.process.space, a[1], a[2])?;
+    // The info must be writable before anything is taken off the channel
+    // (it is at most two pages: both ends are probed).
+    uaccess::probe_write(a[3], core::mem::size_of::<MsgInfo>() as u64)?;
     let d = c.chan.receive(&buf, u.base_priority()).map_err(error)?;
     let (rcvid, info) = match d {
         Delivery::Msg(m) => {
@@ -420,7 +441,8 @@ pub fn reply(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     if (a[1] as i64) < 0 {
         return Err(Error::Invalid);
     }
-    let buf = UserBufs::from_user(&u.process.space, a[2], a[3])?;
+    let mut list = IovList::new();
+    let buf = list.read(&u.process.space, a[2], a[3])?;
     c.chan
         .reply(rcvid, a[1], (buf.n > 0).then_some(&buf))
         .map_err(error)?;
@@ -442,7 +464,8 @@ pub fn msg_error(u: &UserThread, rcvid: u64, code: u64) -> Result<u64, Error> {
 pub fn read_write(u: &UserThread, a: [u64; 6], write: bool) -> Result<u64, Error> {
     let (c, rcvid) = conversation(u, a[0])?;
     let off = usize::try_from(a[1]).map_err(|_| Error::Invalid)?;
-    let buf = UserBufs::from_user(&u.process.space, a[2], a[3])?;
+    let mut list = IovList::new();
+    let buf = list.read(&u.process.space, a[2], a[3])?;
     let n = if write {
         c.chan.write(rcvid, off, &buf)
     } else {

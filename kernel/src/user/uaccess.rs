@@ -55,6 +55,14 @@ pub fn read_bytes(addr: u64, len: u64, max: usize) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
+/// Checks that `len` (> 0) bytes at `addr` can be written, by writing a
+/// zero byte at each end (a `Plain` struct spans at most two pages): the
+/// caller writes the real value afterwards. Cheaper than writing it twice.
+pub fn probe_write(addr: u64, len: u64) -> Result<(), Error> {
+    copy_to_user(addr, &[0]).map_err(|_| Error::Fault)?;
+    copy_to_user(addr.wrapping_add(len - 1), &[0]).map_err(|_| Error::Fault)
+}
+
 /// Writes `bytes` to `addr`.
 pub fn write_bytes(addr: u64, bytes: &[u8]) -> Result<(), Error> {
     copy_to_user(addr, bytes).map_err(|_| Error::Fault)
