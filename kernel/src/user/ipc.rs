@@ -203,12 +203,11 @@ impl Payload for UserIpc {
                 .min((PAGE_SIZE - dva % PAGE_SIZE) as usize);
             let spa = ss.translate_user(sva, false).ok_or(Side::Src)?;
             let dpa = ds.translate_user(dva, true).ok_or(Side::Dst)?;
-            // SAFETY: both addresses are in frames mapped to user space by
-            // their spaces, whose tokens we hold (no frame is freed under
-            // us); `n` bytes stay within each page; the physical mapping
-            // maps every frame writable. Source and destination may be the
-            // same frame (a process sending to itself): `copy` allows
-            // overlap.
+            // Source and destination may be the same frame (a process
+            // sending to itself): `copy` allows overlap.
+            // SAFETY: both are user frames of spaces whose tokens we hold (none
+            // is freed under us), mapped writable by the physical mapping; `n`
+            // bytes stay within each page.
             unsafe {
                 core::ptr::copy(
                     phys_to_virt(spa).as_ptr::<u8>(),
@@ -241,8 +240,8 @@ impl UChannel {
 
 /// A process's channels and connections.
 pub struct Tables {
-    channels: TokenCell<Vec<Option<Arc<UChannel>>>>,
-    conns: TokenCell<Vec<Option<Arc<UChannel>>>>,
+    channels: Table,
+    conns: Table,
 }
 
 /// Serial numbers of channels: the key of each one's pool token.
@@ -277,22 +276,30 @@ impl Tables {
         drop(self.conns.with(core::mem::take));
     }
 
+    /// Channel `chid` of the process.
     fn channel(&self, chid: u64) -> Result<Arc<UChannel>, Error> {
-        self.channels
-            .with(|t| t.get(chid as usize).and_then(Clone::clone))
-            .ok_or(Error::NotFound)
+        get(&self.channels, chid)
     }
 
     /// The channel connection `coid` names.
-    pub fn connection(&self, coid: u64) -> Result<Arc<UChannel>, Error> {
-        self.conn(coid)
+    pub fn conn(&self, coid: u64) -> Result<Arc<UChannel>, Error> {
+        get(&self.conns, coid)
     }
+}
 
-    fn conn(&self, coid: u64) -> Result<Arc<UChannel>, Error> {
-        self.conns
-            .with(|t| t.get(coid as usize).and_then(Clone::clone))
-            .ok_or(Error::NotFound)
-    }
+/// A table of channels (by channel or connection id).
+type Table = TokenCell<Vec<Option<Arc<UChannel>>>>;
+
+/// Entry `i` of `t`.
+fn get(t: &Table, i: u64) -> Result<Arc<UChannel>, Error> {
+    t.with(|t| t.get(i as usize).and_then(Clone::clone))
+        .ok_or(Error::NotFound)
+}
+
+/// Takes entry `i` out of `t`.
+fn take(t: &Table, i: u64) -> Result<Arc<UChannel>, Error> {
+    t.with(|t| t.get_mut(i as usize).and_then(Option::take))
+        .ok_or(Error::NotFound)
 }
 
 /// Puts `v` in the first free slot of `t` (at most `max` slots).
@@ -337,13 +344,7 @@ pub fn channel_create(u: &UserThread) -> Result<u64, Error> {
 
 /// `CHANNEL_DESTROY`.
 pub fn channel_destroy(u: &UserThread, chid: u64) -> Result<u64, Error> {
-    let c = u
-        .process
-        .ipc
-        .channels
-        .with(|t| t.get_mut(chid as usize).and_then(Option::take))
-        .ok_or(Error::NotFound)?;
-    c.chan.destroy();
+    take(&u.process.ipc.channels, chid)?.chan.destroy();
     Ok(0)
 }
 
@@ -360,13 +361,7 @@ pub fn connect_attach(u: &UserThread, pid: u64, chid: u64) -> Result<u64, Error>
 
 /// `CONNECT_DETACH`.
 pub fn connect_detach(u: &UserThread, coid: u64) -> Result<u64, Error> {
-    let c = u
-        .process
-        .ipc
-        .conns
-        .with(|t| t.get_mut(coid as usize).and_then(Option::take))
-        .ok_or(Error::NotFound)?;
-    drop(c);
+    drop(take(&u.process.ipc.conns, coid)?);
     Ok(0)
 }
 

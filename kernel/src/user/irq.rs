@@ -75,7 +75,7 @@ pub fn attach(u: &UserThread, irq: u64, coid: u64, code: u64) -> Result<u64, Err
         return Err(Error::Denied);
     }
     let code = u32::try_from(code).map_err(|_| Error::Invalid)?;
-    let chan = u.process.ipc.connection(coid)?;
+    let chan = u.process.ipc.conn(coid)?;
     let (slot, src) = slot(irq)?;
     let pid = u.process.pid;
     slot.with(|a| {
