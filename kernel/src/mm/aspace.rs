@@ -27,7 +27,7 @@ use alloc::collections::BTreeMap;
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 
 use x86_64::registers::control::Cr3;
-use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
+use x86_64::structures::paging::mapper::{MapToError, MapperFlush, TranslateResult};
 use x86_64::structures::paging::{
     FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame,
     Size4KiB, Translate,
@@ -266,19 +266,10 @@ impl AddressSpace {
                     failed = true;
                     break;
                 };
-                let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
                 // SAFETY: the page is in this space's user half and unmapped
                 // (no region overlaps); the frame is the caller's, given to
                 // this mapping.
-                let r = unsafe {
-                    mapper.map_to_with_table_flags(
-                        page,
-                        f,
-                        prot.flags(),
-                        F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
-                        &mut TableFrames,
-                    )
-                };
+                let r = unsafe { map_user_page(&mut mapper, va, f, prot) };
                 match r {
                     // Not loaded anywhere with a translation for this page
                     // (it was unmapped): no flush needed.
@@ -340,18 +331,9 @@ impl AddressSpace {
         let Some(f) = frame::alloc_zeroed() else {
             return false;
         };
-        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(page_va));
         // SAFETY: the page is in this space's stack region and unmapped
         // (checked above, under the token); the frame is fresh.
-        let r = unsafe {
-            mapper.map_to_with_table_flags(
-                page,
-                f,
-                prot.flags(),
-                F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
-                &mut TableFrames,
-            )
-        };
+        let r = unsafe { map_user_page(&mut mapper, page_va, f, prot) };
         match r {
             // Not present before: no CPU caches a translation to flush.
             Ok(flush) => {
@@ -562,6 +544,33 @@ impl Drop for AddressSpace {
 }
 
 /// Frees the table at `pa` (of `level`) and everything below it.
+/// Maps the user page at `va` to frame `f` with `prot`, creating the page
+/// tables on the way (user-accessible, writable: the leaf decides).
+///
+/// # Safety
+///
+/// The caller holds the space's token (or owns the space), the page is
+/// unmapped, and `f` is given to this mapping alone.
+unsafe fn map_user_page(
+    mapper: &mut OffsetPageTable<'static>,
+    va: u64,
+    f: PhysFrame<Size4KiB>,
+    prot: Prot,
+) -> Result<MapperFlush<Size4KiB>, MapToError<Size4KiB>> {
+    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+    // SAFETY: the caller's contract: an unmapped user page and a frame
+    // given to it alone.
+    unsafe {
+        mapper.map_to_with_table_flags(
+            page,
+            f,
+            prot.flags(),
+            F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
+            &mut TableFrames,
+        )
+    }
+}
+
 fn free_tree(pa: PhysAddr, level: u8) {
     for e in table(pa).iter() {
         if !e.flags().contains(F::PRESENT) {
