@@ -39,6 +39,33 @@ pub const CON_READ: u64 = 2;
 /// Longest console line.
 pub const LINE_MAX: usize = 256;
 
+/// A [`WaitStatus`] as `PM_WAIT` replies it: its five words, little-endian.
+pub fn encode_status(st: &WaitStatus) -> [u8; 40] {
+    let mut b = [0u8; 40];
+    for (w, v) in b.as_chunks_mut::<8>().0.iter_mut().zip([
+        st.kind,
+        st.code as u64,
+        st.vector,
+        st.rip,
+        st.addr,
+    ]) {
+        w.copy_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
+/// The [`WaitStatus`] of a `PM_WAIT` reply ([`encode_status`]).
+pub fn decode_status(b: &[u8; 40]) -> WaitStatus {
+    let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    WaitStatus {
+        kind: w(0),
+        code: w(1) as i64,
+        vector: w(2),
+        rip: w(3),
+        addr: w(4),
+    }
+}
+
 /// A request: the code, then `parts`.
 fn request(op: u64, parts: &[&[u8]]) -> Vec<u8> {
     let mut v = Vec::with_capacity(8 + parts.iter().map(|p| p.len()).sum::<usize>());
@@ -74,14 +101,7 @@ impl Procman {
         let m = request(PM_WAIT, &[&pid.to_le_bytes()]);
         let mut r = [0u8; 40];
         ipc::send(self.0, &m, &mut r)?;
-        let w = |i: usize| u64::from_le_bytes(r[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-        Ok(WaitStatus {
-            kind: w(0),
-            code: w(1) as i64,
-            vector: w(2),
-            rip: w(3),
-            addr: w(4),
-        })
+        Ok(decode_status(&r))
     }
 
     /// Ends `pid`.

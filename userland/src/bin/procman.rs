@@ -20,7 +20,9 @@ use alloc::vec::Vec;
 
 use wyvern_abi::syscall::{Error, WaitStatus};
 use wyvern_user::ipc::{self, Received};
-use wyvern_user::svc::{PM_IO_GRANT, PM_KILL, PM_NAME_ATTACH, PM_NAME_OPEN, PM_SPAWN, PM_WAIT};
+use wyvern_user::svc::{
+    PM_IO_GRANT, PM_KILL, PM_NAME_ATTACH, PM_NAME_OPEN, PM_SPAWN, PM_WAIT, encode_status,
+};
 use wyvern_user::sync::SpinLock;
 use wyvern_user::{println, sys, thread};
 
@@ -51,17 +53,6 @@ static STATE: SpinLock<State> = SpinLock::new(State {
     name_waiters: Vec::new(),
 });
 
-fn status_bytes(st: &WaitStatus) -> [u8; 40] {
-    let mut b = [0u8; 40];
-    for (i, v) in [st.kind, st.code as u64, st.vector, st.rip, st.addr]
-        .into_iter()
-        .enumerate()
-    {
-        b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
-    }
-    b
-}
-
 /// Starts `name arg` and its reaper; `done` (a connection to our own
 /// channel) gets a pulse when it ends.
 fn spawn(name: &str, arg: &str, done: Option<u64>) -> Result<u64, Error> {
@@ -91,7 +82,7 @@ fn spawn(name: &str, arg: &str, done: Option<u64>) -> Result<u64, Error> {
             }
         };
         for r in waiters {
-            let _ = ipc::reply(r, 0, &status_bytes(&st));
+            let _ = ipc::reply(r, 0, &encode_status(&st));
         }
         if let Some(coid) = done {
             let _ = ipc::pulse(coid, PULSE_DONE, pid);
@@ -146,7 +137,7 @@ fn serve(m: &ipc::Received, msg: &[u8]) -> Option<Result<u64, Error>> {
                 Some(st) => {
                     s.children.remove(&pid);
                     drop(s);
-                    let _ = ipc::reply(info.rcvid, 0, &status_bytes(&st));
+                    let _ = ipc::reply(info.rcvid, 0, &encode_status(&st));
                     return None;
                 }
                 None => {
