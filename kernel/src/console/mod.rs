@@ -55,7 +55,7 @@ struct ConsoleState {
     klog: Klog,
 }
 
-/// Bytes the log ring holds; older ones are overwritten (and counted).
+/// Bytes the log ring holds; older ones are overwritten.
 const KLOG_SIZE: usize = 16 * 1024;
 
 /// The log ring: kernel output while a user driver owns COM1.
@@ -64,7 +64,6 @@ struct Klog {
     /// Bytes ever written, and ever read (or overwritten).
     head: u64,
     tail: u64,
-    lost: u64,
 }
 
 impl Klog {
@@ -73,10 +72,7 @@ impl Klog {
             self.buf[(self.head % KLOG_SIZE as u64) as usize] = b;
             self.head += 1;
         }
-        if self.head - self.tail > KLOG_SIZE as u64 {
-            self.lost += self.head - self.tail - KLOG_SIZE as u64;
-            self.tail = self.head - KLOG_SIZE as u64;
-        }
+        self.tail = self.tail.max(self.head.saturating_sub(KLOG_SIZE as u64));
     }
 
     fn pop(&mut self, out: &mut [u8]) -> usize {
@@ -112,7 +108,6 @@ static CONSOLE: ConsoleLock = ConsoleLock {
             buf: [0; KLOG_SIZE],
             head: 0,
             tail: 0,
-            lost: 0,
         },
     }),
 };
@@ -226,17 +221,17 @@ pub fn hand_over_serial(user: bool) {
             if n == 0 {
                 break;
             }
-            st.serial
-                .write_str(core::str::from_utf8(&buf[..n]).unwrap_or("?"));
+            // Chunks may cut a character in two: bytes, not `str`s.
+            st.serial.write_bytes(&buf[..n]);
         }
         drop(guard);
     }
 }
 
 /// Takes up to `out.len()` bytes of the log ring, waiting (interruptibly,
-/// re-checking at least every second) while it is empty; returns how many,
-/// and how many were lost to overwriting so far. Thread context; blocks.
-pub fn klog_read(out: &mut [u8]) -> Result<(usize, u64), lwkt::Wake> {
+/// re-checking at least every second) while it is empty; returns how many.
+/// Thread context; blocks.
+pub fn klog_read(out: &mut [u8]) -> Result<usize, lwkt::Wake> {
     loop {
         let ident = klog_ident();
         lwkt::tsleep_interlock::<crate::sched::X86>(ident);
@@ -244,10 +239,9 @@ pub fn klog_read(out: &mut [u8]) -> Result<(usize, u64), lwkt::Wake> {
         // SAFETY: we hold the console lock, taken above.
         let st = unsafe { &mut *CONSOLE.state.get() };
         let n = st.klog.pop(out);
-        let lost = st.klog.lost;
         drop(guard);
         if n > 0 {
-            return Ok((n, lost));
+            return Ok(n);
         }
         let hz = crate::arch::timer::HZ;
         match lwkt::tsleep::<crate::sched::X86>(

@@ -53,10 +53,15 @@ impl Serial {
 
     /// Writes `s`, turning `\n` into `\r\n`.
     pub fn write_str(&mut self, s: &str) {
+        self.write_bytes(s.as_bytes());
+    }
+
+    /// Writes `bytes` (UTF-8 cut anywhere, say), turning `\n` into `\r\n`.
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
         let Some(uart) = self.uart.as_mut() else {
             return;
         };
-        for b in s.bytes() {
+        for &b in bytes {
             if b == b'\n' {
                 Self::put(uart, b'\r');
             }

@@ -157,9 +157,10 @@ fn klog_read(u: &UserThread, ptr: u64, len: u64) -> Result<u64, Error> {
     if n == 0 {
         return Err(Error::Invalid);
     }
-    // Check the buffer first: bytes taken from the ring must not be lost.
-    uaccess::read_into(&mut buf[..1], ptr)?;
-    let (got, _lost) = crate::console::klog_read(&mut buf[..n]).map_err(|_| Error::Killed)?;
+    // The buffer must be writable before bytes are taken from the ring
+    // (at most 1 KiB: both ends are probed).
+    uaccess::probe_write(ptr, n as u64)?;
+    let got = crate::console::klog_read(&mut buf[..n]).map_err(|_| Error::Killed)?;
     uaccess::write_bytes(ptr, &buf[..got])?;
     Ok(got as u64)
 }
@@ -190,22 +191,14 @@ fn threads(ptr: u64, count: u64) -> Result<u64, Error> {
             } else {
                 ThreadInfo::BLOCKED
             };
-            let mut name = [0u8; 16];
-            let n = td.name();
-            let n = n.as_str().as_bytes();
-            name[..n.len().min(16)].copy_from_slice(&n[..n.len().min(16)]);
-            let mut wmesg = [0u8; 8];
-            let w = td.wmesg();
-            let w = w.as_str().as_bytes();
-            wmesg[..w.len().min(8)].copy_from_slice(&w[..w.len().min(8)]);
             all.push(ThreadInfo {
                 cpu: u64::from(c.index()),
                 pid: super::pid_of(td),
                 priority: u64::from(td.priority()),
                 state,
                 switches: td.switch_count(),
-                name,
-                wmesg,
+                name: padded(td.name().as_str()),
+                wmesg: padded(td.wmesg().as_str()),
             });
         });
         drop(g);
@@ -213,6 +206,14 @@ fn threads(ptr: u64, count: u64) -> Result<u64, Error> {
     lwkt::migrate_self::<X86>(home);
     uaccess::write_slice(ptr, &all)?;
     Ok(all.len() as u64)
+}
+
+/// `s` cut to `N` bytes, NUL-padded.
+fn padded<const N: usize>(s: &str) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = s.len().min(N);
+    out[..n].copy_from_slice(&s.as_bytes()[..n]);
+    out
 }
 
 fn sleep(ns: u64) -> Result<u64, Error> {

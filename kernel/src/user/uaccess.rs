@@ -55,10 +55,11 @@ pub fn read_bytes(addr: u64, len: u64, max: usize) -> Result<Vec<u8>, Error> {
     Ok(buf)
 }
 
-/// Checks that `len` (> 0) bytes at `addr` can be written, by writing a
-/// zero byte at each end (a `Plain` struct spans at most two pages): the
-/// caller writes the real value afterwards. Cheaper than writing it twice.
+/// Checks that `len` bytes at `addr` (`0 < len <= 4096`: at most two
+/// pages) can be written, by writing a zero byte at each end: the caller
+/// writes the real bytes afterwards. Cheaper than writing them twice.
 pub fn probe_write(addr: u64, len: u64) -> Result<(), Error> {
+    debug_assert!((1..=4096).contains(&len), "probe_write of {len} bytes");
     copy_to_user(addr, &[0]).map_err(|_| Error::Fault)?;
     copy_to_user(addr.wrapping_add(len - 1), &[0]).map_err(|_| Error::Fault)
 }
