@@ -54,6 +54,31 @@ pub enum TimerChoice {
     Periodic,
 }
 
+/// Which local APIC mode the kernel should run in (`apic=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApicChoice {
+    /// x2APIC when the CPU has it, else xAPIC (the default).
+    Auto,
+    /// xAPIC, unless the firmware locked x2APIC or an APIC id needs it.
+    XApic,
+    /// x2APIC; a CPU without it runs xAPIC and the boot says so.
+    X2Apic,
+}
+
+/// Which reference clock measures the TSC (`tscref=`), for testing each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TscRef {
+    /// CPUID, else the first of HPET, ACPI PM timer and PIT that works (the
+    /// default).
+    Auto,
+    /// Skip CPUID; start at the HPET.
+    Hpet,
+    /// Skip CPUID and the HPET; start at the ACPI PM timer.
+    PmTimer,
+    /// Skip everything but the PIT.
+    Pit,
+}
+
 /// Keys a mode reads for its own parameters (all take unsigned integers).
 pub const PARAM_KEYS: &[&str] = &[
     "seconds", "iters", "reps", "percent", "rate", "cpus", "seed",
@@ -70,6 +95,10 @@ pub struct BootOptions<'a> {
     pub log_level: LogLevel,
     /// Tick source (`timer=auto|deadline|periodic`, default auto).
     pub timer: TimerChoice,
+    /// Local APIC mode (`apic=auto|xapic|x2apic`, default auto).
+    pub apic: ApicChoice,
+    /// TSC reference (`tscref=auto|hpet|pmtimer|pit`, default auto).
+    pub tscref: TscRef,
     text: &'a str,
 }
 
@@ -107,6 +136,8 @@ impl Default for BootOptions<'_> {
             framebuffer: true,
             log_level: LogLevel::Info,
             timer: TimerChoice::Auto,
+            apic: ApicChoice::Auto,
+            tscref: TscRef::Auto,
             text: "",
         }
     }
@@ -170,6 +201,23 @@ impl<'a> BootOptions<'a> {
                         _ => return Err(BootOptError::BadValue(word)),
                     }
                 }
+                "apic" => {
+                    opts.apic = match value {
+                        "auto" => ApicChoice::Auto,
+                        "xapic" => ApicChoice::XApic,
+                        "x2apic" => ApicChoice::X2Apic,
+                        _ => return Err(BootOptError::BadValue(word)),
+                    }
+                }
+                "tscref" => {
+                    opts.tscref = match value {
+                        "auto" => TscRef::Auto,
+                        "hpet" => TscRef::Hpet,
+                        "pmtimer" => TscRef::PmTimer,
+                        "pit" => TscRef::Pit,
+                        _ => return Err(BootOptError::BadValue(word)),
+                    }
+                }
                 k if PARAM_KEYS.contains(&k) => {
                     if value.parse::<u64>().is_err() {
                         return Err(BootOptError::BadValue(word));
@@ -225,6 +273,22 @@ mod tests {
         let o = BootOptions::parse("timer=periodic").unwrap();
         assert_eq!(o.timer, TimerChoice::Periodic);
         assert!(BootOptions::parse("timer=fast").is_err());
+        assert_eq!(BootOptions::parse("").unwrap().apic, ApicChoice::Auto);
+        assert_eq!(
+            BootOptions::parse("apic=xapic").unwrap().apic,
+            ApicChoice::XApic
+        );
+        assert_eq!(
+            BootOptions::parse("apic=x2apic").unwrap().apic,
+            ApicChoice::X2Apic
+        );
+        assert!(BootOptions::parse("apic=x3apic").is_err());
+        assert_eq!(
+            BootOptions::parse("tscref=pit").unwrap().tscref,
+            TscRef::Pit
+        );
+        assert_eq!(BootOptions::parse("").unwrap().tscref, TscRef::Auto);
+        assert!(BootOptions::parse("tscref=sundial").is_err());
         let o = BootOptions::parse("stress=token seconds=5").unwrap();
         assert_eq!(o.mode, Mode::Stress("token"));
         assert_eq!(o.param("seconds"), Some(5));

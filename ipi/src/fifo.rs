@@ -60,36 +60,88 @@ const EMPTY: Msg = Msg {
     arg2: 0,
 };
 
-/// The FIFO, holding `N` messages (a power of two).
+/// Where a FIFO keeps its messages: a fixed array (the per-pair FIFOs, whose
+/// size is a constant the compiler folds in) or a boxed slice sized at run
+/// time (a CPU's own sync queue, sized by the number of CPUs).
+pub(crate) trait Slots {
+    /// Capacity minus one (a power of two minus one).
+    fn mask(&self) -> u32;
+    /// Slot `i & mask`.
+    fn slot(&self, i: u32) -> &UnsafeCell<Msg>;
+}
+
+impl<const N: usize> Slots for [UnsafeCell<Msg>; N] {
+    #[inline(always)]
+    fn mask(&self) -> u32 {
+        const { assert!(N.is_power_of_two() && N <= 1 << 16) };
+        N as u32 - 1
+    }
+
+    #[inline(always)]
+    fn slot(&self, i: u32) -> &UnsafeCell<Msg> {
+        &self[(i & self.mask()) as usize]
+    }
+}
+
+impl Slots for alloc::boxed::Box<[UnsafeCell<Msg>]> {
+    #[inline(always)]
+    fn mask(&self) -> u32 {
+        self.len() as u32 - 1
+    }
+
+    #[inline(always)]
+    fn slot(&self, i: u32) -> &UnsafeCell<Msg> {
+        &self[(i & self.mask()) as usize]
+    }
+}
+
+/// The FIFO of a CPU pair: [`FIFO_SIZE`] messages inline.
+pub(crate) type PairFifo = Fifo<[UnsafeCell<Msg>; FIFO_SIZE]>;
+
+/// A FIFO sized at run time.
+pub(crate) type DynFifo = Fifo<alloc::boxed::Box<[UnsafeCell<Msg>]>>;
+
+/// The FIFO.
 #[derive(Debug)]
-pub(crate) struct Fifo<const N: usize> {
-    slots: [UnsafeCell<Msg>; N],
+pub(crate) struct Fifo<S> {
     windex: AtomicU32,
     rindex: AtomicU32,
     xindex: AtomicU32,
+    slots: S,
 }
 
 // SAFETY: the slots are accessed under the single-producer/single-consumer
 // protocol of the module docs: a slot is written only by the producer while it
 // is outside [rindex, windex) and read only by the consumer while inside, and
 // the Release/Acquire pairs on the indices order those accesses.
-unsafe impl<const N: usize> Sync for Fifo<N> {}
+unsafe impl<S: Slots> Sync for Fifo<S> {}
 
-impl<const N: usize> Fifo<N> {
-    const MASK: u32 = {
-        assert!(N.is_power_of_two() && N <= 1 << 16);
-        N as u32 - 1
-    };
-
+impl PairFifo {
     pub(crate) fn new() -> Self {
         Fifo {
-            slots: core::array::from_fn(|_| UnsafeCell::new(EMPTY)),
             windex: AtomicU32::new(0),
             rindex: AtomicU32::new(0),
             xindex: AtomicU32::new(0),
+            slots: core::array::from_fn(|_| UnsafeCell::new(EMPTY)),
         }
     }
+}
 
+impl DynFifo {
+    /// A FIFO of at least `n` messages (rounded up to a power of two).
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        let cap = n.max(1).next_power_of_two();
+        assert!(cap <= 1 << 16, "FIFO of {n} messages");
+        Fifo {
+            windex: AtomicU32::new(0),
+            rindex: AtomicU32::new(0),
+            xindex: AtomicU32::new(0),
+            slots: (0..cap).map(|_| UnsafeCell::new(EMPTY)).collect(),
+        }
+    }
+}
+
+impl<S: Slots> Fifo<S> {
     /// Messages queued and not yet taken. Producer's view.
     pub(crate) fn fill(&self) -> u32 {
         self.windex
@@ -107,12 +159,12 @@ impl<const N: usize> Fifo<N> {
     pub(crate) fn push(&self, msg: Msg) -> u32 {
         let w = self.windex.load(Ordering::Relaxed);
         assert!(
-            w.wrapping_sub(self.rindex.load(Ordering::Acquire)) < N as u32,
+            w.wrapping_sub(self.rindex.load(Ordering::Acquire)) <= self.slots.mask(),
             "IPI FIFO overflow"
         );
         // SAFETY: slot `w` is outside [rindex, windex) (checked above), so the
         // consumer does not read it; only this producer writes it.
-        self.slots[(w & Self::MASK) as usize].with_mut(|p| unsafe { p.write(msg) });
+        self.slots.slot(w).with_mut(|p| unsafe { p.write(msg) });
         self.windex.store(w.wrapping_add(1), Ordering::Release);
         w.wrapping_add(1)
     }
@@ -131,7 +183,7 @@ impl<const N: usize> Fifo<N> {
             // SAFETY: `r < w` and `w` was published with Release, so the slot
             // holds a complete message the producer will not touch until we
             // advance `rindex`.
-            let msg = self.slots[(r & Self::MASK) as usize].with(|p| unsafe { p.read() });
+            let msg = self.slots.slot(r).with(|p| unsafe { p.read() });
             self.rindex.store(r.wrapping_add(1), Ordering::Release);
             (msg.func)(msg.arg1, msg.arg2);
             ran += 1;

@@ -22,6 +22,19 @@
 //! and the argument needs only release/acquire on read-modify-writes, which is
 //! what the loom model in `tests/loom.rs` checks.
 //!
+//! # Memory
+//!
+//! The FIFO of a pair is made the first time its producer sends on it
+//! ([`Ipi::send`] allocates it, publishes the pointer with `Release`, then
+//! sets its pending bit, so a consumer that sees the bit finds the FIFO).
+//! Only its producer ever creates it, so there is no race to resolve. A
+//! machine of N CPUs thus holds N² pointers and a FIFO for each pair that
+//! has talked: at 8 CPUs every pair soon does (56 FIFOs of 1.6 KiB), at
+//! 1024 CPUs the 8 MiB of pointers and the FIFOs of pairs that actually
+//! talk, instead of the 1.6 GiB a full matrix would take. An allocation
+//! that fails is retried while the sender serves its own queues: the sender
+//! waits, as it does for a full FIFO, and nothing is lost.
+//!
 //! # Full FIFOs
 //!
 //! A sender that finds its FIFO above [`HIGH_WATER`] does not wait for the
@@ -59,8 +72,8 @@ use core::marker::PhantomData;
 pub use cpuset::{AtomicCpuSet, CpuSet, MAX_CPUS};
 pub use fifo::{FIFO_SIZE, HIGH_WATER, IpiFunc, LOW_WATER, Msg};
 
-use fifo::Fifo;
-use sync::{AtomicU32, AtomicU64, Ordering, fence};
+use fifo::{DynFifo, PairFifo};
+use sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering, fence};
 
 /// What the machine provides.
 pub trait Platform: 'static {
@@ -110,6 +123,10 @@ pub struct Stats {
     pub passive: LocalCounter,
     /// cpusyncs this CPU initiated.
     pub cpusync: LocalCounter,
+    /// FIFOs this CPU made (one per CPU it has sent to).
+    pub fifos: LocalCounter,
+    /// Times a FIFO could not be allocated and the sender waited.
+    pub fifo_nomem: LocalCounter,
 }
 
 /// A copy of [`Stats`].
@@ -122,6 +139,8 @@ pub struct StatsSnapshot {
     pub fifo_full: u64,
     pub passive: u64,
     pub cpusync: u64,
+    pub fifos: u64,
+    pub fifo_nomem: u64,
 }
 
 impl Stats {
@@ -135,13 +154,11 @@ impl Stats {
             fifo_full: self.fifo_full.get(),
             passive: self.passive.get(),
             cpusync: self.cpusync.get(),
+            fifos: self.fifos.get(),
+            fifo_nomem: self.fifo_nomem.get(),
         }
     }
 }
-
-/// Capacity of a CPU's own sync FIFO: one polling entry per concurrent cpusync
-/// aimed at it, so at most one per other CPU.
-const SYNCQ_SIZE: usize = MAX_CPUS;
 
 /// A CPU's receiving side.
 struct IpiCpu {
@@ -149,8 +166,10 @@ struct IpiCpu {
     pending: AtomicCpuSet,
     /// 1 while signalled and not done processing (SeqCst).
     npoll: AtomicU32,
-    /// This CPU's own queue of cpusync polls. Written and read by this CPU.
-    syncq: Fifo<SYNCQ_SIZE>,
+    /// This CPU's own queue of cpusync polls, written and read by this CPU:
+    /// one polling entry per concurrent cpusync aimed at it, so at most one
+    /// per other CPU.
+    syncq: DynFifo,
     /// cpusyncs this CPU is initiating right now. Local.
     mastering: AtomicU32,
     /// Counters. Local.
@@ -161,8 +180,9 @@ struct IpiCpu {
 pub struct Ipi<P: Platform> {
     ncpus: usize,
     cpus: Box<[IpiCpu]>,
-    /// FIFO from `a` to `b` at `a * ncpus + b`.
-    fifos: Box<[Fifo<FIFO_SIZE>]>,
+    /// FIFO from `a` to `b` at `a * ncpus + b`, made on first use (null
+    /// before); written only by `a`.
+    fifos: Box<[AtomicPtr<PairFifo>]>,
     _platform: PhantomData<P>,
 }
 
@@ -174,14 +194,16 @@ impl<P: Platform> Ipi<P> {
             ncpus,
             cpus: (0..ncpus)
                 .map(|_| IpiCpu {
-                    pending: AtomicCpuSet::new(),
+                    pending: AtomicCpuSet::with_cpus(ncpus),
                     npoll: AtomicU32::new(0),
-                    syncq: Fifo::new(),
+                    syncq: DynFifo::with_capacity(ncpus),
                     mastering: AtomicU32::new(0),
                     stats: Stats::default(),
                 })
                 .collect(),
-            fifos: (0..ncpus * ncpus).map(|_| Fifo::new()).collect(),
+            fifos: (0..ncpus * ncpus)
+                .map(|_| AtomicPtr::new(core::ptr::null_mut()))
+                .collect(),
             _platform: PhantomData,
         }
     }
@@ -191,8 +213,55 @@ impl<P: Platform> Ipi<P> {
         self.ncpus
     }
 
-    fn fifo(&self, from: usize, to: usize) -> &Fifo<FIFO_SIZE> {
-        &self.fifos[from * self.ncpus + to]
+    /// The FIFO from `from` to `to`, which exists: the consumer calls this
+    /// for a source whose pending bit it saw, the producer for a FIFO it
+    /// sent on.
+    fn fifo(&self, from: usize, to: usize) -> &PairFifo {
+        let p = self.fifos[from * self.ncpus + to].load(Ordering::Acquire);
+        assert!(
+            !p.is_null(),
+            "IPI FIFO {from}->{to} used before it was made"
+        );
+        // SAFETY: non-null pointers here come from `fifo_out`, which leaks a
+        // live, initialized FIFO that is freed only when `self` is dropped.
+        unsafe { &*p }
+    }
+
+    /// The FIFO from this CPU (`me`) to `to`, made now if this is the first
+    /// message on it. Requires critical section (only `me` writes the slot).
+    fn fifo_out(&self, me: usize, to: usize) -> &PairFifo {
+        let slot = &self.fifos[me * self.ncpus + to];
+        let p = slot.load(Ordering::Relaxed);
+        if !p.is_null() {
+            // SAFETY: as in `fifo`; we made it, so Relaxed suffices.
+            return unsafe { &*p };
+        }
+        let layout = core::alloc::Layout::new::<PairFifo>();
+        let p = loop {
+            // SAFETY: `layout` has a non-zero size.
+            let p = unsafe { alloc::alloc::alloc(layout) }.cast::<PairFifo>();
+            if !p.is_null() {
+                break p;
+            }
+            // No memory now: serve our own queues (which is what frees the
+            // senders waiting on us) and try again.
+            self.cpus[me].stats.fifo_nomem.inc();
+            self.process();
+            P::pause();
+        };
+        // SAFETY: `p` is fresh memory of `PairFifo`'s layout.
+        unsafe { p.write(PairFifo::new()) };
+        self.cpus[me].stats.fifos.inc();
+        // Published before any pending bit that names it (`enqueue`).
+        slot.store(p, Ordering::Release);
+        // SAFETY: just initialized; lives until `self` is dropped.
+        unsafe { &*p }
+    }
+
+    /// FIFOs made so far, over all CPUs, and their bytes.
+    pub fn fifo_memory(&self) -> (u64, usize) {
+        let n: u64 = self.cpus.iter().map(|c| c.stats.fifos.get()).sum();
+        (n, n as usize * core::mem::size_of::<PairFifo>())
     }
 
     /// CPU `cpu`'s counters.
@@ -214,7 +283,7 @@ impl<P: Platform> Ipi<P> {
     /// first if it is above the high-water mark. Returns the message's sequence
     /// number for [`Ipi::wait_seq`].
     fn enqueue(&self, me: usize, to: usize, msg: Msg) -> u32 {
-        let q = self.fifo(me, to);
+        let q = self.fifo_out(me, to);
         if q.fill() > HIGH_WATER {
             self.cpus[me].stats.fifo_full.inc();
             while q.fill() > LOW_WATER {
@@ -265,7 +334,7 @@ impl<P: Platform> Ipi<P> {
     /// passive messages). Any context.
     pub fn has_pending(&self) -> bool {
         let me = P::cpu();
-        !self.cpus[me].pending.load().is_empty() || !self.cpus[me].syncq.is_empty()
+        !self.cpus[me].pending.is_empty() || !self.cpus[me].syncq.is_empty()
     }
 
     /// Runs every message queued for this CPU, then ends the signalled state
@@ -278,7 +347,7 @@ impl<P: Platform> Ipi<P> {
         let cpu = &self.cpus[me];
         let mut ran = 0u64;
         loop {
-            for src in cpu.pending.take().iter() {
+            cpu.pending.take_each(|src| {
                 loop {
                     let (n, more) = self.fifo(src, me).run();
                     ran += u64::from(n);
@@ -286,7 +355,7 @@ impl<P: Platform> Ipi<P> {
                         break;
                     }
                 }
-            }
+            });
             if !cpu.syncq.is_empty() {
                 let (n, more) = cpu.syncq.run();
                 ran += u64::from(n);
@@ -298,12 +367,12 @@ impl<P: Platform> Ipi<P> {
                     continue;
                 }
             }
-            if !cpu.pending.load().is_empty() {
+            if !cpu.pending.is_empty() {
                 continue;
             }
             cpu.npoll.store(0, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if cpu.pending.load_latest().is_empty() {
+            if cpu.pending.is_empty_latest() {
                 break;
             }
         }
@@ -337,7 +406,7 @@ impl<P: Platform> Ipi<P> {
     pub fn cpusync(&'static self, targets: &CpuSet, func: fn(usize), arg: usize) {
         let cs = CpuSync {
             mask: *targets,
-            mack: AtomicCpuSet::new(),
+            mack: AtomicCpuSet::with_cpus(self.ncpus),
             func,
             arg,
             ipi: self as *const Self as usize,
@@ -360,7 +429,7 @@ impl<P: Platform> Ipi<P> {
         for c in others.iter() {
             self.send(c, cpusync_remote1::<P>, cs as *const CpuSync as usize, 0);
         }
-        while cs.mack.load() != others {
+        while !cs.mack.equals(&others) {
             self.process();
             P::pause();
         }
@@ -373,7 +442,7 @@ impl<P: Platform> Ipi<P> {
         if cs.mask.contains(me) {
             (cs.func)(cs.arg);
         }
-        while cs.mack.load() != acked {
+        while !cs.mack.equals(&acked) {
             self.process();
             P::pause();
         }
@@ -382,6 +451,23 @@ impl<P: Platform> Ipi<P> {
         // Polls left on our sync queue while we were mastering were not looped
         // on; serve them now.
         self.process();
+    }
+}
+
+impl<P: Platform> Drop for Ipi<P> {
+    fn drop(&mut self) {
+        for slot in self.fifos.iter() {
+            let p = slot.load(Ordering::Acquire);
+            if !p.is_null() {
+                // SAFETY: `p` came from `fifo_out`'s allocation with this
+                // layout and was initialized there; `&mut self` means no CPU
+                // uses the queues any more.
+                unsafe {
+                    core::ptr::drop_in_place(p);
+                    alloc::alloc::dealloc(p.cast(), core::alloc::Layout::new::<PairFifo>());
+                }
+            }
+        }
     }
 }
 
@@ -422,7 +508,7 @@ fn cpusync_remote2<P: Platform>(arg: usize, _: usize) {
     // acknowledgement, after which we no longer touch `cs`.
     let cs = unsafe { cpusync_from(arg) };
     let me = P::cpu();
-    if !cs.mack.load().contains(me) {
+    if !cs.mack.contains(me) {
         (cs.func)(cs.arg);
         cs.mack.insert(me);
         // `cs` may be gone from here on.
@@ -446,11 +532,14 @@ mod tests {
     fn cpusets() {
         let mut s = CpuSet::new();
         assert!(s.is_empty());
-        for c in [0, 5, 63, 64, 200, 255] {
+        for c in [0, 5, 63, 64, 200, 255, 256, 1023] {
             s.insert(c);
         }
-        assert_eq!(s.len(), 6);
-        assert_eq!(s.iter().collect::<Vec<_>>(), vec![0, 5, 63, 64, 200, 255]);
+        assert_eq!(s.len(), 8);
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            vec![0, 5, 63, 64, 200, 255, 256, 1023]
+        );
         s.remove(64);
         assert!(!s.contains(64) && s.contains(63));
         assert_eq!(CpuSet::first(3).iter().collect::<Vec<_>>(), vec![0, 1, 2]);
@@ -460,5 +549,23 @@ mod tests {
         assert_eq!(a.load().len(), 2);
         assert_eq!(a.take().iter().collect::<Vec<_>>(), vec![7, 130]);
         assert!(a.load().is_empty());
+        // A set for 300 CPUs uses five words and reaches CPU 299.
+        let b = AtomicCpuSet::with_cpus(300);
+        b.insert(299);
+        b.insert(3);
+        assert!(b.contains(299) && !b.contains(298) && !b.is_empty_latest());
+        let mut seen = Vec::new();
+        b.for_each_latest(|c| seen.push(c));
+        assert_eq!(seen, vec![3, 299]);
+        let mut want = CpuSet::new();
+        want.insert(3);
+        want.insert(299);
+        assert!(b.equals(&want));
+        want.insert(1000);
+        assert!(!b.equals(&want));
+        seen.clear();
+        b.take_each(|c| seen.push(c));
+        assert_eq!(seen, vec![3, 299]);
+        assert!(b.is_empty() && b.is_empty_latest());
     }
 }

@@ -9,6 +9,8 @@
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 
+use acpi::address::AddressSpace;
+use acpi::fadt::Fadt;
 use acpi::madt::{Madt, MadtEntry};
 use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
 use x86_64::PhysAddr;
@@ -90,6 +92,16 @@ pub struct LapicNmi {
     pub flags: IrqFlags,
 }
 
+/// The ACPI power-management timer: a free-running counter at 3.579545 MHz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmTimerInfo {
+    /// Its register: an I/O port, or a physical address.
+    pub port: Option<u16>,
+    pub mmio: Option<u64>,
+    /// 32 bits wide (else 24).
+    pub wide: bool,
+}
+
 /// What the firmware says about the machine.
 #[derive(Debug, Clone)]
 pub struct Platform {
@@ -103,6 +115,8 @@ pub struct Platform {
     /// HPET base address and tick period in femtoseconds is read from its
     /// registers; the table gives the base.
     pub hpet_base: Option<u64>,
+    /// The ACPI PM timer, if the FADT lists one.
+    pub pm_timer: Option<PmTimerInfo>,
 }
 
 impl Platform {
@@ -147,6 +161,25 @@ pub fn init(rsdp: u64) -> &'static Platform {
             lapic_nmis: Vec::new(),
             has_8259: madt.get().supports_8259(),
             hpet_base: HpetInfo::new(&tables).ok().map(|h| h.base_address as u64),
+            pm_timer: tables.find_table::<Fadt>().ok().and_then(|fadt| {
+                let wide = { fadt.flags }.pm_timer_is_32_bit();
+                let base = fadt.pm_timer_block().ok().flatten()?;
+                match base.address_space {
+                    AddressSpace::SystemIo => {
+                        u16::try_from(base.address).ok().map(|port| PmTimerInfo {
+                            port: Some(port),
+                            mmio: None,
+                            wide,
+                        })
+                    }
+                    AddressSpace::SystemMemory => Some(PmTimerInfo {
+                        port: None,
+                        mmio: Some(base.address),
+                        wide,
+                    }),
+                    _ => None,
+                }
+            }),
         };
         for entry in madt.get().entries() {
             match entry {

@@ -73,9 +73,10 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
 
     user::ramdisk::init(boot_info.ramdisk_addr.into_option(), boot_info.ramdisk_len);
     let platform = acpi::init(rsdp.expect("the bootloader found no RSDP"));
-    let machine = arch::init_machine(platform, opts.timer);
+    let machine = arch::init_machine(platform, opts.timer, opts.apic, opts.tscref);
     arch::init_user_support();
     let report = smp::start_aps(platform);
+    println!("local APIC: {}", arch::apic::describe());
     lwkt::start_cpu::<X86>();
     intr::init();
     console::input::init(platform);

@@ -20,7 +20,9 @@ use crate::arch::gdt::CpuTables;
 use crate::mm::stack::KernelStack;
 
 /// Most CPUs Wyvern brings up; more in the MADT are reported and left off.
-pub const MAX_CPUS: usize = 256;
+/// Memory per CPU is allocated for the CPUs present only: the tables sized
+/// by this are pointer tables (8 KiB).
+pub const MAX_CPUS: usize = ipi::MAX_CPUS;
 
 /// A local counter: written only by its CPU, read by anyone.
 #[derive(Default)]
@@ -101,6 +103,11 @@ pub struct PerCpu {
     pub traps: LocalCounter,
     /// NMIs taken. Local counter (NMI handler).
     pub nmis: LocalCounter,
+    /// Spurious-vector interrupts that were real deliveries (ISR bit set).
+    /// Local counter (spurious handler).
+    pub spurious_delivered: LocalCounter,
+    /// Spurious interrupts proper. Local counter (spurious handler).
+    pub spurious_true: LocalCounter,
     /// System calls entered. Local counter (syscall entry).
     pub syscalls: LocalCounter,
     /// Interrupts taken per vector. Local counters (trap entry).
@@ -146,6 +153,8 @@ impl PerCpu {
             ticks: LocalCounter::new(),
             traps: LocalCounter::new(),
             nmis: LocalCounter::new(),
+            spurious_delivered: LocalCounter::new(),
+            spurious_true: LocalCounter::new(),
             syscalls: LocalCounter::new(),
             vectors: [const { LocalCounter::new() }; 256],
             online_tsc: AtomicU64::new(0),

@@ -16,3 +16,40 @@ pub mod env;
 pub mod harness;
 pub mod qemu;
 pub mod symbolize;
+
+/// The kernel's portable hardware logic, tested here on the host: the
+/// local APIC mode choice and its transitions (including the locked
+/// x2APIC state no emulator shows).
+#[cfg(test)]
+#[path = "../../kernel/src/arch/x86_64/apic_mode.rs"]
+mod kernel_apic_mode;
+
+/// Defines a boot test once for each local APIC the guest may have: `fn
+/// name(apic) { … }` becomes the tests `name::xapic` and `name::x2apic`, the
+/// body run with [`qemu::Apic::XApic`] and [`qemu::Apic::X2Apic`]. `cargo
+/// xtask test` skips the `x2apic` half, and says so, where QEMU cannot
+/// show x2APIC.
+#[macro_export]
+macro_rules! apic_tests {
+    ($( $(#[$attr:meta])* fn $name:ident($apic:ident) $body:block )*) => {
+        $(
+            $(#[$attr])*
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                fn body($apic: $crate::qemu::Apic) $body
+
+                #[test]
+                fn xapic() {
+                    body($crate::qemu::Apic::XApic)
+                }
+
+                #[test]
+                fn x2apic() {
+                    body($crate::qemu::Apic::X2Apic)
+                }
+            }
+        )*
+    };
+}

@@ -13,7 +13,7 @@ use lwkt::Sema;
 use x86_64::instructions::port::Port;
 
 use super::serial::COM1;
-use crate::arch::{apic, ioapic};
+use crate::arch::ioapic;
 use crate::sched::X86;
 
 const RING: usize = 256;
@@ -73,14 +73,18 @@ pub fn wait_byte(ticks: u64) -> Option<u8> {
     read_byte()
 }
 
-/// Routes COM1's IRQ to the boot CPU with an interrupt thread there and
-/// enables receive interrupts. Thread context, once, after the scheduler is
-/// up. Does nothing without a serial port.
+/// Routes COM1's IRQ to the CPU that takes device interrupts (the boot CPU
+/// on every machine seen; `ioapic::device_cpu`) with an interrupt thread
+/// there and enables receive interrupts. Thread context, once, after the
+/// scheduler is up. Does nothing without a serial port.
 pub fn init(platform: &crate::acpi::Platform) {
     if !super::has_serial() {
         return;
     }
-    let (gsi, vector) = ioapic::route_isa(platform, 4, apic::local_id());
-    crate::intr::attach_gsi("com1", Some(4), gsi, vector, 0, drain);
+    let Some((gsi, vector, cpu)) = ioapic::route_isa(platform, 4) else {
+        crate::println!("com1: no CPU the I/O APIC can address; no serial input");
+        return;
+    };
+    crate::intr::attach_gsi("com1", Some(4), gsi, vector, cpu as usize, drain);
     super::enable_serial_rx();
 }

@@ -143,7 +143,7 @@ impl AddressSpace {
         }
         Some(AddressSpace {
             pml4,
-            cpus: ipi::AtomicCpuSet::new(),
+            cpus: ipi::AtomicCpuSet::with_cpus(crate::sched::world().ipi.ncpus()),
             state: TokenCell::new(State {
                 regions: BTreeMap::new(),
                 pages: 0,

@@ -115,6 +115,21 @@ fn join_all(refs: Vec<ThreadRef<X86>>) {
     }
 }
 
+/// Makes every IPI FIFO there can be: each is allocated the first time its
+/// sending CPU uses it (`ipi` crate docs), so a test that compares kernel
+/// memory with a baseline makes them all before taking it. A cpusync from
+/// every CPU sends from each to every other.
+fn make_all_ipi_fifos() {
+    let refs = (0..ncpus())
+        .map(|c| {
+            spawn_on(c, "fifos", || {
+                crate::sched::cpusync_online(|_| {}, 0);
+            })
+        })
+        .collect();
+    join_all(refs);
+}
+
 /// Frees every CPU's cache of exited threads and their stacks.
 fn trim_all_caches() {
     let refs = (0..ncpus())

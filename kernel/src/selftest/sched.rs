@@ -202,6 +202,7 @@ fn thread_churn() {
             .map(|_| KernelStack::new().expect("stack"))
             .collect::<Vec<_>>(),
     );
+    super::make_all_ipi_fifos();
     trim_all_caches();
     let frames0 = frame::stats();
     let heap0 = heap::stats();

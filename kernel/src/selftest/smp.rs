@@ -9,6 +9,7 @@ use crate::arch::apic::{self, VECTOR_SPURIOUS, VECTOR_TEST, with_lapic};
 use crate::arch::trap::{self, TrapFrame};
 use crate::arch::{cpu, tsc};
 use crate::percpu::{self, MAX_CPUS, mycpu};
+
 use crate::{check, console, println, smp};
 
 pub static TESTS: &[SelfTest] = &[
@@ -32,6 +33,11 @@ pub static TESTS: &[SelfTest] = &[
         expect: Expect::Return,
         run: serial_rx,
     },
+    SelfTest {
+        name: "many-cpus",
+        expect: Expect::Return,
+        run: many_cpus,
+    },
 ];
 
 /// Every CPU the MADT lists is online, has ticked, and halts when idle.
@@ -44,12 +50,12 @@ fn smp_online() {
     );
     check!(percpu::online().count() == listed, "online blocks != MADT");
     // Per CPU at the start of the window: ticks, idle halts, traps.
-    let before: [(u64, u64, u64); MAX_CPUS] = core::array::from_fn(|i| {
-        percpu::cpu(i as u32).map_or((0, 0, 0), |c| {
+    let before: alloc::vec::Vec<(u64, u64, u64)> = percpu::all()
+        .map(|c| {
             let halts = c.lwkt.stats.idle_halts.get();
             (c.ticks.get(), halts, c.traps.get())
         })
-    });
+        .collect();
     smp::wait_ticks(30);
     for c in percpu::online() {
         // Halts are read before traps: both only grow, and each halt but the
@@ -94,11 +100,10 @@ static SEEN_CPUID: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; 
 static TEST_IPIS: AtomicU32 = AtomicU32::new(0);
 
 fn cpuid_apic_id() -> u32 {
-    if cpu::cpuid(0, 0).eax >= 0xb && cpu::cpuid(0xb, 0).ebx != 0 {
-        cpu::cpuid(0xb, 0).edx
-    } else {
-        cpu::cpuid(1, 0).ebx >> 24
-    }
+    crate::arch::apic_mode::cpuid_apic_id(|leaf, sub| {
+        let r = cpu::cpuid(leaf, sub);
+        (r.eax, r.ebx, r.ecx, r.edx)
+    })
 }
 
 fn record_identity(_frame: &mut TrapFrame) {
@@ -173,7 +178,31 @@ fn cpumap() {
     check!(ids.len() == n as usize, "APIC ids are not distinct");
     let dense = percpu::online().map(|c| c.index()).eq(0..n);
     check!(dense, "CPU indices are not 0..{n}");
-    println!("cpumap: {n} CPUs, indices 0..{n}, APIC ids {:?}", ids);
+    println!(
+        "cpumap: {n} CPUs, indices 0..{n}, APIC ids {}",
+        ranges(&ids)
+    );
+}
+
+/// `ids` (sorted, distinct) as runs: `0-7, 256`.
+fn ranges(ids: &[u32]) -> alloc::string::String {
+    use core::fmt::Write;
+    let mut out = alloc::string::String::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        let sep = if out.is_empty() { "" } else { ", " };
+        let _ = if j > i {
+            write!(out, "{sep}{}-{}", ids[i], ids[j])
+        } else {
+            write!(out, "{sep}{}", ids[i])
+        };
+        i = j + 1;
+    }
+    out
 }
 
 /// NMIs to every CPU are counted and survived; an interrupt delivered on the
@@ -190,10 +219,10 @@ fn nmi() {
     };
     check!(wait_for(5000, all_got_one), "not every CPU took its NMI");
 
-    let delivered = apic::SPURIOUS_DELIVERED.total();
+    let delivered = apic::spurious_delivered();
     with_lapic(|l| l.send_self(VECTOR_SPURIOUS));
     check!(
-        wait_for(1000, || apic::SPURIOUS_DELIVERED.total() > delivered),
+        wait_for(1000, || apic::spurious_delivered() > delivered),
         "the interrupt sent to the spurious vector was not seen"
     );
     check!(
@@ -213,9 +242,56 @@ fn nmi() {
     println!(
         "nmi: {} CPUs took an NMI and go on; spurious vector: {} delivered, {} true spurious",
         smp::online(),
-        apic::SPURIOUS_DELIVERED.total(),
-        apic::SPURIOUS_TRUE.total()
+        apic::spurious_delivered(),
+        apic::spurious_true()
     );
+}
+
+/// cpusyncs run by each CPU, for `many_cpus`.
+static SYNCED: crate::sync::Once<alloc::vec::Vec<AtomicU64>> = crate::sync::Once::new();
+
+fn count_sync(_: usize) {
+    SYNCED.get().expect("SYNCED")[percpu::cpu_index() as usize].fetch_add(1, Ordering::Relaxed);
+    cpu::flush_tlb_local();
+}
+
+/// A big machine end to end, in one boot (each boot of hundreds of CPUs
+/// costs a minute and more under TCG): every CPU online and ticking, each
+/// reached by an IPI at the APIC id its block records, shootdowns (cpusyncs
+/// that reload CR3) started from the first, the last and a middle CPU
+/// reaching every CPU, and COM1 input still arriving through the I/O APIC.
+fn many_cpus() {
+    smp_online();
+    cpumap();
+    let n = smp::online() as usize;
+    SYNCED.call_once(|| (0..n).map(|_| AtomicU64::new(0)).collect());
+    let starters = [0, n / 2, n - 1];
+    const ROUNDS: u64 = 3;
+    let refs = starters
+        .iter()
+        .map(|&c| {
+            super::spawn_on(c, "shootdown", || {
+                for _ in 0..ROUNDS {
+                    crate::sched::cpusync_online(count_sync, 0);
+                }
+            })
+        })
+        .collect();
+    super::join_all(refs);
+    let want = ROUNDS * starters.len() as u64;
+    for (c, hits) in SYNCED.get().expect("SYNCED").iter().enumerate() {
+        let h = hits.load(Ordering::Relaxed);
+        check!(h == want, "cpu{c} ran {h} shootdowns, expected {want}");
+    }
+    let (fifos, bytes) = crate::sched::world().ipi.fifo_memory();
+    println!(
+        "many-cpus: {} shootdowns from cpu{:?} reached all {n} CPUs; {fifos} IPI FIFOs made ({} KiB) of {} possible",
+        starters.len() as u64 * ROUNDS,
+        starters,
+        bytes >> 10,
+        n * (n - 1)
+    );
+    serial_rx();
 }
 
 /// Bytes typed on the host's end of COM1 arrive through IRQ 4 and the I/O APIC.

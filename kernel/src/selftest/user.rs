@@ -83,6 +83,7 @@ fn memory(kernel_threads: usize) -> Memory {
         "{} threads still alive, {kernel_threads} expected",
         threads()
     );
+    super::make_all_ipi_fifos();
     trim_all_caches();
     let h = heap::stats();
     Memory {

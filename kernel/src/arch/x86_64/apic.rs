@@ -1,12 +1,27 @@
 //! Local APIC (through the `x2apic` crate) and the legacy PICs.
 //!
-//! The local APIC runs in x2APIC mode (MSRs) when CPUID offers it and in xAPIC
-//! mode (MMIO, mapped uncached) otherwise; QEMU 7.2's TCG has no x2APIC, real
-//! machines usually do, so both paths are live. The mode is chosen once by the
-//! boot CPU and every AP uses the same. The crate configures the APIC (enable,
-//! LVT vectors, timer); the few registers it does not expose — ISR, ESR, the ID
-//! register's xAPIC encoding, LINT pins, the xAPIC ICR destination field — are
-//! reached through [`reg_read`]/[`reg_write`], which pick MSR or MMIO by mode.
+//! # Mode
+//!
+//! The local APICs run in x2APIC mode (registers are MSRs) whenever the CPU
+//! has it, and in xAPIC mode (an MMIO page, mapped uncached) otherwise or on
+//! request (`apic=xapic`); `apic_mode` holds the choice and the legal ways to
+//! each mode from whatever the firmware left. The boot CPU chooses in
+//! [`init_global`] and walks its own APIC there before reading any register;
+//! each AP does the same in [`enter_mode`], first thing after it leaves the
+//! trampoline. Until then nothing touches a register: the AP finds its
+//! per-CPU block by the id its APIC reports once in the chosen mode.
+//!
+//! The crate configures the APIC (enable, LVT vectors, timer); the few
+//! registers it does not expose — ISR, ESR, the ID register's xAPIC encoding,
+//! LINT pins, the xAPIC ICR destination field — are reached through
+//! [`reg_read`]/[`reg_write`], which pick MSR or MMIO by mode.
+//!
+//! # APIC ids
+//!
+//! In x2APIC mode the ID register (MSR 0x802) is the full 32-bit x2APIC id;
+//! in xAPIC mode it is bits 31:24 of the MMIO ID register. The MADT lists
+//! both kinds (x2APIC entries for ids above 254). CPUID leaf 0x1f/0xb gives
+//! the same 32-bit id, which the `cpumap` self-test checks on every CPU.
 //!
 //! The legacy 8259 PICs are remapped to vectors 32–47 and fully masked.
 //!
@@ -20,16 +35,18 @@
 //! | [`VECTOR_ERROR`] | LAPIC error |
 //! | [`VECTOR_SPURIOUS`] | LAPIC spurious |
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use pic8259::ChainedPics;
 use x2apic::lapic::{LocalApicBuilder, TimerMode};
 use x86_64::PhysAddr;
 use x86_64::registers::model_specific::Msr;
 
+use super::apic_mode::{self, Mode, Request, State};
 use super::cpu;
 use super::trap::{self, TrapFrame};
-use crate::percpu::{LocalCounter, mycpu};
+use crate::percpu::mycpu;
+use crate::sync::Once;
 use crate::{mm, println};
 
 /// LAPIC timer.
@@ -56,29 +73,16 @@ static X2APIC: AtomicBool = AtomicBool::new(false);
 static XAPIC_VA: AtomicU64 = AtomicU64::new(0);
 
 /// Spurious interrupts that were real deliveries to the spurious vector (ISR
-/// bit set), counted by every CPU.
-pub static SPURIOUS_DELIVERED: LocalCounterSet = LocalCounterSet::new();
-/// Spurious interrupts proper (no ISR bit, no EOI).
-pub static SPURIOUS_TRUE: LocalCounterSet = LocalCounterSet::new();
+/// bit set), summed over CPUs.
+pub fn spurious_delivered() -> u64 {
+    crate::percpu::all()
+        .map(|c| c.spurious_delivered.get())
+        .sum()
+}
 
-/// A counter per CPU, for events that every CPU may count.
-pub struct LocalCounterSet([LocalCounter; crate::percpu::MAX_CPUS]);
-
-impl LocalCounterSet {
-    /// Zeros.
-    pub const fn new() -> Self {
-        LocalCounterSet([const { LocalCounter::new() }; crate::percpu::MAX_CPUS])
-    }
-
-    /// Counts one on the calling CPU (with interrupts off).
-    pub fn inc(&self) {
-        self.0[crate::percpu::cpu_index() as usize].inc();
-    }
-
-    /// Sum over CPUs.
-    pub fn total(&self) -> u64 {
-        self.0.iter().map(LocalCounter::get).sum()
-    }
+/// Spurious interrupts proper (no ISR bit, no EOI), summed over CPUs.
+pub fn spurious_true() -> u64 {
+    crate::percpu::all().map(|c| c.spurious_true.get()).sum()
 }
 
 /// Whether the local APICs run in x2APIC mode.
@@ -120,6 +124,8 @@ const REG_ESR: u32 = 0x280;
 const REG_ICR_LO: u32 = 0x300;
 const REG_LINT0: u32 = 0x350;
 const REG_LINT1: u32 = 0x360;
+/// The mask bit of an LVT entry.
+const LVT_MASKED: u32 = 1 << 16;
 
 /// The APIC id of the calling CPU, read from its local APIC.
 pub fn local_id() -> u32 {
@@ -288,16 +294,152 @@ pub fn disable_legacy_pics() {
     }
 }
 
-/// Maps the xAPIC page if needed and picks the mode. Boot CPU, once.
-pub fn init_global(lapic_pa: u64) {
-    let x2 = cpu::cpuid(1, 0).ecx & (1 << 21) != 0;
-    X2APIC.store(x2, Ordering::Relaxed);
-    if !x2 {
-        let va = mm::paging::map_mmio(PhysAddr::new(lapic_pa), 4096);
+/// `IA32_APIC_BASE`.
+const MSR_APIC_BASE: u32 = 0x1b;
+/// `IA32_ARCH_CAPABILITIES`; bit 21 enumerates [`MSR_XAPIC_DISABLE_STATUS`].
+const MSR_ARCH_CAPABILITIES: u32 = 0x10a;
+/// `IA32_XAPIC_DISABLE_STATUS`; bit 0: x2APIC is locked on.
+const MSR_XAPIC_DISABLE_STATUS: u32 = 0xbd;
+
+fn read_base() -> u64 {
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; reading it has no
+    // side effects.
+    unsafe { Msr::new(MSR_APIC_BASE).read() }
+}
+
+/// Whether this CPU's firmware locked its APIC in x2APIC mode.
+fn x2apic_locked() -> bool {
+    let leaf7 = cpu::cpuid(0, 0).eax >= 7 && cpu::cpuid(7, 0).edx & (1 << 29) != 0;
+    if !leaf7 {
+        return false;
+    }
+    // SAFETY: CPUID.7:EDX[29] says IA32_ARCH_CAPABILITIES exists; reading it
+    // has no side effects.
+    let caps = unsafe { Msr::new(MSR_ARCH_CAPABILITIES).read() };
+    // SAFETY: ARCH_CAPABILITIES bit 21 says IA32_XAPIC_DISABLE_STATUS exists.
+    caps & (1 << 21) != 0 && unsafe { Msr::new(MSR_XAPIC_DISABLE_STATUS).read() } & 1 != 0
+}
+
+/// How the boot CPU found its APIC, for the boot report.
+static HANDOVER_STATE: AtomicU8 = AtomicU8::new(0);
+/// Whether the boot CPU's firmware locked x2APIC on.
+static HANDOVER_LOCKED: AtomicBool = AtomicBool::new(false);
+/// Why `apic=` was not followed, if it was not.
+static OVERRULED: Once<&'static str> = Once::new();
+/// APs by the state they arrived in (indexed by `state_code`).
+static AP_ARRIVALS: [AtomicU32; 4] = [const { AtomicU32::new(0) }; 4];
+
+fn state_code(s: State) -> u8 {
+    match s {
+        State::Disabled => 0,
+        State::XApic => 1,
+        State::X2Apic => 2,
+        State::Invalid => 3,
+    }
+}
+
+fn state_of(code: u8) -> State {
+    match code {
+        0 => State::Disabled,
+        1 => State::XApic,
+        2 => State::X2Apic,
+        _ => State::Invalid,
+    }
+}
+
+/// Walks this CPU's APIC from whatever state it is in to the chosen mode.
+/// Returns the state it found. Any CPU, interrupts off, before it touches an
+/// APIC register.
+fn walk_to(mode: Mode, locked: bool) -> State {
+    let base = read_base();
+    let steps = apic_mode::transition(base, mode, locked).unwrap_or_else(|why| {
+        panic!(
+            "local APIC of CPU with IA32_APIC_BASE {base:#x}: {why} (the boot CPU chose {})",
+            mode.name()
+        )
+    });
+    for &v in steps.as_slice() {
+        // SAFETY: `apic_mode::transition` gives only the SDM's legal moves,
+        // keeping the base address and BSP bits; nothing uses the APIC
+        // between the steps (interrupts are off and no register is read).
+        unsafe { Msr::new(MSR_APIC_BASE).write(v) };
+    }
+    State::from_base(base)
+}
+
+/// Chooses the local APIC mode (`request`, the CPU, the firmware's hand-over,
+/// the MADT's APIC ids), puts the boot CPU's APIC in it and maps the xAPIC
+/// page if that is the mode. Boot CPU, once, interrupts off, before any other
+/// APIC access.
+pub fn init_global(platform: &crate::acpi::Platform, request: Request) {
+    let base = read_base();
+    let locked = x2apic_locked();
+    let facts = apic_mode::Facts {
+        cpu_has_x2apic: cpu::cpuid(1, 0).ecx & (1 << 21) != 0,
+        handover: State::from_base(base),
+        locked,
+        max_apic_id: platform.cpus.iter().map(|c| c.apic_id).max().unwrap_or(0),
+    };
+    let choice = apic_mode::choose(facts, request);
+    X2APIC.store(choice.mode == Mode::X2Apic, Ordering::Relaxed);
+    HANDOVER_STATE.store(state_code(facts.handover), Ordering::Relaxed);
+    HANDOVER_LOCKED.store(locked, Ordering::Relaxed);
+    if let Some(why) = choice.overruled {
+        OVERRULED.call_once(|| why);
+    }
+    walk_to(choice.mode, locked);
+    if choice.mode == Mode::XApic {
+        // The register page is where IA32_APIC_BASE says (the MADT's address
+        // is the same on sane firmware; the MSR is what the CPU decodes).
+        let pa = read_base() & 0x000f_ffff_ffff_f000;
+        if pa != platform.local_apic_address {
+            println!(
+                "local APIC: IA32_APIC_BASE says {pa:#x}, the MADT {:#x}; using the MSR",
+                platform.local_apic_address
+            );
+        }
+        let va = mm::paging::map_mmio(PhysAddr::new(pa), 4096);
         XAPIC_VA.store(va.as_u64(), Ordering::Relaxed);
     }
     trap::register(VECTOR_SPURIOUS, spurious);
     trap::register(VECTOR_ERROR, error);
+}
+
+/// Puts the calling AP's APIC in the boot CPU's mode. Each AP, first thing
+/// after the trampoline, interrupts off, before any other APIC access.
+pub fn enter_mode() {
+    let mode = if x2apic_mode() {
+        Mode::X2Apic
+    } else {
+        Mode::XApic
+    };
+    let found = walk_to(mode, x2apic_locked());
+    AP_ARRIVALS[usize::from(state_code(found))].fetch_add(1, Ordering::Relaxed);
+}
+
+/// One line for the boot report: the mode, the state the firmware handed
+/// each CPU over in, and any request that was overruled.
+pub fn describe() -> alloc::string::String {
+    use core::fmt::Write;
+    let found = state_of(HANDOVER_STATE.load(Ordering::Relaxed));
+    let mode = if x2apic_mode() { "x2APIC" } else { "xAPIC" };
+    let mut s = alloc::format!(
+        "{mode} mode; firmware handed over the boot CPU in {}",
+        found.name()
+    );
+    if HANDOVER_LOCKED.load(Ordering::Relaxed) {
+        s.push_str(" (locked)");
+    }
+    for (code, n) in AP_ARRIVALS.iter().enumerate() {
+        let n = n.load(Ordering::Relaxed);
+        if n > 0 {
+            let _ = write!(s, ", {n} APs in {}", state_of(code as u8).name());
+        }
+    }
+    if let Some(why) = OVERRULED.get() {
+        let _ = write!(s, "; {why}");
+    }
+    s
 }
 
 /// Enables this CPU's local APIC (spurious, error and timer vectors; timer
@@ -321,7 +463,11 @@ pub fn init_local(tsc_deadline: bool) {
     // SAFETY: enabling this CPU's own APIC with vectors that have handlers; the
     // timer count is 0, so it does not fire until programmed.
     unsafe { inner.enable() };
-    // LINT pins: the crate masks both; wire NMI where the MADT says.
+    // LINT pins: the crate leaves both unmasked with vector 0 (a stray
+    // ExtINT or fixed delivery would then raise an illegal-vector error):
+    // mask both, then wire NMI where the MADT says.
+    reg_write(REG_LINT0, LVT_MASKED);
+    reg_write(REG_LINT1, LVT_MASKED);
     let platform = crate::acpi::platform();
     let uid = platform
         .cpus
@@ -349,10 +495,10 @@ pub fn init_local(tsc_deadline: bool) {
 /// and needs its EOI. Checking the ISR bit handles both.
 fn spurious(_frame: &mut TrapFrame) {
     if in_service(VECTOR_SPURIOUS) {
-        SPURIOUS_DELIVERED.inc();
+        mycpu().spurious_delivered.inc();
         eoi();
     } else {
-        SPURIOUS_TRUE.inc();
+        mycpu().spurious_true.inc();
     }
 }
 

@@ -6,6 +6,17 @@
 //! overrides (QEMU's q35 moves IRQ 0 to GSI 2, for instance) with the polarity
 //! and trigger mode they give.
 //!
+//! # Which CPUs a device interrupt can reach
+//!
+//! A redirection entry names its destination with an 8-bit physical APIC id,
+//! and 0xff means all CPUs: without interrupt remapping the I/O APIC (and
+//! MSI) reach only APIC ids 0–254, in xAPIC and x2APIC mode alike. Wyvern
+//! does not program an IOMMU's interrupt remapping, so [`route_isa`] sends
+//! every device interrupt to a CPU in that range — the boot CPU whenever its
+//! id is in it (on every machine seen), else the lowest-numbered CPU whose id
+//! is. CPUs with APIC ids of 255 and above take IPIs (x2APIC addresses them
+//! with 32-bit ids) and their own timer ticks, but no device interrupts.
+//!
 //! Lock: one [`SpinLock`] — routing happens at boot, and masking/unmasking from
 //! interrupt stubs, where a token cannot be taken.
 
@@ -76,9 +87,24 @@ pub fn vector_of(gsi: u32) -> u8 {
     VECTOR_GSI_BASE + gsi as u8
 }
 
-/// Routes ISA IRQ `irq` (honouring overrides) to `apic_id`, masked; returns its
-/// GSI and vector.
-pub fn route_isa(platform: &Platform, irq: u8, apic_id: u32) -> (u32, u8) {
+/// The CPU device interrupts go to: the boot CPU if the I/O APIC can name
+/// it, else the lowest-numbered online CPU it can (module docs). `None` only
+/// on a machine where no CPU has an APIC id below 255.
+pub fn device_cpu() -> Option<&'static crate::percpu::PerCpu> {
+    let reachable = |c: &&crate::percpu::PerCpu| c.apic_id() <= MAX_DEST;
+    crate::percpu::cpu(0)
+        .filter(reachable)
+        .or_else(|| crate::percpu::online().find(reachable))
+}
+
+/// The highest APIC id a redirection entry can name (0xff is broadcast).
+pub const MAX_DEST: u32 = 0xfe;
+
+/// Routes ISA IRQ `irq` (honouring overrides) to [`device_cpu`], masked;
+/// returns its GSI, vector and the CPU's index, or `None` (the line stays
+/// masked) when no CPU can be named.
+pub fn route_isa(platform: &Platform, irq: u8) -> Option<(u32, u8, u32)> {
+    let cpu = device_cpu()?;
     let (gsi, flags) = platform.isa_irq(irq);
     let vector = vector_of(gsi);
     let mut f = IrqFlags::MASKED;
@@ -92,12 +118,12 @@ pub fn route_isa(platform: &Platform, irq: u8, apic_id: u32) -> (u32, u8) {
     entry.set_vector(vector);
     entry.set_mode(IrqMode::Fixed);
     entry.set_flags(f);
-    entry.set_dest(u8::try_from(apic_id).expect("I/O APIC destinations are 8-bit APIC ids"));
+    entry.set_dest(cpu.apic_id() as u8);
     // SAFETY: writing the redirection entry of a line we own; it stays masked.
     with_line(gsi, |regs, line| unsafe {
         regs.set_table_entry(line, entry)
     });
-    (gsi, vector)
+    Some((gsi, vector, cpu.index()))
 }
 
 /// Unmasks GSI `gsi`. Any context.

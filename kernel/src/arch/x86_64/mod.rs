@@ -1,6 +1,7 @@
 //! x86_64: descriptor tables, trap entry, the CPU's registers, QEMU's debug devices.
 
 pub mod apic;
+pub mod apic_mode;
 pub mod backtrace;
 pub mod cpu;
 pub mod exception;
@@ -53,16 +54,24 @@ pub struct Machine {
 pub fn init_machine(
     platform: &crate::acpi::Platform,
     timer_choice: wyvern_abi::bootopt::TimerChoice,
+    apic_choice: wyvern_abi::bootopt::ApicChoice,
+    tscref: wyvern_abi::bootopt::TscRef,
 ) -> Machine {
     if platform.has_8259 {
         apic::disable_legacy_pics();
         tsc::stop_pit_channel0();
     }
-    apic::init_global(platform.local_apic_address);
+    use wyvern_abi::bootopt::ApicChoice;
+    let request = match apic_choice {
+        ApicChoice::Auto => apic_mode::Request::Auto,
+        ApicChoice::XApic => apic_mode::Request::XApic,
+        ApicChoice::X2Apic => apic_mode::Request::X2Apic,
+    };
+    apic::init_global(platform, request);
     crate::percpu::set_bsp_apic_id(apic::local_id());
     ioapic::init(platform);
     let hpet = platform.hpet_base.map(hpet::Hpet::new);
-    let (tsc_hz, tsc_source) = tsc::calibrate(hpet.as_ref());
+    let (tsc_hz, tsc_source) = tsc::calibrate(hpet.as_ref(), platform.pm_timer, tscref);
     let timer = timer::select(timer_choice);
     apic::init_local(timer::uses_deadline());
     timer::init_global();

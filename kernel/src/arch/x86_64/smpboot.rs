@@ -261,7 +261,7 @@ pub struct Report {
 /// Starts every enabled AP the MADT lists. Boot CPU, once, interrupts on,
 /// after its own APIC and timer are up.
 pub fn start_aps(platform: &Platform) -> Report {
-    let bsp = apic::local_id();
+    let bsp = percpu::mycpu().apic_id();
     let mut targets: Vec<u32> = platform
         .enabled_cpus()
         .map(|c| c.apic_id)
@@ -356,16 +356,6 @@ pub fn start_aps(platform: &Platform) -> Report {
     }
 }
 
-/// The APIC id of the calling CPU from CPUID (x2APIC id from leaf 0xB when
-/// present, else the initial 8-bit id from leaf 1).
-fn cpuid_apic_id() -> u32 {
-    if cpu::cpuid(0, 0).eax >= 0xb && cpu::cpuid(0xb, 0).ebx != 0 {
-        cpu::cpuid(0xb, 0).edx
-    } else {
-        cpu::cpuid(1, 0).ebx >> 24
-    }
-}
-
 /// First Rust code of an AP, on its ticket's stack, still on the trampoline's
 /// page tables.
 extern "C" fn ap_entry(_ticket: u32) -> ! {
@@ -374,7 +364,10 @@ extern "C" fn ap_entry(_ticket: u32) -> ! {
     // we no longer need); PCID is off.
     unsafe { Cr3::write(paging::kernel_pml4(), Cr3::read().1) };
     ARRIVED.fetch_add(1, Ordering::SeqCst);
-    let id = cpuid_apic_id();
+    // The firmware may have left this CPU's APIC in either mode (an INIT
+    // keeps it): move it to the boot CPU's choice before reading its id.
+    apic::enter_mode();
+    let id = apic::local_id();
     let block = percpu::all().find(|b| b.index() != 0 && b.apic_id() == id);
     let Some(block) = block.filter(|_| !BRINGUP_CLOSED.load(Ordering::SeqCst)) else {
         cpu::halt_forever()
