@@ -2,9 +2,20 @@
 //!
 //! `WYVERN_QEMU` and `WYVERN_OVMF` override the search. Otherwise QEMU is
 //! `qemu-system-x86_64` on `PATH` and OVMF the first of the usual distribution
-//! paths that exists. [`ensure`] installs Debian/Ubuntu's `qemu-system-x86` and
-//! `ovmf` packages when something is missing and we are root or have
-//! passwordless sudo; otherwise it says exactly what to install.
+//! paths that exists.
+//!
+//! # Which QEMU
+//!
+//! The x2APIC boots need a QEMU whose TCG emulates x2APIC: 9.0 or later
+//! ([`X2APIC_MIN`]). [`ensure`] gets one when it can: when QEMU is missing
+//! or older and we are root or have passwordless sudo, it installs Debian's
+//! or Ubuntu's `qemu-system-x86` and `ovmf`; on Debian 12 (bookworm), whose
+//! own QEMU is 7.2, it first adds the `bookworm-backports` suite and takes
+//! `qemu-system-x86` with all its QEMU packages from there (a 10.x binary
+//! beside 7.2's modules aborts at start). Where it cannot, it says what to
+//! install, and a QEMU older than 9.0 still runs every xAPIC boot: the
+//! x2APIC boots are then reported as skipped, with the reason
+//! ([`QemuEnv::x2apic_unsupported`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,6 +32,9 @@ const OVMF_PATHS: &[&str] = &[
     "/usr/share/edk2-ovmf/x64/OVMF.fd",
 ];
 
+/// The first QEMU whose TCG emulates x2APIC.
+pub const X2APIC_MIN: (u32, u32) = (9, 0);
+
 /// The tools a boot needs.
 #[derive(Debug, Clone)]
 pub struct QemuEnv {
@@ -28,6 +42,60 @@ pub struct QemuEnv {
     pub qemu: PathBuf,
     /// A UEFI firmware image for `-bios`.
     pub ovmf: PathBuf,
+    /// QEMU's version (major, minor, micro), when it could be read.
+    pub version: Option<(u32, u32, u32)>,
+}
+
+impl QemuEnv {
+    /// Why this QEMU cannot run a guest in x2APIC mode, if it cannot.
+    pub fn x2apic_unsupported(&self) -> Option<String> {
+        match self.version {
+            Some((major, minor, _)) if (major, minor) >= X2APIC_MIN => None,
+            Some((major, minor, micro)) => Some(format!(
+                "QEMU {major}.{minor}.{micro} has no x2APIC under TCG (it came in {}.{}); \
+                 on Debian 12 `cargo xtask test` installs QEMU 10 from bookworm-backports \
+                 when it runs as root or with passwordless sudo",
+                X2APIC_MIN.0, X2APIC_MIN.1
+            )),
+            None => Some(format!(
+                "the version of {} could not be read",
+                self.qemu.display()
+            )),
+        }
+    }
+
+    /// `major.minor.micro`, or `unknown`.
+    pub fn version_string(&self) -> String {
+        match self.version {
+            Some((a, b, c)) => format!("{a}.{b}.{c}"),
+            None => "unknown".into(),
+        }
+    }
+}
+
+/// Parses the first line of `qemu-system-x86_64 --version`
+/// (`QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2…)`).
+pub fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
+    let v = line.split("version ").nth(1)?.split_whitespace().next()?;
+    let mut parts = v.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+    });
+    let major = parts.next()?.ok()?;
+    let minor = parts.next().and_then(Result::ok).unwrap_or(0);
+    let micro = parts.next().and_then(Result::ok).unwrap_or(0);
+    Some((major, minor, micro))
+}
+
+fn read_version(qemu: &Path) -> Option<(u32, u32, u32)> {
+    Command::new(qemu)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().and_then(parse_version))
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -61,7 +129,14 @@ pub fn detect() -> Result<QemuEnv> {
     let qemu = find_qemu();
     let ovmf = find_ovmf();
     match (qemu, ovmf) {
-        (Some(qemu), Some(ovmf)) => Ok(QemuEnv { qemu, ovmf }),
+        (Some(qemu), Some(ovmf)) => {
+            let version = read_version(&qemu);
+            Ok(QemuEnv {
+                qemu,
+                ovmf,
+                version,
+            })
+        }
         (q, o) => bail!(
             "missing {}: install them (Debian/Ubuntu: `sudo apt-get install qemu-system-x86 ovmf`), \
              or point WYVERN_QEMU / WYVERN_OVMF at them",
@@ -92,23 +167,59 @@ fn passwordless_sudo() -> bool {
         .unwrap_or(false)
 }
 
-/// Finds QEMU and OVMF, installing them with apt when they are missing and
-/// this user may (root or passwordless sudo). Progress goes to stderr.
-pub fn ensure() -> Result<QemuEnv> {
-    if let Ok(env) = detect() {
-        return Ok(env);
-    }
-    if on_path("apt-get").is_none() {
-        return detect();
-    }
-    let sudo: &[&str] = if is_root() {
-        &[]
-    } else if passwordless_sudo() {
-        &["sudo", "-n"]
-    } else {
-        return detect();
+/// The Debian release this machine runs (`VERSION_CODENAME` of
+/// /etc/os-release), if it is Debian.
+fn debian_codename() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim_matches('"').to_owned())
     };
-    eprintln!("xtask: installing QEMU and OVMF with apt-get (qemu-system-x86, ovmf)...");
+    (field("ID=")? == "debian").then(|| field("VERSION_CODENAME="))?
+}
+
+/// The apt source of Debian 12's backports suite, where QEMU 10 is.
+const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/wyvern-bookworm-backports.sources";
+
+fn backports_configured() -> bool {
+    let listed = |path: &Path| {
+        std::fs::read_to_string(path).is_ok_and(|t| {
+            t.lines()
+                .any(|l| !l.trim_start().starts_with('#') && l.contains("bookworm-backports"))
+        })
+    };
+    listed(Path::new("/etc/apt/sources.list"))
+        || std::fs::read_dir("/etc/apt/sources.list.d")
+            .map(|d| d.flatten().any(|e| listed(&e.path())))
+            .unwrap_or(false)
+}
+
+/// Finds QEMU and OVMF, installing them with apt when they are missing, or
+/// QEMU when it is older than [`X2APIC_MIN`], and this user may (root or
+/// passwordless sudo). Progress goes to stderr. An old QEMU that cannot be
+/// replaced is returned as it is (its x2APIC boots are skipped).
+pub fn ensure() -> Result<QemuEnv> {
+    let found = detect();
+    let bookworm = debian_codename().as_deref() == Some("bookworm");
+    let old = match &found {
+        Ok(env) => match env.x2apic_unsupported() {
+            None => return found,
+            // A QEMU the user chose, or one apt has nothing newer for.
+            Some(why) if std::env::var_os("WYVERN_QEMU").is_some() || !bookworm => {
+                eprintln!("xtask: {why}; the x2APIC boots will be skipped");
+                return found;
+            }
+            Some(why) => Some(why),
+        },
+        Err(_) => None,
+    };
+    let Some(sudo) = apt_access() else {
+        if let Some(why) = &old {
+            eprintln!("xtask: {why}; the x2APIC boots will be skipped");
+        }
+        return found;
+    };
     let run = |args: &[&str]| -> Result<()> {
         let argv: Vec<&str> = sudo.iter().chain(args).copied().collect();
         let status = Command::new(argv[0])
@@ -122,9 +233,57 @@ pub fn ensure() -> Result<QemuEnv> {
         }
         Ok(())
     };
+    if bookworm && !backports_configured() {
+        eprintln!(
+            "xtask: Debian 12's QEMU (7.2) has no x2APIC under TCG; adding bookworm-backports \
+             ({BACKPORTS_SOURCE}) for QEMU 10"
+        );
+        let source = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\n\
+                      Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+        let tmp = std::env::temp_dir().join("wyvern-bookworm-backports.sources");
+        std::fs::write(&tmp, source).context("writing the backports source")?;
+        run(&["cp", &tmp.to_string_lossy(), BACKPORTS_SOURCE])?;
+    }
+    eprintln!(
+        "xtask: installing QEMU and OVMF with apt-get (qemu-system-x86{}, ovmf)...",
+        if bookworm {
+            " from bookworm-backports"
+        } else {
+            ""
+        }
+    );
     run(&["apt-get", "update", "-qq"])?;
-    run(&["apt-get", "install", "-y", "-qq", "qemu-system-x86", "ovmf"])?;
-    detect()
+    let mut install = vec!["apt-get", "install", "-y", "-qq", "--no-install-recommends"];
+    if bookworm {
+        // Every QEMU package from the same suite: modules must match the binary.
+        install.extend(["-t", "bookworm-backports"]);
+    }
+    install.extend(["qemu-system-x86", "ovmf"]);
+    if let Err(e) = run(&install) {
+        if found.is_ok() {
+            eprintln!("xtask: {e:#}; going on with the QEMU that is there");
+            return found;
+        }
+        return Err(e);
+    }
+    let env = detect()?;
+    if let Some(why) = env.x2apic_unsupported() {
+        eprintln!("xtask: {why}; the x2APIC boots will be skipped");
+    }
+    Ok(env)
+}
+
+/// How to run apt: directly as root, through passwordless sudo, or not at all.
+fn apt_access() -> Option<&'static [&'static str]> {
+    if on_path("apt-get").is_none() {
+        None
+    } else if is_root() {
+        Some(&[])
+    } else if passwordless_sudo() {
+        Some(&["sudo", "-n"])
+    } else {
+        None
+    }
 }
 
 /// `qemu-system-x86_64 --version`, first line.
@@ -136,4 +295,39 @@ pub fn qemu_version(env: &QemuEnv) -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.lines().next().map(str::to_owned))
         .unwrap_or_else(|| "unknown QEMU".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_qemu_versions() {
+        assert_eq!(
+            parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"),
+            Some((10, 0, 2))
+        );
+        assert_eq!(
+            parse_version("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)"),
+            Some((7, 2, 19))
+        );
+        assert_eq!(
+            parse_version("QEMU emulator version 9.1.50"),
+            Some((9, 1, 50))
+        );
+        assert_eq!(parse_version("something else"), None);
+    }
+
+    #[test]
+    fn x2apic_needs_nine() {
+        let env = |v| QemuEnv {
+            qemu: "q".into(),
+            ovmf: "o".into(),
+            version: v,
+        };
+        assert!(env(Some((10, 0, 2))).x2apic_unsupported().is_none());
+        assert!(env(Some((9, 0, 0))).x2apic_unsupported().is_none());
+        assert!(env(Some((8, 2, 2))).x2apic_unsupported().is_some());
+        assert!(env(None).x2apic_unsupported().is_some());
+    }
 }

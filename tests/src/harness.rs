@@ -16,7 +16,7 @@ use wyvern_abi::exit::Verdict;
 use wyvern_abi::result::{TEST_TAG, is_test_ok};
 
 use crate::env::{self, QemuEnv};
-use crate::qemu::{Boot, End, Outcome, Responder, run_captured};
+use crate::qemu::{Apic, Boot, Disk, End, Outcome, Responder, run_captured};
 use crate::symbolize::Symbolizer;
 
 /// Lines of transcript shown in a failure message.
@@ -60,6 +60,10 @@ pub struct TestBoot {
     deadline: Duration,
     must_contain: Vec<String>,
     responder: Option<Box<dyn Responder>>,
+    apic: Apic,
+    machine: Vec<String>,
+    disk: Disk,
+    extra: Vec<String>,
 }
 
 impl TestBoot {
@@ -73,7 +77,36 @@ impl TestBoot {
             deadline: Duration::from_secs(120),
             must_contain: Vec::new(),
             responder: None,
+            apic: Apic::XApic,
+            machine: Vec::new(),
+            disk: Disk::Sata,
+            extra: Vec::new(),
         }
+    }
+
+    /// Gives the guest CPUs this local APIC (xAPIC unless set). The boot
+    /// must then report running in that mode.
+    pub fn apic(mut self, apic: Apic) -> Self {
+        self.apic = apic;
+        self
+    }
+
+    /// Adds a `-machine q35,…` option (`hpet=off`, `kernel-irqchip=split`).
+    pub fn machine(mut self, opt: &str) -> Self {
+        self.machine.push(opt.into());
+        self
+    }
+
+    /// Attaches the image as this kind of disk.
+    pub fn disk(mut self, disk: Disk) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// Adds QEMU arguments.
+    pub fn qemu_args(mut self, args: &[&str]) -> Self {
+        self.extra.extend(args.iter().map(|a| a.to_string()));
+        self
     }
 
     /// Adds a `key=value` boot option.
@@ -117,13 +150,26 @@ impl TestBoot {
     }
 
     /// Boots and judges; panics with the reason and transcript on failure.
-    pub fn run(self) -> Outcome {
+    /// An x2APIC boot on a QEMU without x2APIC panics at once with the
+    /// reason (`cargo xtask test` skips those boots and says so).
+    pub fn run(mut self) -> Outcome {
         let art = artifacts();
         let env = qemu_env();
+        if self.apic == Apic::X2Apic
+            && let Some(why) = env.x2apic_unsupported()
+        {
+            panic!("cannot boot `{}` with x2APIC: {why}", self.name);
+        }
         let mut boot = Boot::new(&art.image);
         boot.smp = self.smp;
         boot.memory_mib = self.memory_mib;
         boot.bootopt = self.bootopt();
+        boot.apic = self.apic;
+        boot.machine = self.machine.clone();
+        boot.disk = self.disk;
+        boot.extra = self.extra.clone();
+        self.must_contain
+            .push(format!("local APIC: {} mode", self.apic.name()));
         let outcome = run_captured(&boot, &env, self.deadline, self.responder, false)
             .unwrap_or_else(|e| panic!("cannot boot QEMU: {e:#}"));
         if let Err(why) = judge(&self.name, &self.must_contain, &outcome) {
@@ -132,10 +178,12 @@ impl TestBoot {
                 Err(_) => outcome.tail(TAIL_LINES),
             };
             panic!(
-                "self-test `{}` at -smp {} failed: {why}\n(boot options `{}`, {:.1} s)\n\
+                "self-test `{}` at -smp {} ({} guest) failed: {why}\n{}\n(boot options `{}`, {:.1} s)\n\
                  --- serial transcript, last {TAIL_LINES} lines ---\n{transcript}\n--- end ---",
                 self.name,
                 self.smp,
+                self.apic.name(),
+                boot.describe(&env),
                 boot.bootopt,
                 outcome.elapsed.as_secs_f64()
             );

@@ -1,12 +1,23 @@
 //! One QEMU boot of a Wyvern image: the command line, and running it with a
 //! deadline while keeping the serial transcript.
 //!
-//! The machine is fixed: `q35`, OVMF as `-bios`, no NIC (OVMF would try PXE
-//! first), no display, serial on stdio, `isa-debug-exit` at 0xf4, no reboot (a
-//! triple fault ends QEMU instead of looping), the RTC pinned to a fixed date
-//! and driven by the guest clock so icount runs repeat exactly. The image is
+//! The machine: `q35` (with any machine options a boot adds, such as
+//! `hpet=off`), OVMF as `-bios`, no NIC (OVMF would try PXE first), no
+//! display, serial on stdio, `isa-debug-exit` at 0xf4, no reboot (a triple
+//! fault ends QEMU instead of looping), the RTC pinned to a fixed date and
+//! driven by the guest clock so icount runs repeat exactly. The image is
 //! attached with `snapshot=on` (writes go to a temporary overlay) so several
-//! boots can share it.
+//! boots can share it: as a SATA disk, or as a USB stick behind an xHCI
+//! controller, the way a user boots it.
+//!
+//! # The local APIC the guest CPUs have
+//!
+//! `-cpu max` on QEMU 9.0 and later offers x2APIC (CPUID.1:ECX[21]); OVMF
+//! hands over in xAPIC mode below 256 CPUs and in x2APIC mode above.
+//! [`Apic::XApic`] takes the feature away (`-cpu max,-x2apic`): a CPU without
+//! x2APIC, as older machines and QEMU 7.2's TCG are. Every boot's transcript
+//! starts with a `harness:` line naming the QEMU version, the CPUs and the
+//! APIC the guest was given.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -21,6 +32,45 @@ use wyvern_abi::bootopt::FW_CFG_NAME;
 use wyvern_abi::exit::Verdict;
 
 use crate::env::QemuEnv;
+
+/// The local APIC the guest CPUs offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Apic {
+    /// No x2APIC feature: the kernel runs the xAPIC (MMIO) path.
+    XApic,
+    /// x2APIC offered (QEMU >= 9.0): the kernel runs the x2APIC (MSR) path.
+    X2Apic,
+}
+
+impl Apic {
+    /// Both, xAPIC first.
+    pub const BOTH: [Apic; 2] = [Apic::XApic, Apic::X2Apic];
+
+    /// The `-cpu` value.
+    pub fn cpu_arg(self) -> &'static str {
+        match self {
+            Apic::XApic => "max,-x2apic",
+            Apic::X2Apic => "max",
+        }
+    }
+
+    /// The name the kernel's `local APIC:` line uses for the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Apic::XApic => "xAPIC",
+            Apic::X2Apic => "x2APIC",
+        }
+    }
+}
+
+/// How the image is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disk {
+    /// A SATA disk on the q35 AHCI controller.
+    Sata,
+    /// A USB stick (`usb-storage`) behind a `qemu-xhci` controller.
+    UsbStick,
+}
 
 /// What to boot and how.
 #[derive(Debug, Clone)]
@@ -37,6 +87,12 @@ pub struct Boot {
     pub bootopt: String,
     /// Wait for a debugger on :1234 before the first instruction.
     pub gdb: bool,
+    /// The guest CPUs' local APIC.
+    pub apic: Apic,
+    /// Options appended to `-machine q35` (`hpet=off`, `kernel-irqchip=split`).
+    pub machine: Vec<String>,
+    /// How the image is attached.
+    pub disk: Disk,
     /// More QEMU arguments.
     pub extra: Vec<String>,
 }
@@ -51,14 +107,51 @@ impl Boot {
             icount: None,
             bootopt: String::new(),
             gdb: false,
+            apic: Apic::X2Apic,
+            machine: Vec::new(),
+            disk: Disk::Sata,
             extra: Vec::new(),
         }
+    }
+
+    /// The `harness:` line that heads the boot's transcript.
+    pub fn describe(&self, env: &QemuEnv) -> String {
+        let mut machine = String::from("q35");
+        for m in &self.machine {
+            machine.push(',');
+            machine.push_str(m);
+        }
+        format!(
+            "harness: QEMU {}, -machine {machine}, -smp {}, -m {}M, guest APIC {} (-cpu {}){}{}",
+            env.version_string(),
+            self.smp,
+            self.memory_mib,
+            self.apic.name(),
+            self.apic.cpu_arg(),
+            match self.icount {
+                Some(s) => format!(", -icount shift={s}"),
+                None => String::new(),
+            },
+            match self.disk {
+                Disk::Sata => "",
+                Disk::UsbStick => ", image on a USB stick (qemu-xhci + usb-storage)",
+            }
+        )
     }
 
     /// The QEMU command, with serial on stdio.
     pub fn command(&self, env: &QemuEnv) -> Command {
         let mut cmd = Command::new(&env.qemu);
-        cmd.args(["-machine", "q35", "-cpu", "max", "-seed", "1"])
+        let mut machine = String::from("q35");
+        for m in &self.machine {
+            machine.push(',');
+            machine.push_str(m);
+        }
+        cmd.arg("-machine")
+            .arg(machine)
+            .arg("-cpu")
+            .arg(self.apic.cpu_arg())
+            .args(["-seed", "1"])
             .arg("-smp")
             .arg(self.smp.to_string())
             .arg("-m")
@@ -68,12 +161,24 @@ impl Boot {
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"])
             .arg("-bios")
-            .arg(&env.ovmf)
-            .arg("-drive")
-            .arg(format!(
-                "format=raw,snapshot=on,file={}",
-                self.image.display()
-            ));
+            .arg(&env.ovmf);
+        match self.disk {
+            Disk::Sata => {
+                cmd.arg("-drive").arg(format!(
+                    "format=raw,snapshot=on,file={}",
+                    self.image.display()
+                ));
+            }
+            Disk::UsbStick => {
+                cmd.arg("-drive")
+                    .arg(format!(
+                        "if=none,id=stick,format=raw,snapshot=on,file={}",
+                        self.image.display()
+                    ))
+                    .args(["-device", "qemu-xhci,id=xhci"])
+                    .args(["-device", "usb-storage,bus=xhci.0,drive=stick"]);
+            }
+        }
         if let Some(shift) = self.icount {
             // `sleep=off`: when every vCPU halts, jump the virtual clock to the
             // next timer instead of waiting for the host clock, so runs repeat.
@@ -221,7 +326,10 @@ pub fn run_captured(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", env.qemu.display()))?;
-    let transcript = Arc::new(Mutex::new(String::new()));
+    let transcript = Arc::new(Mutex::new(format!("{}\n", boot.describe(env))));
+    if echo {
+        eprintln!("{}", boot.describe(env));
+    }
     let stdin = child.stdin.take().context("QEMU stdin")?;
     let out = pump(
         child.stdout.take().context("QEMU stdout")?,

@@ -14,13 +14,15 @@ use wyvern_abi::bench::spec;
 use wyvern_abi::exit::Verdict;
 use wyvern_tests::bench::{self, Scale};
 use wyvern_tests::harness::{artifacts, qemu_env};
-use wyvern_tests::qemu::{Boot, End, Outcome, run_captured};
+use wyvern_tests::qemu::{Apic, Boot, End, Outcome, run_captured};
 
 fn boot(smp: u32, bootopt: &str) -> Outcome {
     let art = artifacts();
     let mut b = Boot::new(&art.image);
     b.smp = smp;
     b.icount = Some(8);
+    // Benchmarks run the xAPIC path: see docs/BENCHMARKS.md ("Which APIC").
+    b.apic = Apic::XApic;
     b.bootopt = format!("{bootopt} fb=off");
     run_captured(&b, &qemu_env(), Duration::from_secs(300), None, false)
         .unwrap_or_else(|e| panic!("cannot boot QEMU: {e:#}"))

@@ -1,15 +1,25 @@
-//! Foundation: boot at 1 and 8 CPUs, fatal-error reports, memory under stress.
+//! Foundation: boot at 1 and 8 CPUs, fatal-error reports, memory under stress
+//! (booting and the panic's NMIs to other CPUs in both local APIC modes).
 
+use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
 
-#[test]
-fn boots_on_one_cpu() {
-    TestBoot::new("boot", 1).run();
-}
+apic_tests! {
+    fn boots_on_one_cpu(apic) {
+        TestBoot::new("boot", 1).apic(apic).run();
+    }
 
-#[test]
-fn boots_on_eight_cpus() {
-    TestBoot::new("boot", 8).run();
+    fn boots_on_eight_cpus(apic) {
+        TestBoot::new("boot", 8).apic(apic).run();
+    }
+
+    fn panic_is_reported(apic) {
+        TestBoot::new("panic", 4)
+            .apic(apic)
+            .must_contain("PANIC on CPU 0: deliberate panic from the panic self-test")
+            .must_contain("BT #0 ")
+            .run();
+    }
 }
 
 #[test]
@@ -22,14 +32,6 @@ fn page_fault_is_caught_and_reported() {
 }
 
 /// At 4 CPUs, so the dying CPU also stops the others (an NMI to each).
-#[test]
-fn panic_is_reported() {
-    TestBoot::new("panic", 4)
-        .must_contain("PANIC on CPU 0: deliberate panic from the panic self-test")
-        .must_contain("BT #0 ")
-        .run();
-}
-
 #[test]
 fn stack_overflow_hits_the_guard_page() {
     TestBoot::new("stackoverflow", 1)

@@ -1,57 +1,55 @@
 //! Tokens, interrupt threads and preemption, timeouts, and the kernel's
 //! instruments, at 2 and 8 CPUs.
 
+use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
-use wyvern_tests::qemu::Responder;
+use wyvern_tests::qemu::{Apic, Responder};
 
-fn at_2_and_8(name: &str) {
+fn at_2_and_8(name: &str, apic: Apic) {
     for cpus in [2, 8] {
-        TestBoot::new(name, cpus).run();
+        TestBoot::new(name, cpus).apic(apic).run();
     }
 }
 
-#[test]
-fn token_protected_pair_stays_equal_and_exact_on_all_cpus() {
-    at_2_and_8("token-pair");
-}
+apic_tests! {
+    fn token_protected_pair_stays_equal_and_exact_on_all_cpus(apic) {
+        at_2_and_8("token-pair", apic);
+    }
 
-#[test]
-fn blocking_token_holder_releases_and_reacquires() {
-    at_2_and_8("token-block");
-}
+    fn blocking_token_holder_releases_and_reacquires(apic) {
+        at_2_and_8("token-block", apic);
+    }
 
-#[test]
-fn abba_token_order_completes_across_cpus() {
-    at_2_and_8("token-abba");
-}
+    fn abba_token_order_completes_across_cpus(apic) {
+        at_2_and_8("token-abba", apic);
+    }
 
-#[test]
-fn interrupt_thread_preempts_and_critical_section_defers_it() {
-    for cpus in [2, 8] {
-        TestBoot::new("preempt", cpus)
-            .must_contain("(a busy thread preempted; a critical section deferred it)")
+    fn interrupt_thread_preempts_and_critical_section_defers_it(apic) {
+        for cpus in [2, 8] {
+            TestBoot::new("preempt", cpus)
+                .apic(apic)
+                .must_contain("(a busy thread preempted; a critical section deferred it)")
+                .run();
+        }
+    }
+
+    fn timeouts_fire_within_one_tick_on_every_cpu(apic) {
+        at_2_and_8("timeouts", apic);
+    }
+
+    fn periodic_callouts_run_on_their_tick(apic) {
+        at_2_and_8("callout", apic);
+    }
+
+    fn a_panic_prints_every_cpus_trace_ring(apic) {
+        TestBoot::new("trace-panic", 8)
+            .apic(apic)
+            .must_contain("PANIC on CPU 7: deliberate panic on cpu7")
+            .must_contain("trace ring of cpu0")
+            .must_contain("trace ring of cpu7")
+            .must_contain("stats: cpu")
             .run();
     }
-}
-
-#[test]
-fn timeouts_fire_within_one_tick_on_every_cpu() {
-    at_2_and_8("timeouts");
-}
-
-#[test]
-fn periodic_callouts_run_on_their_tick() {
-    at_2_and_8("callout");
-}
-
-#[test]
-fn a_panic_prints_every_cpus_trace_ring() {
-    TestBoot::new("trace-panic", 8)
-        .must_contain("PANIC on CPU 7: deliberate panic on cpu7")
-        .must_contain("trace ring of cpu0")
-        .must_contain("trace ring of cpu7")
-        .must_contain("stats: cpu")
-        .run();
 }
 
 #[test]
@@ -61,7 +59,6 @@ fn spinlock_rank_violation_names_both_locks() {
         .run();
 }
 
-/// Types the console keys one at a time, each after the previous answer.
 struct Keys {
     sent: usize,
 }
@@ -80,21 +77,23 @@ impl Responder for Keys {
     }
 }
 
-#[test]
-fn console_keys_print_counters_traces_and_interrupts() {
-    TestBoot::new("console", 2)
-        .responder(Keys { sent: 0 })
-        .must_contain("stats: cpu   ticks")
-        .must_contain("trace ring of cpu1")
-        .must_contain("intr: com1")
-        .must_contain("console: quit")
-        .run();
-}
+apic_tests! {
+    fn console_keys_print_counters_traces_and_interrupts(apic) {
+        TestBoot::new("console", 2)
+            .apic(apic)
+            .responder(Keys { sent: 0 })
+            .must_contain("stats: cpu   ticks")
+            .must_contain("trace ring of cpu1")
+            .must_contain("intr: com1")
+            .must_contain("console: quit")
+            .run();
+    }
 
-#[test]
-fn token_stress_reports_every_cpu() {
-    TestBoot::new("stress", 2)
-        .must_contain("stress Token for 1 s on 2 CPUs")
-        .must_contain("stress:  all")
-        .run();
+    fn token_stress_reports_every_cpu(apic) {
+        TestBoot::new("stress", 2)
+            .apic(apic)
+            .must_contain("stress Token for 1 s on 2 CPUs")
+            .must_contain("stress:  all")
+            .run();
+    }
 }

@@ -6,7 +6,9 @@
 //! run twice, with no channel left and the kernel's memory back at its
 //! baseline after the second run.
 
+use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
+use wyvern_tests::qemu::Apic;
 
 const CASES: [&str; 9] = [
     "payloads",
@@ -20,8 +22,9 @@ const CASES: [&str; 9] = [
     "driver-calls-denied",
 ];
 
-fn ipc(cpus: u32) {
+fn ipc(cpus: u32, apic: Apic) {
     let mut boot = TestBoot::new("ipc", cpus)
+        .apic(apic)
         .must_contain("IPC done: 9 of 9 passed")
         .must_contain("no channel left, kernel memory back to baseline");
     for c in CASES {
@@ -35,17 +38,16 @@ fn ipc(cpus: u32) {
     );
 }
 
-#[test]
-fn ipc_at_1_cpu() {
-    ipc(1);
-}
+apic_tests! {
+    fn ipc_at_1_cpu(apic) {
+        ipc(1, apic);
+    }
 
-#[test]
-fn ipc_at_2_cpus() {
-    ipc(2);
-}
+    fn ipc_at_2_cpus(apic) {
+        ipc(2, apic);
+    }
 
-#[test]
-fn ipc_at_8_cpus() {
-    ipc(8);
+    fn ipc_at_8_cpus(apic) {
+        ipc(8, apic);
+    }
 }

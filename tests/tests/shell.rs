@@ -4,8 +4,9 @@
 //! what is typed, backspace erasing); `quit` ends the shell, the process
 //! manager ends the console, and COM1 goes back to the kernel.
 
+use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
-use wyvern_tests::qemu::Responder;
+use wyvern_tests::qemu::{Apic, Responder};
 
 /// Types the next command when the previous one's last line appears.
 struct Typist {
@@ -34,8 +35,9 @@ impl Responder for Typist {
     }
 }
 
-fn shell(cpus: u32) {
+fn shell(cpus: u32, apic: Apic) {
     let out = TestBoot::new("shell", cpus)
+        .apic(apic)
         .responder(Typist { cpus, step: 0 })
         .must_contain("wyvern> help")
         .must_contain("CPU   PID PRI STATE      SWITCHES NAME")
@@ -63,17 +65,16 @@ fn shell(cpus: u32) {
     );
 }
 
-#[test]
-fn shell_at_1_cpu() {
-    shell(1);
-}
+apic_tests! {
+    fn shell_at_1_cpu(apic) {
+        shell(1, apic);
+    }
 
-#[test]
-fn shell_at_2_cpus() {
-    shell(2);
-}
+    fn shell_at_2_cpus(apic) {
+        shell(2, apic);
+    }
 
-#[test]
-fn shell_at_8_cpus() {
-    shell(8);
+    fn shell_at_8_cpus(apic) {
+        shell(8, apic);
+    }
 }

@@ -1,68 +1,17 @@
-//! SMP bring-up: CPUs online at 1–64, ticks, idle halting, APIC ids, NMIs,
-//! COM1 input through the I/O APIC.
+//! SMP bring-up in both local APIC modes: CPUs online at 1–64, ticks, idle
+//! halting, APIC ids, NMIs, COM1 input through the I/O APIC, the periodic
+//! timer, and the firmware's APIC hand-over states.
 
 use std::time::Duration;
 
+use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
-use wyvern_tests::qemu::Responder;
+use wyvern_tests::qemu::{Apic, Responder};
 
-fn smp(cpus: u32) {
+fn smp(cpus: u32, apic: Apic) {
     TestBoot::new("smp", cpus)
+        .apic(apic)
         .must_contain(&format!("{cpus} of {cpus} CPUs online"))
-        .run();
-}
-
-#[test]
-fn smp_1() {
-    smp(1);
-}
-
-#[test]
-fn smp_2() {
-    smp(2);
-}
-
-#[test]
-fn smp_4() {
-    smp(4);
-}
-
-#[test]
-fn smp_8() {
-    smp(8);
-}
-
-#[test]
-fn smp_16() {
-    smp(16);
-}
-
-#[test]
-fn smp_64() {
-    TestBoot::new("smp", 64)
-        .memory(512)
-        .deadline(Duration::from_secs(240))
-        .must_contain("64 of 64 CPUs online")
-        .run();
-}
-
-#[test]
-fn cpu_and_apic_ids_agree_on_every_cpu() {
-    TestBoot::new("cpumap", 8).run();
-}
-
-#[test]
-fn nmi_and_spurious_vector_are_survived() {
-    TestBoot::new("nmi", 4)
-        .must_contain("took an NMI and go on")
-        .run();
-}
-
-#[test]
-fn periodic_lapic_timer_ticks_every_cpu() {
-    TestBoot::new("smp", 4)
-        .opt("timer=periodic")
-        .must_contain("Periodic timer at 100 Hz")
         .run();
 }
 
@@ -76,10 +25,60 @@ impl Responder for TypeWhenReady {
     }
 }
 
-#[test]
-fn com1_input_arrives_through_the_io_apic() {
-    TestBoot::new("serial-rx", 2)
-        .responder(TypeWhenReady)
-        .must_contain("receive interrupts")
-        .run();
+apic_tests! {
+    fn smp_1(apic) {
+        smp(1, apic);
+    }
+
+    fn smp_2(apic) {
+        smp(2, apic);
+    }
+
+    fn smp_4(apic) {
+        smp(4, apic);
+    }
+
+    fn smp_8(apic) {
+        smp(8, apic);
+    }
+
+    fn smp_16(apic) {
+        smp(16, apic);
+    }
+
+    fn smp_64(apic) {
+        TestBoot::new("smp", 64)
+            .apic(apic)
+            .memory(512)
+            .deadline(Duration::from_secs(240))
+            .must_contain("64 of 64 CPUs online")
+            .run();
+    }
+
+    fn cpu_and_apic_ids_agree_on_every_cpu(apic) {
+        TestBoot::new("cpumap", 8).apic(apic).run();
+    }
+
+    fn nmi_and_spurious_vector_are_survived(apic) {
+        TestBoot::new("nmi", 4)
+            .apic(apic)
+            .must_contain("took an NMI and go on")
+            .run();
+    }
+
+    fn periodic_lapic_timer_ticks_every_cpu(apic) {
+        TestBoot::new("smp", 4)
+            .apic(apic)
+            .opt("timer=periodic")
+            .must_contain("Periodic timer at 100 Hz")
+            .run();
+    }
+
+    fn com1_input_arrives_through_the_io_apic(apic) {
+        TestBoot::new("serial-rx", 2)
+            .apic(apic)
+            .responder(TypeWhenReady)
+            .must_contain("receive interrupts")
+            .run();
+    }
 }

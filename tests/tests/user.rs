@@ -3,7 +3,9 @@
 //! system calls on every CPU, and a thousand process spawn/exit cycles — with
 //! the kernel's memory back at its baseline afterwards.
 
+use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
+use wyvern_tests::qemu::Apic;
 
 /// The test programs `init test` runs, by their verdict names.
 const PROGRAMS: [&str; 18] = [
@@ -27,8 +29,10 @@ const PROGRAMS: [&str; 18] = [
     "concurrent-processes",
 ];
 
-fn user_programs(cpus: u32) {
-    let mut boot = TestBoot::new("user", cpus).must_contain("USER done: 18 of 18 passed");
+fn user_programs(cpus: u32, apic: Apic) {
+    let mut boot = TestBoot::new("user", cpus)
+        .apic(apic)
+        .must_contain("USER done: 18 of 18 passed");
     for p in PROGRAMS {
         boot = boot.must_contain(&format!("USER {p} ok"));
     }
@@ -51,30 +55,30 @@ fn user_programs(cpus: u32) {
     assert_eq!(kills, 12, "user fault reports:\n{}", out.tail(60));
 }
 
-#[test]
-fn user_programs_at_1_cpu() {
-    user_programs(1);
-}
-
-#[test]
-fn user_programs_at_8_cpus() {
-    user_programs(8);
-}
-
-#[test]
-fn random_syscalls_on_every_cpu_leave_no_trace() {
-    for cpus in [1, 8] {
-        TestBoot::new("user-fuzz", cpus)
-            .must_contain("kernel memory back to baseline")
-            .run();
+apic_tests! {
+    fn user_programs_at_1_cpu(apic) {
+        user_programs(1, apic);
     }
-}
 
-#[test]
-fn a_thousand_processes_come_and_go_without_a_leak() {
-    for cpus in [1, 8] {
-        TestBoot::new("user-spawn", cpus)
-            .must_contain("init: 1000 spawn/exit cycles in")
-            .run();
+    fn user_programs_at_8_cpus(apic) {
+        user_programs(8, apic);
+    }
+
+    fn random_syscalls_on_every_cpu_leave_no_trace(apic) {
+        for cpus in [1, 8] {
+            TestBoot::new("user-fuzz", cpus)
+                .apic(apic)
+                .must_contain("kernel memory back to baseline")
+                .run();
+        }
+    }
+
+    fn a_thousand_processes_come_and_go_without_a_leak(apic) {
+        for cpus in [1, 8] {
+            TestBoot::new("user-spawn", cpus)
+                .apic(apic)
+                .must_contain("init: 1000 spawn/exit cycles in")
+                .run();
+        }
     }
 }

@@ -2,11 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use wyvern_abi::exit::Verdict;
 use wyvern_tests::env;
-use wyvern_tests::qemu::Boot;
+use wyvern_tests::qemu::{Apic, Boot};
 
 use crate::build::{self, BuildArgs};
 
@@ -26,6 +26,10 @@ pub struct RunArgs {
     /// Deterministic mode: `-icount shift=SHIFT` (guest TSC = 2^SHIFT per instruction).
     #[arg(long, value_name = "SHIFT")]
     pub icount: Option<u32>,
+    /// The guest CPUs' local APIC: `x2apic` (the default where QEMU has it,
+    /// 9.0 and later, except under --icount) or `xapic`.
+    #[arg(long, value_enum)]
+    pub apic: Option<ApicArg>,
     /// Boot straight into a self-test (as `cargo xtask test` does).
     #[arg(long, value_name = "NAME")]
     pub test: Option<String>,
@@ -43,14 +47,39 @@ pub struct RunArgs {
     pub qemu_args: Vec<String>,
 }
 
+/// `--apic`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApicArg {
+    Xapic,
+    X2apic,
+}
+
 pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     let env = env::ensure()?;
+    let apic = match args.apic {
+        Some(ApicArg::Xapic) => Apic::XApic,
+        Some(ApicArg::X2apic) => {
+            if let Some(why) = env.x2apic_unsupported() {
+                bail!("--apic x2apic: {why}");
+            }
+            if args.icount.is_some() {
+                bail!(
+                    "--apic x2apic with --icount: QEMU aborts an icount run whose guest \
+                     programs its timer through x2APIC MSRs (\"Bad icount read\"); use xapic"
+                );
+            }
+            Apic::X2Apic
+        }
+        None if args.icount.is_some() || env.x2apic_unsupported().is_some() => Apic::XApic,
+        None => Apic::X2Apic,
+    };
     let (kernel, image) = build::build_image(args.build.profile())?;
     let mut boot = Boot::new(image);
     boot.smp = args.smp;
     boot.memory_mib = args.memory;
     boot.icount = args.icount;
     boot.gdb = args.gdb;
+    boot.apic = apic;
     let mut opts: Vec<String> = args.test.iter().map(|t| format!("test={t}")).collect();
     if let Some(kind) = &args.stress {
         opts.push(format!("stress={kind}"));
@@ -64,8 +93,9 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         eprintln!("  gdb {} -ex 'target remote :1234'", kernel.display());
     }
     eprintln!(
-        "booting {} CPUs, {} MiB{} (Ctrl-C quits)",
+        "booting {} CPUs ({}), {} MiB{} (Ctrl-C quits)",
         boot.smp,
+        apic.name(),
         boot.memory_mib,
         args.icount
             .map(|s| format!(", icount shift={s}"))
