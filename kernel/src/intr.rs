@@ -231,7 +231,10 @@ pub fn testdev_tick(cpu: usize, tick: u64) {
 
 /// The source of ISA IRQ `irq`, if one is attached.
 pub fn isa_source(irq: u8) -> Option<&'static IntrSource> {
-    sources().find(|s| s.irq == Some(irq))
+    SOURCES
+        .iter()
+        .filter_map(|p| source(p.load(Ordering::Acquire)))
+        .find(|s| s.irq == Some(irq))
 }
 
 /// Unmasks a source's line (a user driver served its device).

@@ -154,7 +154,7 @@ pub fn tsleep_interlock<M: Machine>(ident: usize) {
     cpu.sleepq.insert(b, td);
     td.set(flags::TSLEEPQ);
     let set = &M::world().sleep_cpus[b];
-    if !set.load().contains(cpu.index()) {
+    if !set.contains(cpu.index()) {
         set.insert(cpu.index());
     }
     // The caller reads its condition next: keep that read after our
@@ -487,10 +487,12 @@ fn wake<M: Machine>(ident: usize, max: usize) {
     let woke = wakeup_local(cpu, ident, max);
     if woke < max {
         let world = M::world();
-        let cpus = world.sleep_cpus[bucket(ident)].load_latest();
-        for c in cpus.iter().filter(|&c| c != cpu.index()) {
-            world.ipi.send(c, wakeup_remote::<M>, ident, max);
-        }
+        let me = cpu.index();
+        world.sleep_cpus[bucket(ident)].for_each_latest(|c| {
+            if c != me {
+                world.ipi.send(c, wakeup_remote::<M>, ident, max);
+            }
+        });
     }
     drop(g);
 }

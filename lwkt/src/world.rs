@@ -38,7 +38,7 @@ pub fn init<M: Machine>(cpus: Vec<&'static Cpu<M>>) -> &'static World<M> {
         cpus,
         ipi: Ipi::new(n),
         slab: Slab::new(),
-        sleep_cpus: (0..BUCKETS).map(|_| AtomicCpuSet::new()).collect(),
+        sleep_cpus: (0..BUCKETS).map(|_| AtomicCpuSet::with_cpus(n)).collect(),
     }))
 }
 

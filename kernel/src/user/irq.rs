@@ -102,9 +102,17 @@ pub fn unmask(u: &UserThread, irq: u64) -> Result<u64, Error> {
     Ok(0)
 }
 
-/// Gives IRQ `irq` back to the kernel if process `pid` has it.
+/// Gives IRQ `irq` back to the kernel if process `pid` has it. The slot is
+/// looked at first: the source is looked up only for an IRQ the process
+/// holds (every process's exit calls this for every IRQ).
 fn release(pid: u64, irq: usize) -> bool {
-    let Ok((slot, src)) = slot(irq as u64) else {
+    let Some(slot) = ATTACHED.get(irq) else {
+        return false;
+    };
+    if !slot.with(|a| a.as_ref().is_some_and(|a| a.pid == pid)) {
+        return false;
+    }
+    let Ok((slot, src)) = self::slot(irq as u64) else {
         return false;
     };
     let mine = slot.with(|a| {
