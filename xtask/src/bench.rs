@@ -68,6 +68,9 @@ pub struct BenchArgs {
     /// List the benchmarks and exit.
     #[arg(long)]
     pub list: bool,
+    /// Also write the figures as the Markdown table docs/BENCHMARKS.md shows.
+    #[arg(long, value_name = "PATH")]
+    pub markdown: Option<PathBuf>,
 }
 
 /// Where a report came from.
@@ -128,10 +131,66 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
             report
         }
     };
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, markdown_table(&new))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: Markdown table in {}", path.display());
+    }
     if let Some(old) = &args.compare {
         compare(&load(old)?, &new);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The counters docs/BENCHMARKS.md's table shows: (column, counter).
+const MD_COLUMNS: [(&str, &str); 11] = [
+    ("switches", "switches"),
+    ("p.hit", "preempt_hit"),
+    ("p.miss", "preempt_miss"),
+    ("p.weird", "preempt_weird"),
+    ("IPI msgs", "ipi_sent"),
+    ("IPIs", "ipis"),
+    ("avoided", "ipi_avoided"),
+    ("FIFO full", "fifo_full"),
+    ("collisions", "token_collisions"),
+    ("halts", "idle_halts"),
+    ("handoffs", "ipc_handoffs"),
+];
+
+/// A per-operation counter as the table writes it: `·` for none, else up to
+/// three decimals without trailing zeros.
+fn md_counter(v: f64) -> String {
+    if v == 0.0 {
+        return "·".into();
+    }
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "0" { "<0.001".into() } else { s.into() }
+}
+
+/// The figures of `r` as a Markdown table (docs/BENCHMARKS.md).
+fn markdown_table(r: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("| benchmark | CPUs | per | min | median | max |");
+    for (c, _) in MD_COLUMNS {
+        let _ = write!(out, " {c} |");
+    }
+    out.push_str("\n|---|--:|---|--:|--:|--:|");
+    out.push_str(&"--:|".repeat(MD_COLUMNS.len()));
+    out.push('\n');
+    for f in &r.figures {
+        let _ = write!(
+            out,
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+            f.name, f.cpus, f.unit, f.min, f.median, f.max
+        );
+        for (_, k) in MD_COLUMNS {
+            let v = f.counters_per_op.get(k).copied().unwrap_or(0.0);
+            let _ = write!(out, " {} |", md_counter(v));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn load(path: &Path) -> Result<Report> {

@@ -221,14 +221,28 @@ fn sleep(ns: u64) -> Result<u64, Error> {
         lwkt::yield_now::<X86>();
         return Ok(0);
     }
-    // The first tick may come at once: one more than the time spans, so the
-    // sleep lasts at least `ns` (BSD's `tvtohz`). At most a day.
+    // The first tick may come at once: one more than the time spans (BSD's
+    // `tvtohz`). Ticks are only as long as the timer's calibration made them
+    // (a periodic LAPIC timer measured against the TSC over 10 ms can run a
+    // few percent fast), so the TSC has the last word: a sleep that woke
+    // early sleeps again for what is left. At most a day.
+    let ns = ns.min(86_400 * 1_000_000_000);
     let per_tick = 1_000_000_000 / timer::HZ;
-    let ticks = (ns.div_ceil(per_tick) + 1).min(timer::HZ * 86_400);
+    let deadline = cpu::rdtsc().saturating_add(tsc::ns_to_ticks(ns));
     let ident = core::ptr::from_ref(lwkt::current::<X86>()) as usize;
-    match lwkt::tsleep::<X86>(ident, lwkt::INTERRUPTIBLE, "sleep", ticks) {
-        lwkt::Wake::Interrupted => Err(Error::Killed),
-        _ => Ok(0),
+    let mut left = ns;
+    loop {
+        let ticks = left.div_ceil(per_tick) + 1;
+        if lwkt::tsleep::<X86>(ident, lwkt::INTERRUPTIBLE, "sleep", ticks)
+            == lwkt::Wake::Interrupted
+        {
+            return Err(Error::Killed);
+        }
+        let now = cpu::rdtsc();
+        if now >= deadline {
+            return Ok(0);
+        }
+        left = tsc::ticks_to_ns(deadline - now).max(1);
     }
 }
 

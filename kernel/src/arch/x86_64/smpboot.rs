@@ -22,8 +22,8 @@
 //!
 //! INIT to every AP, 10 ms, SIPI, 200 µs, SIPI (the MP specification's
 //! sequence; a second SIPI is ignored by an AP already running). The boot CPU
-//! then waits up to [`AP_TIMEOUT_MS`] for every AP to come online; one that does
-//! not is reported and skipped, and the trampoline is then left in place so a
+//! then waits for every AP to come online, giving up [`AP_TIMEOUT_MS`] after the
+//! last one arrived; one that does not is reported and skipped, and the trampoline is then left in place so a
 //! late AP does not run garbage (it finds bring-up closed and halts).
 
 use alloc::vec::Vec;
@@ -42,7 +42,8 @@ use crate::percpu::{self, MAX_CPUS, PerCpu};
 use crate::sync::Once;
 use crate::{println, smp};
 
-/// How long the boot CPU waits for the APs after the SIPIs.
+/// How long the boot CPU waits, after the SIPIs or the last AP to come
+/// online, for the next one.
 pub const AP_TIMEOUT_MS: u64 = 5000;
 
 global_asm!(
@@ -319,8 +320,23 @@ pub fn start_aps(platform: &Platform) -> Report {
         });
         tsc::delay_us(200);
     }
-    let deadline = cpu::rdtsc() + tsc::ns_to_ticks(AP_TIMEOUT_MS * 1_000_000);
-    while blocks.iter().any(|b| !b.is_online()) && cpu::rdtsc() < deadline {
+    // The deadline moves with progress: hundreds of APs under an emulator
+    // on a few host cores take seconds to arrive, one after another, while
+    // a CPU that is dead never does.
+    let patience = tsc::ns_to_ticks(AP_TIMEOUT_MS * 1_000_000);
+    let mut deadline = cpu::rdtsc() + patience;
+    let mut seen = 0;
+    loop {
+        let online = blocks.iter().filter(|b| b.is_online()).count();
+        if online == blocks.len() {
+            break;
+        }
+        if online > seen {
+            seen = online;
+            deadline = cpu::rdtsc() + patience;
+        } else if cpu::rdtsc() >= deadline {
+            break;
+        }
         // Interrupts are on: the tick wakes us.
         cpu::enable_and_halt();
     }
