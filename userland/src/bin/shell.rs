@@ -42,11 +42,32 @@ commands:
 struct Shell {
     con: Console,
     pm: Procman,
+    /// What a command said, written with the next prompt in one request:
+    /// the prompt then never trails output the person at the other end has
+    /// already seen, so what they type after it is echoed after it.
+    out: core::cell::RefCell<String>,
 }
 
 impl Shell {
     fn say(&self, s: &str) {
-        let _ = self.con.write(s.as_bytes());
+        self.out.borrow_mut().push_str(s);
+    }
+
+    /// Writes what was said, then the prompt, in one console write.
+    fn prompt(&self) {
+        let mut out = self.out.borrow_mut();
+        out.push_str("wyvern> ");
+        let _ = self.con.write(out.as_bytes());
+        out.clear();
+    }
+
+    /// Writes what was said now.
+    fn flush(&self) {
+        let mut out = self.out.borrow_mut();
+        if !out.is_empty() {
+            let _ = self.con.write(out.as_bytes());
+            out.clear();
+        }
     }
 
     fn ps(&self) {
@@ -190,7 +211,11 @@ fn main(_arg: &str) -> i64 {
     let _ = wyvern_user::NAME.set("shell");
     let pm = Procman::connect().expect("no process manager");
     let con = Console::open(&pm).expect("no console");
-    let sh = Shell { con, pm };
+    let sh = Shell {
+        con,
+        pm,
+        out: core::cell::RefCell::new(String::new()),
+    };
     let i = sys::info();
     sh.say(&format!(
         "shell: ready on {} CPUs (help lists the commands)\n",
@@ -198,11 +223,12 @@ fn main(_arg: &str) -> i64 {
     ));
     let mut line = [0u8; LINE_MAX];
     loop {
-        sh.say("wyvern> ");
+        sh.prompt();
         let n = match sh.con.read_line(&mut line) {
             Ok(n) => n.min(line.len()),
             Err(e) => {
                 sh.say(&format!("shell: console: {e}\n"));
+                sh.flush();
                 return 1;
             }
         };
@@ -223,6 +249,7 @@ fn main(_arg: &str) -> i64 {
             "bench" => sh.bench(rest),
             "quit" | "exit" => {
                 sh.say("shell: bye\n");
+                sh.flush();
                 return 0;
             }
             other => sh.say(&format!("unknown command `{other}` (help lists them)\n")),
