@@ -107,6 +107,12 @@ fn maybe_splz<M: Machine>() {
 /// this CPU, then performs a deferred preemption if one is due.
 ///
 /// Thread context, outside any critical section (it opens its own).
+///
+/// Never inlined: its callers (`crit_exit`, `doreti`) reach it only when
+/// something was deferred, and inlined it makes their common path save
+/// registers it does not use — which the compiler decided differently from
+/// build to build, moving `tick` and `null-syscall` by a few instructions.
+#[inline(never)]
 pub fn splz<M: Machine>() {
     let cpu = M::mycpu();
     let td = cpu.curthread();
