@@ -21,20 +21,20 @@
 //! | 3 | [`nr::THREAD_CREATE`] | entry, arg | thread id; `entry(arg)` runs on a new stack |
 //! | 4 | [`nr::THREAD_EXIT`] | code | does not return |
 //! | 5 | [`nr::THREAD_JOIN`] | thread id | the thread's exit code |
-//! | 6 | [`nr::SPAWN`] | name, name len, arg, arg len | process id of the program `name` of the ramdisk |
-//! | 7 | [`nr::WAIT`] | process id, `*mut WaitStatus` | process id, once that child ended |
+//! | 6 | [`nr::SPAWN`] | name, name len, arg, arg len, `*const SpawnOpts` (0: defaults) | process id of the program `name` of the ramdisk |
+//! | 7 | [`nr::WAIT`] | process id (0: any child), `*mut WaitStatus` | process id, once that child ended |
 //! | 8 | [`nr::YIELD`] | — | 0 |
 //! | 9 | [`nr::SLEEP`] | nanoseconds | 0 |
 //! | 10 | [`nr::CLOCK`] | — | nanoseconds since boot |
 //! | 11 | [`nr::MAP`] | len, [`prot`] bits | address of `len` bytes of zeroed memory |
 //! | 12 | [`nr::UNMAP`] | address, len | 0 |
-//! | 13 | [`nr::SET_PRIORITY`] | thread id (0: self), [`Priority`] | 0 |
+//! | 13 | [`nr::SET_PRIORITY`] | thread id (0: self), [`Priority`] | 0; [`Error::Denied`] above the process's ceiling |
 //! | 14 | [`nr::SET_CPU`] | CPU index | 0, running on that CPU from now on |
 //! | 15 | [`nr::INFO`] | `*mut Info` | 0 |
-//! | 16 | [`nr::STATS`] | `*mut CpuStats`, count | number of CPUs written |
-//! | 17 | [`nr::CHANNEL_CREATE`] | — | channel id |
+//! | 16 | [`nr::STATS`] | `*mut CpuStats`, count | number of CPUs written; needs [`rights::OBSERVE`] |
+//! | 17 | [`nr::CHANNEL_CREATE`] | [`chan`] flags | channel id |
 //! | 18 | [`nr::CHANNEL_DESTROY`] | channel id | 0; every party of the channel is released with [`Error::Gone`] |
-//! | 19 | [`nr::CONNECT_ATTACH`] | process id (0: self), channel id | connection id |
+//! | 19 | [`nr::CONNECT_ATTACH`] | process id (0: self), channel id | connection id; [`Error::Denied`] unless allowed (see Authority) |
 //! | 20 | [`nr::CONNECT_DETACH`] | connection id | 0 |
 //! | 21 | [`nr::MSG_SEND`] | connection id, `*const Iov` send, count, `*const Iov` reply, count | the server's reply status |
 //! | 22 | [`nr::MSG_RECEIVE`] | channel id, `*const Iov`, count, `*mut MsgInfo` | receive id, or 0 for a pulse |
@@ -43,14 +43,46 @@
 //! | 25 | [`nr::MSG_READ`] | receive id, offset, `*const Iov`, count | bytes read from the sender's message |
 //! | 26 | [`nr::MSG_WRITE`] | receive id, offset, `*const Iov`, count | bytes written into the sender's reply buffers |
 //! | 27 | [`nr::MSG_SEND_PULSE`] | connection id, code, value | 0 ([`Error::Full`] when the channel's pulse queue is full) |
-//! | 28 | [`nr::KILL`] | process id of a child | 0; the child ends, its `WAIT` says [`WaitStatus::TERMINATED`] |
+//! | 28 | [`nr::KILL`] | process id | 0; the process ends, its `WAIT` says [`WaitStatus::TERMINATED`]; a child, or any process with [`rights::KILL`] |
 //! | 29 | [`nr::IO_GRANT`] | process id, first port, count | 0; process manager only ([`Error::Denied`]) |
 //! | 30 | [`nr::INTERRUPT_ATTACH`] | ISA IRQ, connection id, pulse code | the IRQ; needs an I/O grant |
 //! | 31 | [`nr::INTERRUPT_UNMASK`] | ISA IRQ | 0 |
 //! | 32 | [`nr::INTERRUPT_DETACH`] | ISA IRQ | 0; the kernel's handler has it again |
 //! | 33 | [`nr::KLOG_READ`] | bytes, len | bytes of kernel output taken (blocks while none); needs an I/O grant |
-//! | 34 | [`nr::THREADS`] | `*mut ThreadInfo`, count | threads written (every CPU's, CPU by CPU) |
-//! | 35 | [`nr::TRACE`] | — | 0; the kernel prints every CPU's trace ring to its log |
+//! | 34 | [`nr::THREADS`] | `*mut ThreadInfo`, count | threads written (every CPU's, CPU by CPU); needs [`rights::OBSERVE`] |
+//! | 35 | [`nr::TRACE`] | — | 0; the kernel prints every CPU's trace ring to its log; needs [`rights::OBSERVE`] |
+//! | 36 | [`nr::CONNECT_GIVE`] | connection id, receive id | the id of a copy of the connection in the sender of that message |
+//! | 37 | [`nr::ACCOUNT`] | `*mut AccountInfo` | 0; the caller's account: limits and what is charged |
+//! | 38 | [`nr::SET_RIGHTS`] | process id, [`rights`] bits, [`Priority`] ceiling | 0; process manager only: what a process may do |
+//!
+//! # Authority
+//!
+//! What a process may do is decided by who it is, never by what it claims:
+//!
+//! - **Connections.** A process may attach to its own channels, to its
+//!   children's (it may kill them anyway), to any channel created
+//!   [`chan::PUBLIC`], and — the process manager — to any. Otherwise a
+//!   connection is given: a server hands a copy of one it holds to the
+//!   sender of a message it is serving ([`nr::CONNECT_GIVE`]), which is how
+//!   the process manager's name service gives clients their connections to
+//!   servers. Guessing a process and channel id gets [`Error::Denied`].
+//!   Holding a connection is what lets a process send messages and pulses.
+//! - **Who sent it.** Every message and pulse carries the sender's process
+//!   and thread id, stamped by the kernel ([`MsgInfo::pid`]).
+//! - **Killing.** A process may kill its children; one with
+//!   [`rights::KILL`] any process but the process manager. A process whose
+//!   parent ends is re-parented to the process manager, so someone can
+//!   always end it.
+//! - **Priority.** Each process has a ceiling, set at spawn (never above the
+//!   parent's) or by the process manager ([`nr::SET_RIGHTS`]); by default
+//!   [`Priority::Normal`], so only a process given it may run threads at
+//!   [`Priority::Realtime`].
+//! - **Observing.** The counters, the thread list and the trace rings need
+//!   [`rights::OBSERVE`].
+//! - **Resources.** Every process has an account ([`AccountInfo`]) that
+//!   bounds the memory, processes, threads, channels and connections it and
+//!   its descendants hold; a request past a limit fails with
+//!   [`Error::NoMemory`] or [`Error::Limit`] and changes nothing.
 //!
 //! # Drivers
 //!
@@ -162,8 +194,14 @@ pub mod nr {
     pub const THREADS: u64 = 34;
     /// Prints the trace rings.
     pub const TRACE: u64 = 35;
+    /// Gives a copy of a connection to the sender of a message being served.
+    pub const CONNECT_GIVE: u64 = 36;
+    /// The caller's resource account.
+    pub const ACCOUNT: u64 = 37;
+    /// Sets a process's rights and priority ceiling (process manager only).
+    pub const SET_RIGHTS: u64 = 38;
     /// One past the highest number.
-    pub const COUNT: u64 = 36;
+    pub const COUNT: u64 = 39;
 }
 
 /// First address above user space: every user pointer and mapping is below.
@@ -349,8 +387,73 @@ pub const PULSE_QUEUE: u64 = 64;
 
 /// Channels and connections a process may have at most.
 pub const MAX_CHANNELS: u64 = 64;
+
 /// See [`MAX_CHANNELS`].
 pub const MAX_CONNECTIONS: u64 = 256;
+
+/// `CHANNEL_CREATE` flags.
+pub mod chan {
+    /// Any process may attach to the channel.
+    pub const PUBLIC: u64 = 1;
+}
+
+/// What a process may do beyond the defaults ([`nr::SET_RIGHTS`],
+/// [`SpawnOpts::rights`]).
+pub mod rights {
+    /// Kill any process (but the process manager).
+    pub const KILL: u64 = 1;
+    /// Read the kernel's counters, thread list and trace rings.
+    pub const OBSERVE: u64 = 2;
+    /// Every right there is.
+    pub const ALL: u64 = KILL | OBSERVE;
+}
+
+/// Resource limits of an account (0 in a request: as the parent's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Limits {
+    /// Bytes of memory: user pages and what the kernel holds for the
+    /// process (nominal sizes).
+    pub memory: u64,
+    /// Processes, the account's own included.
+    pub processes: u64,
+    /// Live threads.
+    pub threads: u64,
+    /// Channels.
+    pub channels: u64,
+    /// Connections.
+    pub connections: u64,
+}
+
+/// How a child is spawned ([`nr::SPAWN`]'s last argument; a null pointer
+/// means all defaults).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SpawnOpts {
+    /// The child account's limits, each capped by the parent's.
+    pub limits: Limits,
+    /// [`rights`] the child gets, of those the parent has.
+    pub rights: u64,
+    /// The child's priority ceiling ([`Priority`] as a number), at most
+    /// the parent's; `u64::MAX`: the parent's.
+    pub ceiling: u64,
+    /// The process whose account the child's is made below (0: the
+    /// spawner's). Only the process manager may name another: it spawns on
+    /// a client's behalf and charges the client.
+    pub charge_to: u64,
+}
+
+/// A process's account: its limits, and what it and its descendants hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct AccountInfo {
+    pub limits: Limits,
+    pub used: Limits,
+    /// [`rights`] bits.
+    pub rights: u64,
+    /// [`Priority`] ceiling.
+    pub ceiling: u64,
+}
 
 /// What `MSG_RECEIVE` says of what it received.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

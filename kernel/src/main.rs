@@ -7,6 +7,9 @@
 #![no_std]
 #![no_main]
 #![forbid(unsafe_op_in_unsafe_fn)]
+// `Arc::try_new` and friends: a system call's allocations fail with
+// `NoMemory` instead of aborting (the toolchain is pinned to a nightly).
+#![feature(allocator_api)]
 
 extern crate alloc;
 
@@ -180,7 +183,7 @@ fn interactive() {
         match user::process::spawn_procman("procman", b"console shell") {
             Ok(pid) => {
                 println!("started procman (pid {pid}): console and shell");
-                let st = user::process::wait(0, pid, false);
+                let st = user::process::wait(0, pid, false).map(|(_, st)| st);
                 user::process::reap(0, pid);
                 println!("procman ended: {st:?}");
                 arch::qemu::exit(arch::qemu::ExitCode::Success);

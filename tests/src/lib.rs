@@ -21,6 +21,7 @@ pub mod symbolize;
 /// local APIC mode choice and its transitions (including the locked
 /// x2APIC state no emulator shows).
 #[cfg(test)]
+#[allow(dead_code)] // what only the kernel uses
 #[path = "../../kernel/src/arch/x86_64/apic_mode.rs"]
 mod kernel_apic_mode;
 

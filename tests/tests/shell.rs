@@ -52,8 +52,8 @@ fn shell(cpus: u32, apic: Apic) {
     // `ps` lists the servers, each with its priority and state.
     for name in ["procman", "console", "shell"] {
         assert!(
-            out.lines().any(|l| l.contains(name) && l.contains(" 6 ")),
-            "`ps` shows no {name} thread at priority 6:\n{}",
+            out.lines().any(|l| l.contains(name) && l.contains(" 8 ")),
+            "`ps` shows no {name} thread at priority 8 (real-time, given by the process manager):\n{}",
             out.tail(60)
         );
     }

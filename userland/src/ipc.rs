@@ -46,7 +46,19 @@ fn iov_of_mut(parts: &mut [&mut [u8]]) -> Result<([Iov; MAX_IOV as usize], u64),
 
 /// Creates a channel; returns its id.
 pub fn channel_create() -> Result<u64, Error> {
-    call(nr::CHANNEL_CREATE, [0; 6])
+    channel_create_with(0)
+}
+
+/// Creates a channel with `wyvern_abi::syscall::chan` flags (`PUBLIC`: any
+/// process may attach).
+pub fn channel_create_with(flags: u64) -> Result<u64, Error> {
+    call(nr::CHANNEL_CREATE, [flags, 0, 0, 0, 0, 0])
+}
+
+/// Gives a copy of connection `coid` to the sender of message `rcvid`;
+/// returns its id there.
+pub fn connect_give(coid: u64, rcvid: u64) -> Result<u64, Error> {
+    call(nr::CONNECT_GIVE, [coid, rcvid, 0, 0, 0, 0])
 }
 
 /// Destroys channel `chid`: its blocked senders fail with `Gone`.

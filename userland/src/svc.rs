@@ -9,16 +9,25 @@
 //! | procman | [`PM_WAIT`] | pid `u64` | a [`WaitStatus`], once the child ended |
 //! | procman | [`PM_KILL`] | pid `u64` | 0 |
 //! | procman | [`PM_NAME_ATTACH`] | channel id `u64`, name | 0 |
-//! | procman | [`PM_NAME_OPEN`] | wait `u64` (0/1), name | status: `pid << 16 \| chid` |
+//! | procman | [`PM_NAME_OPEN`] | wait `u64` (0/1), name | status: a connection id, given to the caller |
 //! | procman | [`PM_IO_GRANT`] | — | 0 when the policy grants the caller its ports |
 //! | console | [`CON_WRITE`] | bytes | status: bytes written |
 //! | console | [`CON_READ`] | — | one line (without its end), status: its length |
 //!
-//! The process manager spawns, waits for and kills only processes it
-//! started (they are its children); a name is served by the process that
-//! attached it; `NAME_OPEN` with wait blocks until the name appears. I/O
-//! ports are granted by program name from a fixed table (the console gets
-//! COM1, 0x3F8–0x3FF).
+//! The process manager decides by the sender the kernel names, never by
+//! what a request claims (its policy is in `bin/procman.rs`): a process
+//! spawned through it is the requester's — charged to the requester's
+//! account, waited for and killed by the requester only (and killed by the
+//! operator, the shell it started); the system's services (the console,
+//! the shell) and the process manager itself are killed by nobody; a
+//! name is served by the process that attached it, and the names of the
+//! system's services only by those services; `NAME_OPEN` answers with a
+//! connection to the server, which the process manager gives the caller
+//! (`CONNECT_GIVE`), and with wait blocks until the name appears. Parked
+//! requests (waits for a process or a name) are bounded; past the bound a
+//! request fails with `Busy`. I/O ports are granted by program name from a
+//! fixed table (the console gets COM1, 0x3F8–0x3FF). The process manager's
+//! channel 0 is public: every process may attach to it.
 
 use alloc::vec::Vec;
 
@@ -122,8 +131,8 @@ impl Procman {
             PM_NAME_OPEN,
             &[&u64::from(wait).to_le_bytes(), name.as_bytes()],
         );
-        let v = ipc::send(self.0, &m, &mut [])?;
-        ipc::connect(v >> 16, v & 0xffff)
+        // The reply's status is a connection the process manager gave us.
+        ipc::send(self.0, &m, &mut [])
     }
 
     /// Asks for the I/O ports the policy gives this program.

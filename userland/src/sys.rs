@@ -1,7 +1,9 @@
 //! System calls: [`raw`] issues one with any arguments (the fuzzer needs
 //! that); the functions below wrap each call with typed arguments.
 
-use wyvern_abi::syscall::{self, CpuStats, Error, Info, Priority, ThreadInfo, WaitStatus, nr};
+use wyvern_abi::syscall::{
+    self, AccountInfo, CpuStats, Error, Info, Priority, SpawnOpts, ThreadInfo, WaitStatus, nr,
+};
 
 /// Issues system call `n` with six arguments; returns the raw `rax`.
 ///
@@ -100,6 +102,21 @@ pub fn spawn(name: &str, arg: &str) -> Result<u64, Error> {
     )
 }
 
+/// Starts program `name` with `arg` and `opts` (limits, rights, ceiling).
+pub fn spawn_with(name: &str, arg: &str, opts: &SpawnOpts) -> Result<u64, Error> {
+    call(
+        nr::SPAWN,
+        [
+            name.as_ptr() as u64,
+            name.len() as u64,
+            arg.as_ptr() as u64,
+            arg.len() as u64,
+            core::ptr::from_ref(opts) as u64,
+            0,
+        ],
+    )
+}
+
 /// Waits for child `pid` to end.
 pub fn wait(pid: u64) -> Result<WaitStatus, Error> {
     let mut st = WaitStatus::default();
@@ -107,7 +124,27 @@ pub fn wait(pid: u64) -> Result<WaitStatus, Error> {
     Ok(st)
 }
 
-/// Ends child `pid`.
+/// Waits for any child to end; returns its pid and status
+/// ([`Error::NotFound`] when there is none).
+pub fn wait_any() -> Result<(u64, WaitStatus), Error> {
+    let mut st = WaitStatus::default();
+    let pid = call(nr::WAIT, args2(0, &raw mut st as u64))?;
+    Ok((pid, st))
+}
+
+/// This process's account: limits, use, rights, ceiling.
+pub fn account() -> Result<AccountInfo, Error> {
+    let mut a = AccountInfo::default();
+    call(nr::ACCOUNT, args1(&raw mut a as u64))?;
+    Ok(a)
+}
+
+/// Sets process `pid`'s rights and priority ceiling (process manager only).
+pub fn set_rights(pid: u64, rights: u64, ceiling: Priority) -> Result<u64, Error> {
+    call(nr::SET_RIGHTS, [pid, rights, ceiling as u64, 0, 0, 0])
+}
+
+/// Ends process `pid` (a child, or any with the kill right).
 pub fn kill(pid: u64) -> Result<u64, Error> {
     call(nr::KILL, args1(pid))
 }

@@ -408,9 +408,9 @@ fn user_bench(op: &str, n: u64) -> Rep {
 /// Runs `ubench OP n ARG`; `ops` operations were timed.
 fn user_bench_on(op: &str, n: u64, arg: u64, ops: u64) -> Rep {
     let arg = alloc::format!("{op} {n} {arg}");
-    let pid = crate::user::process::spawn("ubench", arg.as_bytes(), 0)
+    let pid = crate::user::process::spawn("ubench", arg.as_bytes(), 0, None)
         .unwrap_or_else(|e| panic!("cannot spawn ubench: {e}"));
-    let st = crate::user::process::wait(0, pid, false).expect("wait for ubench");
+    let (_, st) = crate::user::process::wait(0, pid, false).expect("wait for ubench");
     crate::user::process::reap(0, pid);
     assert!(
         st.kind == wyvern_abi::syscall::WaitStatus::EXITED && st.code > 0,

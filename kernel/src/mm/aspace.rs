@@ -14,6 +14,18 @@
 //! removes itself when it loads another, so the set is a superset of the CPUs
 //! that may hold translations of this space in their TLB.
 //!
+//! # Accounting
+//!
+//! A space belongs to an account (`user::account`), which is charged for
+//! its pages and their page tables: the user pages mapped, one page table
+//! per 512 of them, two per region and the root. A mapping, or a stack page
+//! faulted in, that the account cannot pay for is refused — nothing is
+//! mapped and the caller gets `NoMemory` — and an unmapping gives the
+//! charge back. The regions live in a table of at most [`MAX_REGIONS`],
+//! reserved when the space is made, so neither mapping nor unmapping
+//! allocates from the heap; unmapping frees frames in batches of
+//! [`FREE_BATCH`], each after its shootdown, without a list on the heap.
+//!
 //! # TLB shootdown
 //!
 //! Unmapping clears the entries, then runs a `cpusync` on the CPUs of that
@@ -23,7 +35,8 @@
 //! every CR3 load flushes the user half, so a CPU that switched to another
 //! space holds nothing stale.
 
-use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering, fence};
 
 use x86_64::registers::control::Cr3;
@@ -38,6 +51,12 @@ use super::{PAGE_SIZE, frame, paging, phys_to_virt};
 use crate::percpu;
 use crate::sched;
 use crate::sync::TokenCell;
+use crate::user::account::{Account, Charge, Res};
+
+/// Most regions a space may have (a `MAP` beyond is refused).
+pub const MAX_REGIONS: usize = 256;
+/// Frames an unmapping frees per shootdown.
+pub const FREE_BATCH: usize = 256;
 
 /// Beyond this many pages a shootdown reloads CR3 instead of `invlpg`s.
 pub const INVLPG_MAX: u64 = 32;
@@ -86,17 +105,63 @@ pub struct Region {
 /// Why a mapping failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapError {
-    /// Out of frames (or of the space's page budget).
+    /// Out of frames, or the account cannot pay for the pages.
     NoMemory,
+    /// The space has [`MAX_REGIONS`] regions.
+    Limit,
     /// The range overlaps a mapping or leaves user space.
     Busy,
 }
 
 struct State {
-    /// Regions by start address.
-    regions: BTreeMap<u64, Region>,
+    /// Regions sorted by start address, capacity [`MAX_REGIONS`] + 1.
+    regions: Vec<(u64, Region)>,
     /// User pages mapped now.
     pages: u64,
+    /// What the account is charged for the pages and tables.
+    charge: Charge,
+}
+
+/// What a space with `pages` pages in `regions` regions is charged.
+fn charged_bytes(pages: u64, regions: usize) -> u64 {
+    (pages + pages.div_ceil(512) + 2 * regions as u64 + 1) * PAGE_SIZE
+}
+
+impl State {
+    /// Makes the charge match `pages` in `regions`, or fails changing
+    /// nothing.
+    fn recharge(&mut self, pages: u64, regions: usize) -> Result<(), MapError> {
+        let want = charged_bytes(pages, regions);
+        let have = self.charge.amount();
+        if want > have {
+            self.charge
+                .grow(want - have)
+                .map_err(|_| MapError::NoMemory)?;
+        } else {
+            self.charge.shrink(have - want);
+        }
+        Ok(())
+    }
+
+    /// Index of the region containing `va`, if one does.
+    fn region_at(&self, va: u64) -> Option<usize> {
+        let i = self.regions.partition_point(|(s, _)| *s <= va);
+        (i > 0 && self.regions[i - 1].1.end > va).then(|| i - 1)
+    }
+
+    /// Whether `[start, end)` overlaps a region.
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        let i = self.regions.partition_point(|(s, _)| *s < end);
+        i > 0 && self.regions[i - 1].1.end > start
+    }
+
+    /// Records a region (the caller checked that it overlaps none and that
+    /// there is room).
+    fn insert(&mut self, start: u64, r: Region) {
+        let i = self.regions.partition_point(|(s, _)| *s < start);
+        debug_assert!(self.regions.len() < self.regions.capacity());
+        self.regions.insert(i, (start, r));
+    }
 }
 
 /// A process's address space.
@@ -106,8 +171,6 @@ pub struct AddressSpace {
     /// inserts and removes only itself.
     cpus: ipi::AtomicCpuSet,
     state: TokenCell<State>,
-    /// Pages this space may map at most.
-    budget: u64,
 }
 
 /// Hands page-table frames to the mapper.
@@ -132,9 +195,13 @@ fn table(pa: PhysAddr) -> &'static mut PageTable {
 }
 
 impl AddressSpace {
-    /// An empty address space with the kernel half mapped, allowed to map at
-    /// most `budget` pages. `None` when out of frames.
-    pub fn new(budget: u64) -> Option<AddressSpace> {
+    /// An empty address space with the kernel half mapped, whose pages are
+    /// charged to `account`. `None` when out of memory (or the account
+    /// cannot pay for the root table).
+    pub fn new(account: &Arc<Account>) -> Option<AddressSpace> {
+        let charge = account.charge(Res::Memory, charged_bytes(0, 0)).ok()?;
+        let mut regions = Vec::new();
+        regions.try_reserve_exact(MAX_REGIONS + 1).ok()?;
         let pml4 = frame::alloc_zeroed()?;
         let kernel = table(paging::kernel_pml4().start_address());
         let user = table(pml4.start_address());
@@ -145,10 +212,10 @@ impl AddressSpace {
             pml4,
             cpus: ipi::AtomicCpuSet::with_cpus(crate::sched::world().ipi.ncpus()),
             state: TokenCell::new(State {
-                regions: BTreeMap::new(),
+                regions,
                 pages: 0,
+                charge,
             }),
-            budget,
         })
     }
 
@@ -249,14 +316,15 @@ impl AddressSpace {
             return Err(MapError::Busy);
         }
         self.state.with(|st| {
-            if overlaps(&st.regions, start, end) {
+            if st.overlaps(start, end) {
                 return Err(MapError::Busy);
+            }
+            if st.regions.len() >= MAX_REGIONS {
+                return Err(MapError::Limit);
             }
             let first = (commit_from - start) / PAGE_SIZE;
             let pages = len / PAGE_SIZE;
-            if st.pages + pages - first > self.budget {
-                return Err(MapError::NoMemory);
-            }
+            st.recharge(st.pages + pages - first, st.regions.len() + 1)?;
             let mut mapper = self.mapper();
             let mut done = first;
             let mut failed = false;
@@ -295,10 +363,12 @@ impl AddressSpace {
                         frame::free(f);
                     }
                 }
+                let (p, n) = (st.pages, st.regions.len());
+                st.recharge(p, n).expect("shrinking a charge cannot fail");
                 return Err(MapError::NoMemory);
             }
             st.pages += pages - first;
-            st.regions.insert(start, Region { end, prot, kind });
+            st.insert(start, Region { end, prot, kind });
             Ok(())
         })
     }
@@ -316,10 +386,11 @@ impl AddressSpace {
 
     /// [`AddressSpace::fault_in`] of the page at `page_va`, under the token.
     fn fault_in_locked(&self, st: &mut State, page_va: u64) -> bool {
-        let Some((_, r)) = st.regions.range(..=page_va).next_back() else {
+        let Some(i) = st.region_at(page_va) else {
             return false;
         };
-        if r.kind != Kind::Stack || page_va >= r.end || st.pages >= self.budget {
+        let r = st.regions[i].1;
+        if r.kind != Kind::Stack {
             return false;
         }
         let prot = r.prot;
@@ -328,7 +399,12 @@ impl AddressSpace {
             // Mapped meanwhile by another thread of the space: retry.
             return true;
         }
+        let (p, n) = (st.pages, st.regions.len());
+        if st.recharge(p + 1, n).is_err() {
+            return false;
+        }
         let Some(f) = frame::alloc_zeroed() else {
+            st.recharge(p, n).expect("shrinking a charge cannot fail");
             return false;
         };
         // SAFETY: the page is in this space's stack region and unmapped
@@ -343,6 +419,7 @@ impl AddressSpace {
             }
             Err(_) => {
                 frame::free(f);
+                st.recharge(p, n).expect("shrinking a charge cannot fail");
                 false
             }
         }
@@ -393,7 +470,8 @@ impl AddressSpace {
     pub fn find_free(&self, lo: u64, hi: u64, len: u64) -> Option<u64> {
         self.state.with(|st| {
             let mut at = lo + PAGE_SIZE;
-            for (&s, r) in st.regions.range(lo..hi) {
+            let from = st.regions.partition_point(|(s, _)| *s < lo);
+            for &(s, r) in st.regions[from..].iter().take_while(|(s, _)| *s < hi) {
                 if at + len + PAGE_SIZE <= s {
                     return Some(at);
                 }
@@ -411,49 +489,68 @@ impl AddressSpace {
     /// Thread context.
     pub fn unmap(&self, start: u64, end: u64, kind: Kind) -> bool {
         assert!(start.is_multiple_of(PAGE_SIZE) && end.is_multiple_of(PAGE_SIZE));
-        let freed = self.state.with(|st| {
-            let hit: alloc::vec::Vec<(u64, Region)> = st
-                .regions
-                .range(..end)
-                .filter(|(s, r)| **s < end && r.end > start)
-                .map(|(s, r)| (*s, *r))
-                .collect();
-            if hit.iter().any(|(_, r)| r.kind != kind) {
-                return None;
+        self.state.with(|st| {
+            let first = st.regions.partition_point(|(_, r)| r.end <= start);
+            let last = st.regions.partition_point(|(s, _)| *s < end);
+            let hit = first..last;
+            if st.regions[hit.clone()].iter().any(|(_, r)| r.kind != kind) {
+                return false;
             }
-            let mut mapper = self.mapper();
-            let mut frames = alloc::vec::Vec::new();
-            for (s, r) in hit {
-                st.regions.remove(&s);
+            // A range strictly inside one region splits it in two: one more
+            // entry (beyond the table's reserve only after many splits).
+            let splits = hit.len() == 1 && {
+                let (s, r) = st.regions[first];
+                s < start && r.end > end
+            };
+            if splits
+                && st.regions.len() == st.regions.capacity()
+                && st.regions.try_reserve(1).is_err()
+            {
+                return false;
+            }
+            // The regions first (the table is changed under the token, so no
+            // fault maps a page of the range meanwhile), then the pages.
+            let mut keep: [Option<(u64, Region)>; 2] = [None, None];
+            for &(s, r) in &st.regions[hit.clone()] {
                 if s < start {
-                    st.regions.insert(s, Region { end: start, ..r });
+                    keep[0] = Some((s, Region { end: start, ..r }));
                 }
                 if r.end > end {
-                    st.regions.insert(end, r);
+                    keep[1] = Some((end, r));
                 }
-                let (a, b) = (s.max(start), r.end.min(end));
-                for va in (a..b).step_by(PAGE_SIZE as usize) {
-                    let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
-                    if let Ok((f, flush)) = mapper.unmap(page) {
-                        // The shootdown below flushes every CPU, this one too.
-                        flush.ignore();
-                        frames.push(f);
+            }
+            st.regions.drain(hit);
+            for (s, r) in keep.into_iter().flatten() {
+                st.insert(s, r);
+            }
+            let mut mapper = self.mapper();
+            let mut batch = [None::<PhysFrame>; FREE_BATCH];
+            let mut n = 0;
+            let mut freed = 0;
+            let mut va = start;
+            while va < end {
+                let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+                if let Ok((f, flush)) = mapper.unmap(page) {
+                    // The shootdown below flushes every CPU, this one too.
+                    flush.ignore();
+                    batch[n] = Some(f);
+                    n += 1;
+                }
+                va += PAGE_SIZE;
+                if n == FREE_BATCH || (va == end && n > 0) {
+                    self.shootdown(start, end);
+                    for f in batch.iter_mut().take(n) {
+                        frame::free(f.take().expect("a batched frame"));
                     }
+                    freed += n as u64;
+                    n = 0;
                 }
             }
-            st.pages -= frames.len() as u64;
-            self.shootdown(start, end);
-            Some(frames)
-        });
-        match freed {
-            None => false,
-            Some(frames) => {
-                for f in frames {
-                    frame::free(f);
-                }
-                true
-            }
-        }
+            st.pages -= freed;
+            let (p, r) = (st.pages, st.regions.len());
+            st.recharge(p, r).expect("shrinking a charge cannot fail");
+            true
+        })
     }
 
     /// Makes every CPU that may cache translations of this space drop those
@@ -532,6 +629,7 @@ impl AddressSpace {
             }
             st.regions.clear();
             st.pages = 0;
+            st.recharge(0, 0).expect("shrinking a charge cannot fail");
         });
     }
 }
@@ -583,13 +681,6 @@ fn free_tree(pa: PhysAddr, level: u8) {
         }
     }
     frame::free(PhysFrame::containing_address(pa));
-}
-
-fn overlaps(regions: &BTreeMap<u64, Region>, start: u64, end: u64) -> bool {
-    regions
-        .range(..end)
-        .next_back()
-        .is_some_and(|(_, r)| r.end > start)
 }
 
 /// A range to invalidate, on the initiator's stack during the cpusync.

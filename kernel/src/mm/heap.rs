@@ -1,13 +1,22 @@
-//! The kernel heap: `talc` over physically contiguous spans reached through
-//! the physical-memory mapping.
+//! The kernel heap: `talc` over a virtual region of its own, mapped page by
+//! page from frames wherever they are.
 //!
-//! The heap needs no page tables of its own: each span is a run of contiguous
-//! frames, addressed through the direct mapping of physical memory (which the
-//! bootloader made with large pages, writable and — after `paging::init` — not
-//! executable). At boot the heap gets one span of a sixteenth of usable memory
-//! (16 MiB at least, 256 MiB at most); when an allocation does not fit, the
-//! out-of-memory handler claims another span of at least 2 MiB (or what the
-//! allocation needs). Spans are never returned.
+//! The heap lives at [`HEAP_BASE`] (one PML4 entry, 512 GiB of address
+//! space) and grows at its end: when an allocation does not fit, the
+//! out-of-memory handler maps more pages — at least [`GROW_STEP`], or what the
+//! allocation needs — each backed by any free frame, and extends talc's span
+//! over them. It never depends on finding contiguous physical memory: a
+//! machine whose free memory is scattered single frames grows its heap as
+//! well as a fresh one. Pages are never returned (the heap's high-water
+//! mark stays mapped; freed blocks are reused).
+//!
+//! At boot the heap maps a sixty-fourth of usable memory (1 MiB at least,
+//! 16 MiB at most) so early boot does not grow it a page at a time.
+//!
+//! What a user process causes the kernel to allocate is charged to it
+//! (`user::account`); the accounts' limits leave the kernel a reserve of
+//! frames, so the kernel's own allocations — and a panic's report, which
+//! allocates nothing — do not find the heap exhausted by a program.
 //!
 //! Lock: one [`SpinLock`] — the allocator is used before there are threads and
 //! by code that cannot block (IPI handlers). Allocation inside an NMI or
@@ -17,36 +26,77 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
 use talc::{OomHandler, Span, Talc};
+use x86_64::VirtAddr;
+use x86_64::structures::paging::{Page, PageTableFlags as F};
 
-use super::{PAGE_SIZE, frame, phys_to_virt};
+use super::{HEAP_BASE, PAGE_SIZE, REGION_SIZE, frame, paging};
 use crate::sync::{LockClass, SpinLock};
 
-const MIN_INITIAL: u64 = 16 << 20;
-const MAX_INITIAL: u64 = 256 << 20;
-const GROW_STEP: u64 = 2 << 20;
+const MIN_INITIAL: u64 = 1 << 20;
+const MAX_INITIAL: u64 = 16 << 20;
+/// Least the heap grows by at once.
+pub const GROW_STEP: u64 = 256 << 10;
 
-/// Claims more memory when `talc` runs out.
+/// Grows the heap when `talc` runs out.
 struct Grow {
-    /// Bytes claimed so far.
+    /// The span talc manages (empty before `init`).
+    span: Span,
+    /// End of the mapped part of the region.
+    end: u64,
+    /// Bytes mapped so far.
     claimed: u64,
-    /// Spans claimed so far.
+    /// Times the heap grew.
     spans: u32,
 }
 
 impl Grow {
-    /// Takes `bytes` (rounded up to 2 MiB) of contiguous frames and gives them
-    /// to talc.
-    fn claim(talc: &mut Talc<Self>, bytes: u64) -> Result<(), ()> {
-        let bytes = bytes.next_multiple_of(GROW_STEP);
-        let frames = (bytes / PAGE_SIZE) as usize;
-        let first = frame::alloc_contiguous(frames, (GROW_STEP / PAGE_SIZE) as usize).ok_or(())?;
-        let start = phys_to_virt(first.start_address()).as_mut_ptr::<u8>();
-        // SAFETY: the frames were just taken from the allocator, so nothing else
-        // uses them; the physical mapping maps them writable for their whole
-        // length.
-        unsafe { talc.claim(Span::from_base_size(start, bytes as usize)) }?;
-        talc.oom_handler.claimed += bytes;
-        talc.oom_handler.spans += 1;
+    /// Maps at least `bytes` more (rounded up to whole pages) at the end of
+    /// the heap and gives them to talc. Fails, mapping nothing, when the
+    /// region or the frames run out.
+    fn grow(talc: &mut Talc<Self>, bytes: u64) -> Result<(), ()> {
+        let bytes = bytes.next_multiple_of(PAGE_SIZE);
+        let start = talc.oom_handler.end;
+        if start + bytes > HEAP_BASE + REGION_SIZE {
+            return Err(());
+        }
+        let mut mapped = 0;
+        while mapped < bytes {
+            let Some(f) = frame::alloc() else { break };
+            let page = Page::containing_address(VirtAddr::new(start + mapped));
+            if paging::map(page, f, F::WRITABLE | F::NO_EXECUTE).is_err() {
+                frame::free(f);
+                break;
+            }
+            mapped += PAGE_SIZE;
+        }
+        if mapped < bytes {
+            // Give back what was mapped: a heap that cannot serve the request
+            // keeps no half-grown tail.
+            for off in (0..mapped).step_by(PAGE_SIZE as usize) {
+                let page = Page::containing_address(VirtAddr::new(start + off));
+                if let Ok(f) = paging::unmap(page) {
+                    frame::free(f);
+                }
+            }
+            return Err(());
+        }
+        let end = start + bytes;
+        let old = talc.oom_handler.span;
+        let new = Span::new(HEAP_BASE as *mut u8, end as *mut u8);
+        let span = if old.is_empty() {
+            // SAFETY: the pages of `new` were just mapped, writable, for the
+            // heap alone; nothing else uses them.
+            unsafe { talc.claim(new) }?
+        } else {
+            // SAFETY: `old` is the span talc manages and `new` extends it
+            // over pages just mapped for the heap alone.
+            unsafe { talc.extend(old, new) }
+        };
+        let h = &mut talc.oom_handler;
+        h.span = span;
+        h.end = end;
+        h.claimed += bytes;
+        h.spans += 1;
         Ok(())
     }
 }
@@ -54,7 +104,7 @@ impl Grow {
 impl OomHandler for Grow {
     fn handle_oom(talc: &mut Talc<Self>, layout: Layout) -> Result<(), ()> {
         let need = (layout.size() + layout.align()) as u64 + PAGE_SIZE;
-        Grow::claim(talc, need.max(GROW_STEP))
+        Grow::grow(talc, need.max(GROW_STEP))
     }
 }
 
@@ -70,6 +120,8 @@ static HEAP: KernelHeap = KernelHeap {
     talc: SpinLock::ranked(
         &HEAP_CLASS,
         Talc::new(Grow {
+            span: Span::empty(),
+            end: HEAP_BASE,
             claimed: 0,
             spans: 0,
         }),
@@ -103,11 +155,12 @@ unsafe impl GlobalAlloc for KernelHeap {
     }
 }
 
-/// Claims the initial span. Boot CPU, once, after the frame allocator.
+/// Maps the initial heap. Boot CPU, once, after the frame allocator and the
+/// kernel's page tables.
 pub fn init(usable_bytes: u64) {
-    let initial = (usable_bytes / 16).clamp(MIN_INITIAL, MAX_INITIAL);
+    let initial = (usable_bytes / 64).clamp(MIN_INITIAL, MAX_INITIAL);
     let mut talc = HEAP.talc.lock();
-    Grow::claim(&mut talc, initial).expect("cannot claim the initial kernel heap");
+    Grow::grow(&mut talc, initial).expect("cannot map the initial kernel heap");
 }
 
 /// Heap figures.
@@ -117,9 +170,9 @@ pub struct HeapStats {
     pub allocated: usize,
     /// Allocations not yet freed.
     pub allocations: usize,
-    /// Bytes claimed from the frame allocator.
+    /// Bytes mapped for the heap (its high-water mark).
     pub claimed: u64,
-    /// Spans claimed.
+    /// Times the heap grew (the first mapping included).
     pub spans: u32,
 }
 

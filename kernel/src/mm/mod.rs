@@ -6,11 +6,9 @@
 //! |--------------------------|------|-----------------------------------------------|
 //! | `0xffff_8000_0000_0000`  | 256+ | bootloader's dynamic mappings: all physical memory at an offset, boot info, framebuffer, the boot CPU's stack |
 //! | [`KSTACK_BASE`]          | 320  | kernel stacks, each above an unmapped guard   |
+//! | [`HEAP_BASE`]            | 321  | the kernel heap, mapped page by page ([`heap`]) |
 //! | [`MMIO_BASE`]            | 322  | device registers, uncached                    |
 //! | `0xffff_ffff_8000_0000`  | 511  | the kernel image                              |
-//!
-//! The kernel heap has no region of its own: it lives in physically contiguous
-//! spans reached through the physical-memory mapping (see [`heap`]).
 //!
 //! The lower half belongs to user address spaces. Every kernel-half PML4 entry
 //! is created at boot ([`paging::init`]), so an address space that copies the
@@ -29,6 +27,8 @@ use x86_64::{PhysAddr, VirtAddr};
 
 /// Start of the kernel-stack region.
 pub const KSTACK_BASE: u64 = 0xffff_a000_0000_0000;
+/// Start of the kernel heap's region.
+pub const HEAP_BASE: u64 = 0xffff_a080_0000_0000;
 /// Start of the MMIO region.
 pub const MMIO_BASE: u64 = 0xffff_a100_0000_0000;
 /// Size of each of the regions above (one PML4 entry).

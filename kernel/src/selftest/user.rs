@@ -43,9 +43,9 @@ pub static TESTS: &[SelfTest] = &[
 
 /// Runs `prog arg` as a child of the kernel and waits for it.
 fn run(prog: &str, arg: &str) -> WaitStatus {
-    let pid = process::spawn(prog, arg.as_bytes(), 0)
+    let pid = process::spawn(prog, arg.as_bytes(), 0, None)
         .unwrap_or_else(|e| super::fail(format_args!("spawn {prog}: {e}")));
-    let st = process::wait(0, pid, false)
+    let (_, st) = process::wait(0, pid, false)
         .unwrap_or_else(|e| super::fail(format_args!("wait {prog}: {e}")));
     process::reap(0, pid);
     st
@@ -130,12 +130,13 @@ fn user_fuzz() {
                     "ut-fuzz",
                     format!("{} {CALLS} {c}", seed + c as u64).as_bytes(),
                     0,
+                    None,
                 )
                 .unwrap_or_else(|e| super::fail(format_args!("spawn ut-fuzz: {e}")))
             })
             .collect();
         for pid in pids {
-            let st = process::wait(0, pid, false).expect("wait for a fuzzer");
+            let (_, st) = process::wait(0, pid, false).expect("wait for a fuzzer");
             process::reap(0, pid);
             check!(exited_ok(&st), "fuzzer {pid} ended with {st:?}");
         }
@@ -211,7 +212,7 @@ fn ipc() {
 fn shell() {
     let pid = process::spawn_procman("procman", b"console shell")
         .unwrap_or_else(|e| super::fail(format_args!("spawn procman: {e}")));
-    let st = process::wait(0, pid, false).expect("wait for procman");
+    let (_, st) = process::wait(0, pid, false).expect("wait for procman");
     process::reap(0, pid);
     check!(exited_ok(&st), "procman ended with {st:?}");
     // The console ends after the process manager: COM1 comes back.

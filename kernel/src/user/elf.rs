@@ -268,7 +268,7 @@ pub fn load(space: &AddressSpace, elf: &[u8], base: u64) -> Result<Image, LoadEr
         });
         match r {
             Ok(()) => {}
-            Err(MapError::NoMemory) => return Err(LoadError::NoMemory),
+            Err(MapError::NoMemory | MapError::Limit) => return Err(LoadError::NoMemory),
             Err(MapError::Busy) => {
                 return Err(LoadError::Format("image overlaps the address space"));
             }

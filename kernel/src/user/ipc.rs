@@ -36,11 +36,14 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use lwkt::ipc::{self, Channel, Delivery, Payload, Pulse, Side};
-use wyvern_abi::syscall::{Error, Iov, MAX_CHANNELS, MAX_CONNECTIONS, MAX_IOV, MsgInfo, USER_TOP};
+use wyvern_abi::syscall::{
+    Error, Iov, MAX_CHANNELS, MAX_CONNECTIONS, MAX_IOV, MsgInfo, USER_TOP, chan,
+};
 
+use super::account::{Account, Charge, Res, cost};
 use super::{UserThread, process, uaccess};
 use crate::mm::aspace::AddressSpace;
 use crate::mm::{PAGE_SIZE, phys_to_virt};
@@ -226,6 +229,11 @@ impl Payload for UserIpc {
 /// A channel of a user process.
 pub struct UChannel {
     chan: Channel<X86, UserIpc>,
+    /// Any process may attach to it ([`chan::PUBLIC`]).
+    public: bool,
+    /// Charged to its creator's account for as long as it exists (its
+    /// last connection may outlive the creator).
+    _charge: (Charge, Charge),
 }
 
 impl UChannel {
@@ -242,6 +250,11 @@ impl UChannel {
 pub struct Tables {
     channels: Table,
     conns: Table,
+    /// The highest conversation serial of a channel this process destroyed:
+    /// a new channel's serials start above it, so a receive id kept from a
+    /// destroyed channel never names a conversation of the channel that
+    /// takes its id.
+    serial_floor: AtomicU64,
 }
 
 /// Serial numbers of channels: the key of each one's pool token.
@@ -262,6 +275,7 @@ impl Tables {
         Tables {
             channels: TokenCell::new(Vec::new()),
             conns: TokenCell::new(Vec::new()),
+            serial_floor: AtomicU64::new(0),
         }
     }
 
@@ -271,7 +285,7 @@ impl Tables {
     pub fn teardown(&self) {
         let chans = self.channels.with(core::mem::take);
         for c in chans.into_iter().flatten() {
-            c.chan.destroy();
+            c.chan.chan.destroy();
         }
         drop(self.conns.with(core::mem::take));
     }
@@ -287,23 +301,35 @@ impl Tables {
     }
 }
 
+/// An entry of a channel or connection table: the channel, and what the
+/// entry is charged (a connection's count and memory; a channel's table
+/// entry is paid by the channel's own charge).
+struct Entry {
+    chan: Arc<UChannel>,
+    _charge: Option<(Charge, Charge)>,
+}
+
 /// A table of channels (by channel or connection id).
-type Table = TokenCell<Vec<Option<Arc<UChannel>>>>;
+type Table = TokenCell<Vec<Option<Entry>>>;
 
 /// Entry `i` of `t`.
 fn get(t: &Table, i: u64) -> Result<Arc<UChannel>, Error> {
-    t.with(|t| t.get(i as usize).and_then(Clone::clone))
-        .ok_or(Error::NotFound)
+    t.with(|t| {
+        t.get(i as usize)
+            .and_then(|e| e.as_ref().map(|e| e.chan.clone()))
+    })
+    .ok_or(Error::NotFound)
 }
 
 /// Takes entry `i` out of `t`.
 fn take(t: &Table, i: u64) -> Result<Arc<UChannel>, Error> {
     t.with(|t| t.get_mut(i as usize).and_then(Option::take))
+        .map(|e| e.chan)
         .ok_or(Error::NotFound)
 }
 
 /// Puts `v` in the first free slot of `t` (at most `max` slots).
-fn insert(t: &mut Vec<Option<Arc<UChannel>>>, v: Arc<UChannel>, max: u64) -> Result<u64, Error> {
+fn insert(t: &mut Vec<Option<Entry>>, v: Entry, max: u64) -> Result<u64, Error> {
     if let Some(i) = t.iter().position(Option::is_none) {
         t[i] = Some(v);
         return Ok(i as u64);
@@ -314,6 +340,20 @@ fn insert(t: &mut Vec<Option<Arc<UChannel>>>, v: Arc<UChannel>, max: u64) -> Res
     t.try_reserve(1).map_err(|_| Error::NoMemory)?;
     t.push(Some(v));
     Ok(t.len() as u64 - 1)
+}
+
+/// A connection to `c` for a process of `account`: charged, then put in
+/// `table`.
+fn add_connection(account: &Arc<Account>, table: &Table, c: Arc<UChannel>) -> Result<u64, Error> {
+    let charge = (
+        account.charge(Res::Connections, 1)?,
+        account.charge(Res::Memory, cost::CONNECTION)?,
+    );
+    let e = Entry {
+        chan: c,
+        _charge: Some(charge),
+    };
+    table.with(|t| insert(t, e, MAX_CONNECTIONS))
 }
 
 fn error(e: ipc::Error) -> Error {
@@ -332,31 +372,79 @@ fn error(e: ipc::Error) -> Error {
     }
 }
 
-/// `CHANNEL_CREATE`.
-pub fn channel_create(u: &UserThread) -> Result<u64, Error> {
+/// `CHANNEL_CREATE`: `flags` are [`chan`] bits.
+pub fn channel_create(u: &UserThread, flags: u64) -> Result<u64, Error> {
+    if flags & !chan::PUBLIC != 0 {
+        return Err(Error::Invalid);
+    }
+    let account = &u.process.account;
+    let charge = (
+        account.charge(Res::Channels, 1)?,
+        account.charge(Res::Memory, cost::CHANNEL)?,
+    );
     let key = SERIAL.fetch_add(1, Ordering::Relaxed) << 6;
-    let c = Arc::new(UChannel {
-        chan: Channel::new(lwkt::pool_token(key), true),
-    });
+    let floor = u.process.ipc.serial_floor.load(Ordering::Relaxed);
+    let c = Arc::try_new(UChannel {
+        chan: Channel::with_serial(lwkt::pool_token(key), true, floor),
+        public: flags & chan::PUBLIC != 0,
+        _charge: charge,
+    })
+    .map_err(|_| Error::NoMemory)?;
     LIVE_CHANNELS.fetch_add(1, Ordering::Relaxed);
-    u.process.ipc.channels.with(|t| insert(t, c, MAX_CHANNELS))
+    let e = Entry {
+        chan: c,
+        _charge: None,
+    };
+    u.process.ipc.channels.with(|t| insert(t, e, MAX_CHANNELS))
 }
 
 /// `CHANNEL_DESTROY`.
 pub fn channel_destroy(u: &UserThread, chid: u64) -> Result<u64, Error> {
-    take(&u.process.ipc.channels, chid)?.chan.destroy();
+    let c = take(&u.process.ipc.channels, chid)?;
+    c.chan.destroy();
+    u.process
+        .ipc
+        .serial_floor
+        .fetch_max(c.chan.last_serial(), Ordering::Relaxed);
     Ok(0)
 }
 
-/// `CONNECT_ATTACH`.
+/// `CONNECT_ATTACH`: to a channel of the caller's own, of one of its
+/// children, a public one, or — the process manager — any. Anything else
+/// is [`Error::Denied`], whether the channel exists or not, so probing
+/// reveals nothing.
 pub fn connect_attach(u: &UserThread, pid: u64, chid: u64) -> Result<u64, Error> {
     let c = if pid == 0 || pid == u.process.pid {
         u.process.ipc.channel(chid)?
     } else {
-        let p = process::find(pid).ok_or(Error::NotFound)?;
-        p.ipc.channel(chid)?
+        // A process one may reach learns that a channel is missing; any
+        // other gets `Denied` for a missing process, a missing channel and
+        // a private one alike.
+        let p = process::find(pid).ok_or(Error::Denied)?;
+        let related = p.parent() == u.process.pid || u.process.privileged();
+        match p.ipc.channel(chid) {
+            Ok(c) if related || c.public => c,
+            Ok(_) => return Err(Error::Denied),
+            Err(e) if related => return Err(e),
+            Err(_) => return Err(Error::Denied),
+        }
     };
-    u.process.ipc.conns.with(|t| insert(t, c, MAX_CONNECTIONS))
+    add_connection(&u.process.account, &u.process.ipc.conns, c)
+}
+
+/// `CONNECT_GIVE`: a copy of connection `coid` goes to the sender of the
+/// message `rcvid` names (which the caller is serving); returns its id in
+/// the sender's table. The sender pays for it: at its limit, the call fails
+/// with that limit's error and nothing is given.
+pub fn connect_give(u: &UserThread, coid: u64, rcvid: u64) -> Result<u64, Error> {
+    let c = u.process.ipc.conn(coid)?;
+    let (ch, r) = conversation(u, rcvid)?;
+    let who = ch.chan.sender_of(r).map_err(error)?;
+    let to = process::find(who.pid).ok_or(Error::Stale)?;
+    if to.dying() {
+        return Err(Error::Stale);
+    }
+    add_connection(&to.account, &to.ipc.conns, c)
 }
 
 /// `CONNECT_DETACH`.
@@ -391,7 +479,7 @@ pub fn receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let d = c.chan.receive(&buf, u.base_priority()).map_err(error)?;
     let (rcvid, info) = match d {
         Delivery::Msg(m) => {
-            let rcvid = (chid + 1) << 32 | u64::from(m.rcvid);
+            let rcvid = m.rcvid << CHID_BITS | chid;
             (
                 rcvid,
                 MsgInfo {
@@ -407,9 +495,15 @@ pub fn receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
                 },
             )
         }
-        Delivery::Pulse(Pulse { code, value, pri }) => (
+        Delivery::Pulse(Pulse {
+            code,
+            value,
+            pri,
+            sender,
+        }) => (
             0,
             MsgInfo {
+                pid: sender,
                 priority: u64::from(pri),
                 code: u64::from(code),
                 value,
@@ -423,11 +517,18 @@ pub fn receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     Ok(rcvid)
 }
 
+/// Bits of a user receive id that name the channel (below the channel's
+/// own receive id, `lwkt::ipc::RCVID_SLOT_BITS` + `RCVID_SERIAL_BITS` =
+/// 57 bits: the whole is positive).
+const CHID_BITS: u32 = 6;
+const _: () = assert!(MAX_CHANNELS <= 1 << CHID_BITS);
+const _: () = assert!(ipc::RCVID_SLOT_BITS + ipc::RCVID_SERIAL_BITS + CHID_BITS <= 63);
+
 /// The channel and the channel's own receive id of a user receive id.
-fn conversation(u: &UserThread, rcvid: u64) -> Result<(Arc<UChannel>, u32), Error> {
-    let chid = (rcvid >> 32).checked_sub(1).ok_or(Error::NotFound)?;
+fn conversation(u: &UserThread, rcvid: u64) -> Result<(Arc<UChannel>, u64), Error> {
+    let chid = rcvid & ((1 << CHID_BITS) - 1);
     let c = u.process.ipc.channel(chid)?;
-    Ok((c, rcvid as u32))
+    Ok((c, rcvid >> CHID_BITS))
 }
 
 /// `MSG_REPLY`.
@@ -475,7 +576,15 @@ pub fn send_pulse(u: &UserThread, coid: u64, code: u64, value: u64) -> Result<u6
     let c = u.process.ipc.conn(coid)?;
     let pri = lwkt::current::<X86>().priority();
     c.chan
-        .pulse(Pulse { code, value, pri }, false)
+        .pulse(
+            Pulse {
+                code,
+                value,
+                pri,
+                sender: u.process.pid,
+            },
+            false,
+        )
         .map_err(error)?;
     Ok(0)
 }

@@ -49,6 +49,7 @@ pub fn fire(irq: u8) -> bool {
         code,
         value: u64::from(irq),
         pri: lwkt::pri::USER_REAL,
+        sender: 0,
     };
     // Reserved: one pulse per IRQ at most is outstanding (module docs).
     let _ = chan.pulse(p, true);

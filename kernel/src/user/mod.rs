@@ -18,6 +18,7 @@
 //! * [`process`] — processes, spawning, exit, wait, kill, threads.
 //! * [`syscall`] — the system call table.
 
+pub mod account;
 pub mod elf;
 pub mod ipc;
 pub mod irq;
@@ -25,6 +26,7 @@ pub mod process;
 pub mod ramdisk;
 pub mod syscall;
 mod uaccess;
+pub mod vecmap;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;

@@ -21,18 +21,32 @@
 //! for a thread that never returns to user mode: every blocking system call
 //! sleeps interruptibly.
 //!
+//! # Who may do what
+//!
+//! A process may kill its children; one with `rights::KILL` may kill any
+//! process but the process manager. When a process ends, its children are
+//! re-parented to the process manager (which reaps them with a wait for
+//! any child), or — in a boot without one — to nobody, and then removed as
+//! soon as they end. Each process has rights and a priority ceiling, given
+//! at spawn and never more than its parent's (the kernel's own children and
+//! the process manager have all of both); its threads cannot be set above
+//! the ceiling. Every process is charged to an account (`account`), made at
+//! spawn below its parent's.
+//!
 //! # Locking
 //!
 //! The table and each process's thread state are [`TokenCell`]s (tokens,
 //! never a global lock); the address space has its own.
 
-use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
-use lwkt::ThreadRef;
-use wyvern_abi::syscall::{Error, WaitStatus};
+use lwkt::{ThreadRef, pri};
+use wyvern_abi::syscall::{Error, Priority, SpawnOpts, WaitStatus, rights};
+
+use super::account::{self, Account, Charge, Res, cost};
+use super::vecmap::VecMap;
 
 use super::elf::{self, IMAGE_BASE, LoadError};
 use super::{Start, ramdisk, spawn_thread};
@@ -59,8 +73,6 @@ pub const STACK_SIZE: u64 = 256 << 10;
 /// The part of a new stack mapped at once (the argument block, the first
 /// frames).
 pub const STACK_COMMIT: u64 = 8 << 10;
-/// Pages one process may map at most (image, stacks, `MAP`).
-pub const PAGE_BUDGET: u64 = (64 << 20) / PAGE_SIZE;
 /// Where thread stacks go: slot `i` just below `STACKS_TOP - i * slot`.
 const STACKS_TOP: u64 = 0x0000_7f00_0000_0000;
 const STACK_SLOT: u64 = STACK_SIZE + 16 * PAGE_SIZE;
@@ -85,10 +97,12 @@ struct Slot {
     exit: Option<i64>,
     /// Someone is joining it.
     joining: bool,
+    /// What the thread is charged while it lives (a thread, its memory).
+    charge: Option<(Charge, Charge)>,
 }
 
 struct ProcState {
-    threads: BTreeMap<u64, Slot>,
+    threads: VecMap<u64, Slot>,
     next_tid: u64,
     live: usize,
     /// Stack slots in use (bit `i`: slot `i`).
@@ -119,17 +133,43 @@ pub struct Process {
     io_grants: AtomicU64,
     /// May grant I/O ports and use the privileged calls: the process manager.
     privileged: AtomicBool,
+    /// What it is charged to.
+    pub account: Arc<Account>,
+    /// Its own charges: one process, its records.
+    _charges: (Charge, Charge),
+    /// [`rights`] bits.
+    rights: AtomicU64,
+    /// The highest LWKT priority its threads may have.
+    ceiling: AtomicU8,
 }
 
 struct Table {
-    procs: BTreeMap<u64, Arc<Process>>,
+    procs: VecMap<u64, Arc<Process>>,
     next_pid: u64,
 }
 
 static TABLE: TokenCell<Table> = TokenCell::new(Table {
-    procs: BTreeMap::new(),
+    procs: VecMap::new(),
     next_pid: 1,
 });
+
+/// The LWKT priority of a user [`Priority`].
+pub fn lwkt_priority(p: Priority) -> u8 {
+    match p {
+        Priority::Idle => pri::USER_IDLE,
+        Priority::Normal => pri::USER,
+        Priority::Realtime => pri::USER_REAL,
+    }
+}
+
+/// The user [`Priority`] a ceiling allows at most.
+pub fn user_priority(ceiling: u8) -> Priority {
+    match ceiling {
+        c if c >= pri::USER_REAL => Priority::Realtime,
+        c if c >= pri::USER => Priority::Normal,
+        _ => Priority::Idle,
+    }
+}
 
 /// Where the next process goes: processes are spread over the CPUs in turn;
 /// a process's later threads start on the CPU that created them. (LWKT does
@@ -146,11 +186,12 @@ pub fn procman() -> u64 {
 }
 
 /// Starts the process manager `name` with `arg`: the privileged first
-/// process of an interactive boot (`IO_GRANT` is its alone).
+/// process of an interactive boot (`IO_GRANT` is its alone), with every
+/// right and the highest ceiling.
 ///
 /// Thread context; may block.
 pub fn spawn_procman(name: &str, arg: &[u8]) -> Result<u64, Error> {
-    let pid = spawn_as(name, arg, 0, true)?;
+    let pid = spawn_as(name, arg, 0, true, None)?;
     PROCMAN.store(pid, Ordering::Release);
     Ok(pid)
 }
@@ -161,19 +202,57 @@ fn next_cpu() -> usize {
 }
 
 /// Starts program `name` of the ramdisk with argument `arg`, as a child of
-/// process `parent` (0: the kernel). Returns its pid.
+/// process `parent` (0: the kernel), with `opts` (`None`: defaults — the
+/// parent's rights and ceiling; for the kernel's own children
+/// `rights::OBSERVE` and the highest ceiling). Returns its pid.
 ///
 /// Thread context; may block.
-pub fn spawn(name: &str, arg: &[u8], parent: u64) -> Result<u64, Error> {
-    spawn_as(name, arg, parent, false)
+pub fn spawn(name: &str, arg: &[u8], parent: u64, opts: Option<&SpawnOpts>) -> Result<u64, Error> {
+    spawn_as(name, arg, parent, false, opts)
 }
 
-fn spawn_as(name: &str, arg: &[u8], parent: u64, privileged: bool) -> Result<u64, Error> {
+fn spawn_as(
+    name: &str,
+    arg: &[u8],
+    parent: u64,
+    privileged: bool,
+    opts: Option<&SpawnOpts>,
+) -> Result<u64, Error> {
     if name.len() > MAX_NAME || arg.len() > MAX_ARG {
         return Err(Error::Invalid);
     }
     let elf_bytes = ramdisk::find(name).ok_or(Error::NotFound)?;
-    let space = AddressSpace::new(PAGE_BUDGET).ok_or(Error::NoMemory)?;
+    // What the parent may hand on.
+    let (up, parent_rights, parent_ceiling) = if parent == 0 {
+        (account::root().clone(), rights::ALL, pri::USER_REAL)
+    } else {
+        let p = find(parent).ok_or(Error::NotFound)?;
+        let ceiling = p.ceiling.load(Ordering::Relaxed);
+        (p.account.clone(), p.rights(), ceiling)
+    };
+    let (limits, rights, ceiling) = match opts {
+        Some(o) => {
+            let want = match o.ceiling {
+                u64::MAX => parent_ceiling,
+                c => lwkt_priority(Priority::from_raw(c).ok_or(Error::Invalid)?),
+            };
+            (o.limits, o.rights & parent_rights, want.min(parent_ceiling))
+        }
+        None if privileged => (Default::default(), rights::ALL, pri::USER_REAL),
+        None if parent == 0 => (Default::default(), rights::OBSERVE, pri::USER_REAL),
+        None => (Default::default(), parent_rights, parent_ceiling),
+    };
+    let up = match opts.map_or(0, |o| o.charge_to) {
+        0 => up,
+        pid if privileged_parent(parent) => find(pid).ok_or(Error::NotFound)?.account.clone(),
+        _ => return Err(Error::Denied),
+    };
+    let account = Account::child(&up, &limits)?;
+    let charges = (
+        account.charge(Res::Processes, 1)?,
+        account.charge(Res::Memory, cost::PROCESS)?,
+    );
+    let space = AddressSpace::new(&account).ok_or(Error::NoMemory)?;
     let image = elf::load(&space, elf_bytes, IMAGE_BASE).map_err(|e| match e {
         LoadError::NoMemory => Error::NoMemory,
         LoadError::Format(why) => {
@@ -181,19 +260,23 @@ fn spawn_as(name: &str, arg: &[u8], parent: u64, privileged: bool) -> Result<u64
             Error::Invalid
         }
     })?;
+    let mut pname = String::new();
+    pname
+        .try_reserve_exact(name.len())
+        .map_err(|_| Error::NoMemory)?;
+    pname.push_str(name);
     let proc = TABLE.with(|t| {
         if t.procs.len() >= MAX_PROCS {
             return Err(Error::Limit);
         }
         let pid = t.next_pid;
-        t.next_pid += 1;
-        let p = Arc::new(Process {
+        let p = Arc::try_new(Process {
             pid,
-            name: String::from(name),
+            name: pname,
             parent: AtomicU64::new(parent),
             space,
             state: TokenCell::new(ProcState {
-                threads: BTreeMap::new(),
+                threads: VecMap::new(),
                 next_tid: 1,
                 live: 0,
                 stacks: 0,
@@ -205,8 +288,16 @@ fn spawn_as(name: &str, arg: &[u8], parent: u64, privileged: bool) -> Result<u64
             io: [const { AtomicU64::new(0) }; IO_PORTS / 64],
             io_grants: AtomicU64::new(0),
             privileged: AtomicBool::new(privileged),
-        });
-        t.procs.insert(pid, p.clone());
+            account,
+            _charges: charges,
+            rights: AtomicU64::new(rights),
+            ceiling: AtomicU8::new(ceiling),
+        })
+        .map_err(|_| Error::NoMemory)?;
+        t.procs
+            .try_insert(pid, p.clone())
+            .map_err(|_| Error::NoMemory)?;
+        t.next_pid += 1;
         Ok(p)
     })?;
     if let Err(e) = proc.start_thread(image.entry, 0, Some(arg)) {
@@ -214,6 +305,11 @@ fn spawn_as(name: &str, arg: &[u8], parent: u64, privileged: bool) -> Result<u64
         return Err(e);
     }
     Ok(proc.pid)
+}
+
+/// Whether process `pid` is the process manager.
+fn privileged_parent(pid: u64) -> bool {
+    pid != 0 && find(pid).is_some_and(|p| p.privileged())
 }
 
 /// The process `pid`.
@@ -226,22 +322,56 @@ pub fn count() -> usize {
     TABLE.with(|t| t.procs.len())
 }
 
-/// Waits for child `pid` of `parent` to end; returns its status without
-/// removing it ([`reap`] does). An interrupted wait fails with
-/// [`Error::Killed`] when `interruptible`.
+/// Waits for child `pid` of `parent` to end — any child, when `pid` is
+/// 0 — and returns its pid and status without removing it ([`reap`] does).
+/// An interrupted wait fails with [`Error::Killed`] when `interruptible`;
+/// a parent without such a child gets [`Error::NotFound`].
 ///
 /// Thread context; blocks.
-pub fn wait(parent: u64, pid: u64, interruptible: bool) -> Result<WaitStatus, Error> {
-    let p = find(pid)
-        .filter(|p| p.parent.load(Ordering::Acquire) == parent)
-        .ok_or(Error::NotFound)?;
-    let ident = Arc::as_ptr(&p) as usize;
+pub fn wait(parent: u64, pid: u64, interruptible: bool) -> Result<(u64, WaitStatus), Error> {
     let flags = lwkt::INTERLOCKED
         | if interruptible {
             lwkt::INTERRUPTIBLE
         } else {
             0
         };
+    if pid == 0 {
+        let ident = any_child_ident(parent);
+        loop {
+            lwkt::tsleep_interlock::<X86>(ident);
+            let (ended, any) = TABLE.with(|t| {
+                let mut any = false;
+                let mut ended = None;
+                for c in t.procs.values() {
+                    if c.parent.load(Ordering::Acquire) == parent {
+                        any = true;
+                        if ended.is_none() && c.ended.load(Ordering::Acquire) {
+                            ended = Some(c.clone());
+                        }
+                    }
+                }
+                (ended, any)
+            });
+            if let Some(c) = ended {
+                lwkt::tsleep_cancel::<X86>();
+                let st = c
+                    .state
+                    .with(|s| s.status.expect("an ended process has a status"));
+                return Ok((c.pid, st));
+            }
+            if !any {
+                lwkt::tsleep_cancel::<X86>();
+                return Err(Error::NotFound);
+            }
+            if lwkt::tsleep::<X86>(ident, flags, "wait", 0) == lwkt::Wake::Interrupted {
+                return Err(Error::Killed);
+            }
+        }
+    }
+    let p = find(pid)
+        .filter(|p| p.parent.load(Ordering::Acquire) == parent)
+        .ok_or(Error::NotFound)?;
+    let ident = Arc::as_ptr(&p) as usize;
     loop {
         lwkt::tsleep_interlock::<X86>(ident);
         if p.ended.load(Ordering::Acquire) {
@@ -252,8 +382,17 @@ pub fn wait(parent: u64, pid: u64, interruptible: bool) -> Result<WaitStatus, Er
             return Err(Error::Killed);
         }
     }
-    Ok(p.state
-        .with(|s| s.status.expect("an ended process has a status")))
+    Ok((
+        pid,
+        p.state
+            .with(|s| s.status.expect("an ended process has a status")),
+    ))
+}
+
+/// What a wait for any child of `parent` sleeps on: an address no object
+/// has (the top bit set), one per parent.
+fn any_child_ident(parent: u64) -> usize {
+    (1 << 63) | (parent as usize).wrapping_mul(8)
 }
 
 /// Removes ended child `pid` of `parent` from the table.
@@ -295,25 +434,32 @@ impl Process {
         if self.dying() {
             return Err(Error::Killed);
         }
+        let charge = (
+            self.account.charge(Res::Threads, 1)?,
+            self.account.charge(Res::Memory, cost::THREAD)?,
+        );
+        let base = Arc::try_new(AtomicU8::new(lwkt::pri::USER)).map_err(|_| Error::NoMemory)?;
         let (tid, slot, base_pri) = self.state.with(|st| {
             if st.live >= MAX_THREADS || st.threads.len() >= MAX_THREAD_SLOTS {
                 return Err(Error::Limit);
             }
             let slot = (!st.stacks).trailing_zeros();
-            st.stacks |= 1 << slot;
             let tid = st.next_tid;
+            st.threads
+                .try_insert(
+                    tid,
+                    Slot {
+                        td: None,
+                        base: base.clone(),
+                        exit: None,
+                        joining: false,
+                        charge: Some(charge),
+                    },
+                )
+                .map_err(|_| Error::NoMemory)?;
+            st.stacks |= 1 << slot;
             st.next_tid += 1;
             st.live += 1;
-            let base = Arc::new(AtomicU8::new(lwkt::pri::USER));
-            st.threads.insert(
-                tid,
-                Slot {
-                    td: None,
-                    base: base.clone(),
-                    exit: None,
-                    joining: false,
-                },
-            );
             Ok((tid, slot, base))
         })?;
         let undo = |this: &Self| {
@@ -328,7 +474,7 @@ impl Process {
             undo(self);
             return Err(match e {
                 MapError::NoMemory => Error::NoMemory,
-                MapError::Busy => Error::Limit,
+                MapError::Busy | MapError::Limit => Error::Limit,
             });
         }
         let (rsp, rdi, rsi) = match init {
@@ -385,6 +531,9 @@ impl Process {
         let last = self.state.with(|st| {
             if let Some(s) = st.threads.get_mut(&tid) {
                 s.exit = Some(code.unwrap_or(-1));
+                // Its stacks are gone (the kernel stack with the thread's
+                // exit): the account gets the thread back.
+                s.charge = None;
             }
             st.stacks &= !(1 << slot);
             st.live -= 1;
@@ -412,20 +561,35 @@ impl Process {
         self.ipc.teardown();
         self.space.teardown();
         self.ended.store(true, Ordering::Release);
+        // Children go to the process manager (which waits for any child),
+        // or without one to nobody: then ended ones go now, the others when
+        // they end.
+        let pm = procman();
+        let heir = if pm != 0 && pm != self.pid && find(pm).is_some_and(|p| !p.dying()) {
+            pm
+        } else {
+            ORPHAN
+        };
+        let mut adopted_ended = false;
         TABLE.with(|t| {
-            // Children: ended ones go now, the others when they end.
             t.procs.retain(|_, c| {
                 if c.parent.load(Ordering::Acquire) != self.pid {
                     return true;
                 }
-                c.parent.store(ORPHAN, Ordering::Release);
-                !c.ended.load(Ordering::Acquire)
+                c.parent.store(heir, Ordering::Release);
+                let ended = c.ended.load(Ordering::Acquire);
+                adopted_ended |= ended;
+                heir != ORPHAN || !ended
             });
             if self.parent.load(Ordering::Acquire) == ORPHAN {
                 t.procs.remove(&self.pid);
             }
         });
+        if adopted_ended {
+            lwkt::wakeup::<X86>(any_child_ident(heir));
+        }
         lwkt::wakeup::<X86>(Arc::as_ptr(self) as usize);
+        lwkt::wakeup::<X86>(any_child_ident(self.parent.load(Ordering::Acquire)));
     }
 
     /// What joiners sleep on: the thread table's address (away from the
@@ -440,14 +604,15 @@ impl Process {
     ///
     /// Thread context.
     pub fn kill(&self, status: WaitStatus) {
-        let threads: alloc::vec::Vec<ThreadRef<X86>> = self.state.with(|st| {
-            st.status.get_or_insert(status);
-            st.threads.values().filter_map(|s| s.td.clone()).collect()
-        });
         self.dying.store(true, Ordering::Release);
-        for td in &threads {
-            lwkt::interrupt::<X86>(td);
-        }
+        // Interrupted under the token: no list to allocate, and a thread
+        // started meanwhile sees `dying` first.
+        self.state.with(|st| {
+            st.status.get_or_insert(status);
+            for td in st.threads.values().filter_map(|s| s.td.as_ref()) {
+                lwkt::interrupt::<X86>(td);
+            }
+        });
     }
 
     /// Waits for thread `tid` (not `me`) to end, and forgets it; returns its
@@ -497,6 +662,9 @@ impl Process {
     ///
     /// Thread context.
     pub fn set_priority(&self, tid: u64, p: u8) -> Result<(), Error> {
+        if p > self.ceiling.load(Ordering::Relaxed) {
+            return Err(Error::Denied);
+        }
         let (td, base) = self
             .state
             .with(|st| {
@@ -540,6 +708,31 @@ impl Process {
     /// Whether it is the process manager.
     pub fn privileged(&self) -> bool {
         self.privileged.load(Ordering::Acquire)
+    }
+
+    /// Its [`rights`] bits (the process manager has them all).
+    pub fn rights(&self) -> u64 {
+        if self.privileged() {
+            rights::ALL
+        } else {
+            self.rights.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Whether it has every right in `r`.
+    pub fn may(&self, r: u64) -> bool {
+        self.rights() & r == r
+    }
+
+    /// Its priority ceiling (an LWKT priority).
+    pub fn ceiling(&self) -> u8 {
+        self.ceiling.load(Ordering::Relaxed)
+    }
+
+    /// Sets its rights and ceiling (the process manager's `SET_RIGHTS`).
+    pub fn set_rights(&self, r: u64, ceiling: u8) {
+        self.rights.store(r & rights::ALL, Ordering::Relaxed);
+        self.ceiling.store(ceiling, Ordering::Relaxed);
     }
 
     /// The parent's pid (0: the kernel; [`ORPHAN`] once the parent ended).

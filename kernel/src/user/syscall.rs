@@ -7,22 +7,19 @@
 
 use alloc::vec::Vec;
 
-use lwkt::pri;
 use wyvern_abi::syscall::{
-    self as abi, CpuStats, Error, Info, MAX_IO, MAX_MAP, Priority, ThreadInfo, WaitStatus, nr, prot,
+    self as abi, AccountInfo, CpuStats, Error, Info, Limits, MAX_IO, MAX_MAP, Priority, SpawnOpts,
+    ThreadInfo, WaitStatus, nr, prot, rights,
 };
 
 use super::process::{self, MAP_BASE, MAP_END, MAX_ARG, MAX_NAME};
 use super::{UserThread, current, exit_current, ipc, irq, uaccess};
 use crate::arch::trap::TrapFrame;
 use crate::arch::{cpu, timer, tsc};
+use crate::mm::PAGE_SIZE;
 use crate::mm::aspace::{Kind, MapError, Prot};
-use crate::mm::{PAGE_SIZE, frame};
 use crate::sched::X86;
 use crate::{percpu, stats};
-
-/// Frames kept free for the kernel: `MAP` refuses what would dig into them.
-const FRAME_RESERVE: u64 = 2048;
 
 /// Runs the system call in `frame` (number in `rax`, arguments in `rdi`,
 /// `rsi`, `rdx`, `r10`, `r8`, `r9`) and puts the result in `rax`.
@@ -53,8 +50,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::SET_PRIORITY => set_priority(u, a[0], a[1]),
         nr::SET_CPU => set_cpu(a[0]),
         nr::INFO => info(u, a[0]),
-        nr::STATS => stats(a[0], a[1]),
-        nr::CHANNEL_CREATE => ipc::channel_create(u),
+        nr::STATS => observe(u).and_then(|()| stats(a[0], a[1])),
+        nr::CHANNEL_CREATE => ipc::channel_create(u, a[0]),
         nr::CHANNEL_DESTROY => ipc::channel_destroy(u, a[0]),
         nr::CONNECT_ATTACH => ipc::connect_attach(u, a[0], a[1]),
         nr::CONNECT_DETACH => ipc::connect_detach(u, a[0]),
@@ -71,11 +68,14 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::INTERRUPT_UNMASK => irq::unmask(u, a[0]),
         nr::INTERRUPT_DETACH => irq::detach(u, a[0]),
         nr::KLOG_READ => klog_read(u, a[0], a[1]),
-        nr::THREADS => threads(a[0], a[1]),
-        nr::TRACE => {
+        nr::THREADS => observe(u).and_then(|()| threads(a[0], a[1])),
+        nr::TRACE => observe(u).map(|()| {
             crate::trace::dump_all();
-            Ok(0)
-        }
+            0
+        }),
+        nr::CONNECT_GIVE => ipc::connect_give(u, a[0], a[1]),
+        nr::ACCOUNT => account(u, a[0]),
+        nr::SET_RIGHTS => set_rights(u, a[0], a[1], a[2]),
         _ => Err(Error::NoSys),
     };
     frame.rax = abi::encode(r);
@@ -117,25 +117,79 @@ fn spawn(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let name = uaccess::read_bytes(a[0], a[1], MAX_NAME)?;
     let arg = uaccess::read_bytes(a[2], a[3], MAX_ARG)?;
     let name = core::str::from_utf8(&name).map_err(|_| Error::Invalid)?;
-    process::spawn(name, &arg, u.process.pid)
+    let opts = match a[4] {
+        0 => None,
+        p => Some(uaccess::read::<SpawnOpts>(p)?),
+    };
+    process::spawn(name, &arg, u.process.pid, opts.as_ref())
 }
 
 fn wait(u: &UserThread, pid: u64, status: u64) -> Result<u64, Error> {
-    let st = process::wait(u.process.pid, pid, true)?;
-    // Copy out first: a bad pointer leaves the child waitable.
+    // The pointer first: a bad one leaves the child waitable.
+    uaccess::probe_write(status, core::mem::size_of::<WaitStatus>() as u64)?;
+    let (pid, st) = process::wait(u.process.pid, pid, true)?;
     uaccess::write(status, &st)?;
     process::reap(u.process.pid, pid);
     Ok(pid)
 }
 
+/// `KILL`: a child, or — with `rights::KILL` — any process but the process
+/// manager. Guessing a pid one may not kill gets `NotFound` (its existence
+/// is not confirmed).
 fn kill(u: &UserThread, pid: u64) -> Result<u64, Error> {
-    let p = process::find(pid)
-        .filter(|p| p.parent() == u.process.pid)
-        .ok_or(Error::NotFound)?;
+    let p = process::find(pid).ok_or(Error::NotFound)?;
+    let child = p.parent() == u.process.pid;
+    let by_right = u.process.may(rights::KILL) && pid != process::procman();
+    if !child && !by_right {
+        return Err(Error::NotFound);
+    }
     p.kill(WaitStatus {
         kind: WaitStatus::TERMINATED,
         ..WaitStatus::default()
     });
+    Ok(0)
+}
+
+/// The calls that read the whole system's counters and threads.
+fn observe(u: &UserThread) -> Result<(), Error> {
+    if u.process.may(rights::OBSERVE) {
+        Ok(())
+    } else {
+        Err(Error::Denied)
+    }
+}
+
+/// `ACCOUNT`.
+fn account(u: &UserThread, ptr: u64) -> Result<u64, Error> {
+    use super::account::Res;
+    let a = &u.process.account;
+    let info = AccountInfo {
+        limits: a.limits(),
+        used: Limits {
+            memory: a.used(Res::Memory),
+            processes: a.used(Res::Processes),
+            threads: a.used(Res::Threads),
+            channels: a.used(Res::Channels),
+            connections: a.used(Res::Connections),
+        },
+        rights: u.process.rights(),
+        ceiling: process::user_priority(u.process.ceiling()) as u64,
+    };
+    uaccess::write(ptr, &info)?;
+    Ok(0)
+}
+
+/// `SET_RIGHTS`: the process manager sets what a process may do.
+fn set_rights(u: &UserThread, pid: u64, bits: u64, ceiling: u64) -> Result<u64, Error> {
+    if !u.process.privileged() {
+        return Err(Error::Denied);
+    }
+    if bits & !rights::ALL != 0 {
+        return Err(Error::Invalid);
+    }
+    let ceiling = process::lwkt_priority(Priority::from_raw(ceiling).ok_or(Error::Invalid)?);
+    let p = process::find(pid).ok_or(Error::NotFound)?;
+    p.set_rights(bits, ceiling);
     Ok(0)
 }
 
@@ -165,47 +219,77 @@ fn klog_read(u: &UserThread, ptr: u64, len: u64) -> Result<u64, Error> {
     Ok(got as u64)
 }
 
-/// Every thread, CPU by CPU: the caller visits each CPU in turn (a thread
-/// list is read only by its own CPU) and comes back to where it was.
+/// Every thread, CPU by CPU. Each CPU lists its own threads (a thread
+/// list is read only by its own CPU) in its IPI-dispatch context, through a
+/// `cpusync` aimed at it alone: the caller stays where it is, and a CPU
+/// kept busy by threads of any priority still answers, because an IPI
+/// interrupts whatever runs there. The listing goes into a buffer reserved
+/// beforehand (the IPI context does not allocate).
 fn threads(ptr: u64, count: u64) -> Result<u64, Error> {
     let count = count.min(4096) as usize;
-    let mut all: Vec<ThreadInfo> = Vec::new();
-    all.try_reserve(count).map_err(|_| Error::NoMemory)?;
-    let home = percpu::cpu_index() as usize;
+    let mut list = ThreadList {
+        all: Vec::new(),
+        count,
+        cpu: 0,
+    };
+    list.all.try_reserve(count).map_err(|_| Error::NoMemory)?;
     for c in percpu::online() {
-        lwkt::migrate_self::<X86>(c.index() as usize);
+        list.cpu = c.index();
+        let mut target = ipi::CpuSet::new();
+        target.insert(c.index() as usize);
         let g = lwkt::crit_enter::<X86>();
-        let me = lwkt::current::<X86>();
-        c.lwkt.for_each_thread(|td| {
-            // The caller visits every CPU: list it once, where it lives.
-            if all.len() >= count || (core::ptr::eq(td, me) && c.index() as usize != home) {
-                return;
-            }
-            let f = td.flag_bits();
-            let state = if core::ptr::eq(td, me) {
-                ThreadInfo::RUNNING
-            } else if f & lwkt::flags::RUNQ != 0 {
-                ThreadInfo::RUNNABLE
-            } else if f & lwkt::flags::TSLEEPQ != 0 {
-                ThreadInfo::SLEEPING
-            } else {
-                ThreadInfo::BLOCKED
-            };
-            all.push(ThreadInfo {
-                cpu: u64::from(c.index()),
-                pid: super::pid_of(td),
-                priority: u64::from(td.priority()),
-                state,
-                switches: td.switch_count(),
-                name: padded(td.name().as_str()),
-                wmesg: padded(td.wmesg().as_str()),
-            });
-        });
+        crate::sched::world().ipi.cpusync(
+            &target,
+            list_threads,
+            core::ptr::from_mut(&mut list) as usize,
+        );
         drop(g);
     }
-    lwkt::migrate_self::<X86>(home);
-    uaccess::write_slice(ptr, &all)?;
-    Ok(all.len() as u64)
+    uaccess::write_slice(ptr, &list.all)?;
+    Ok(list.all.len() as u64)
+}
+
+/// What `threads` fills, CPU after CPU.
+struct ThreadList {
+    all: Vec<ThreadInfo>,
+    count: usize,
+    cpu: u32,
+}
+
+/// Lists this CPU's threads into the [`ThreadList`] at `arg`. IPI-dispatch
+/// context on the CPU named in it.
+fn list_threads(arg: usize) {
+    // SAFETY: `threads` passes a `ThreadList` that outlives the cpusync,
+    // which runs this on one CPU at a time while the caller waits.
+    let list = unsafe { &mut *(arg as *mut ThreadList) };
+    let c = percpu::mycpu();
+    debug_assert_eq!(c.index(), list.cpu);
+    let running = c.lwkt.curthread();
+    c.lwkt.for_each_thread(|td| {
+        if list.all.len() >= list.count {
+            return;
+        }
+        let f = td.flag_bits();
+        let state = if core::ptr::eq(td, running) {
+            ThreadInfo::RUNNING
+        } else if f & lwkt::flags::RUNQ != 0 {
+            ThreadInfo::RUNNABLE
+        } else if f & lwkt::flags::TSLEEPQ != 0 {
+            ThreadInfo::SLEEPING
+        } else {
+            ThreadInfo::BLOCKED
+        };
+        // Capacity was reserved for `count`: no allocation here.
+        list.all.push(ThreadInfo {
+            cpu: u64::from(c.index()),
+            pid: super::pid_of(td),
+            priority: u64::from(td.priority()),
+            state,
+            switches: td.switch_count(),
+            name: padded(td.name().as_str()),
+            wmesg: padded(td.wmesg().as_str()),
+        });
+    });
 }
 
 /// `s` cut to `N` bytes, NUL-padded.
@@ -258,9 +342,6 @@ fn map(u: &UserThread, len: u64, bits: u64) -> Result<u64, Error> {
         return Err(Error::Invalid);
     }
     let len = len.next_multiple_of(PAGE_SIZE);
-    if (frame::stats().free as u64) < len / PAGE_SIZE + FRAME_RESERVE {
-        return Err(Error::NoMemory);
-    }
     let space = &u.process.space;
     // Another thread may take the range between the search and the mapping:
     // search again then.
@@ -271,6 +352,7 @@ fn map(u: &UserThread, len: u64, bits: u64) -> Result<u64, Error> {
         match space.map_zeroed(at, len, p, Kind::Anon) {
             Ok(()) => return Ok(at),
             Err(MapError::NoMemory) => return Err(Error::NoMemory),
+            Err(MapError::Limit) => return Err(Error::Limit),
             Err(MapError::Busy) => continue,
         }
     }
@@ -295,11 +377,7 @@ fn unmap(u: &UserThread, addr: u64, len: u64) -> Result<u64, Error> {
 }
 
 fn set_priority(u: &UserThread, tid: u64, p: u64) -> Result<u64, Error> {
-    let p = match Priority::from_raw(p).ok_or(Error::Invalid)? {
-        Priority::Idle => pri::USER_IDLE,
-        Priority::Normal => pri::USER,
-        Priority::Realtime => pri::USER_REAL,
-    };
+    let p = process::lwkt_priority(Priority::from_raw(p).ok_or(Error::Invalid)?);
     let tid = if tid == 0 { u.tid } else { tid };
     u.process.set_priority(tid, p)?;
     Ok(0)

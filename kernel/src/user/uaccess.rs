@@ -3,7 +3,9 @@
 
 use alloc::vec::Vec;
 
-use wyvern_abi::syscall::{CpuStats, Error, Info, MsgInfo, ThreadInfo, WaitStatus};
+use wyvern_abi::syscall::{
+    AccountInfo, CpuStats, Error, Info, MsgInfo, SpawnOpts, ThreadInfo, WaitStatus,
+};
 
 use crate::arch::usercopy::{copy_from_user, copy_to_user};
 
@@ -25,6 +27,10 @@ unsafe impl Plain for MsgInfo {}
 // SAFETY: `repr(C)`: five `u64`s, then 24 bytes of arrays: 64 bytes, no
 // padding, every bit pattern valid.
 unsafe impl Plain for ThreadInfo {}
+// SAFETY: `repr(C)` structs of `u64` fields (wyvern_abi::syscall).
+unsafe impl Plain for SpawnOpts {}
+// SAFETY: as above.
+unsafe impl Plain for AccountInfo {}
 
 fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
     // SAFETY: `Plain` types are bytes without padding; the slice covers
@@ -35,6 +41,21 @@ fn bytes_of<T: Plain>(v: &[T]) -> &[u8] {
 /// Writes `v` to user address `addr`.
 pub fn write<T: Plain>(addr: u64, v: &T) -> Result<(), Error> {
     copy_to_user(addr, bytes_of(core::slice::from_ref(v))).map_err(|_| Error::Fault)
+}
+
+/// Reads a `T` from user address `addr`.
+pub fn read<T: Plain + Default>(addr: u64) -> Result<T, Error> {
+    let mut v = T::default();
+    // SAFETY: `Plain` types are bytes without padding and every bit pattern
+    // is valid, so `v` may be filled byte by byte.
+    let bytes = unsafe {
+        core::slice::from_raw_parts_mut(
+            core::ptr::from_mut(&mut v).cast::<u8>(),
+            core::mem::size_of::<T>(),
+        )
+    };
+    copy_from_user(bytes, addr).map_err(|_| Error::Fault)?;
+    Ok(v)
 }
 
 /// Writes `v` to user address `addr`, one after another.

@@ -8,7 +8,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::record::{Receiver, Sender};
-use super::{Error, MAX_RCVIDS, PULSE_QUEUE, Payload, Pulse};
+use super::{Error, MAX_RCVIDS, PULSE_QUEUE, Payload, Pulse, RCVID_SERIAL_MASK, RCVID_SLOT_BITS};
 use crate::token::{Token, TokenGuard, gettoken};
 use crate::{Machine, ThreadRef};
 
@@ -31,8 +31,9 @@ pub struct ChannelStats {
 
 /// A slot of the reply table.
 struct Slot<P: Payload> {
-    /// Bumped each time the slot is freed: a stale rcvid does not match.
-    generation: u16,
+    /// The serial of the conversation in it (see [`State::claim`]): a stale
+    /// rcvid carries an older one and does not match.
+    serial: u64,
     rec: *const Sender<P>,
 }
 
@@ -48,6 +49,8 @@ pub(super) struct State<M: Machine, P: Payload> {
     /// Reply-blocked senders by rcvid.
     slots: Vec<Slot<P>>,
     free: Vec<u16>,
+    /// The last conversation serial given out.
+    serial: u64,
     /// The thread that last took a message or pulse (the one priority
     /// inheritance raises when a sender has to queue).
     last_receiver: Option<ThreadRef<M>>,
@@ -120,6 +123,15 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     ///
     /// Any context.
     pub fn new(token: &'static Token, fast: bool) -> Self {
+        Self::with_serial(token, fast, 0)
+    }
+
+    /// A channel whose conversation serials start after `serial`: what a
+    /// server's channel id is reused with, so no rcvid of the channel it
+    /// replaces names one of its conversations ([`State::claim`]).
+    ///
+    /// Any context.
+    pub fn with_serial(token: &'static Token, fast: bool, serial: u64) -> Self {
         Channel {
             token,
             fast,
@@ -130,11 +142,19 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                 pulses: VecDeque::new(),
                 slots: Vec::new(),
                 free: Vec::new(),
+                serial: serial & RCVID_SERIAL_MASK,
                 last_receiver: None,
                 stats: ChannelStats::default(),
             }),
             busy: AtomicBool::new(false),
         }
+    }
+
+    /// The last conversation serial the channel gave out.
+    ///
+    /// Thread context; may block (for the token).
+    pub fn last_serial(&self) -> u64 {
+        self.lock().serial()
     }
 
     /// Takes the token. Thread context; may block (for the token).
@@ -297,22 +317,31 @@ impl<M: Machine, P: Payload> State<M, P> {
         let want = self.slots.len() + 1 - self.free.len();
         self.free.try_reserve(want).map_err(|_| Error::NoMemory)?;
         self.slots.push(Slot {
-            generation: 0,
+            serial: 0,
             rec: core::ptr::null(),
         });
         self.free.push((self.slots.len() - 1) as u16);
         Ok(())
     }
 
-    /// Gives `s` an rcvid and records it in the reply table.
-    pub fn claim(&mut self, s: &Sender<P>) -> Result<u32, Error> {
+    /// Gives `s` an rcvid and records it in the reply table: the slot
+    /// number + 1 in the low [`super::RCVID_SLOT_BITS`] bits (never 0), the
+    /// conversation's serial above ([`super::RCVID_SERIAL_BITS`] bits, so the
+    /// rcvid is positive and leaves room for the kernel's channel id). The
+    /// serial counts every conversation the channel ever had, whichever
+    /// slot it took: an rcvid kept after its conversation ended matches
+    /// again only after 2^47 more conversations on the channel.
+    pub fn claim(&mut self, s: &Sender<P>) -> Result<u64, Error> {
         self.reserve_slot()?;
         let i = usize::from(self.free.pop().expect("a slot was reserved"));
+        self.serial = (self.serial + 1) & RCVID_SERIAL_MASK;
+        if self.serial == 0 {
+            self.serial = 1;
+        }
         let slot = &mut self.slots[i];
         slot.rec = s;
-        // Slot number + 1 in the low half (never 0), 15 bits of generation
-        // above: an rcvid is positive in 31 bits.
-        let rcvid = u32::from(slot.generation & 0x7fff) << 16 | (i as u32 + 1);
+        slot.serial = self.serial;
+        let rcvid = self.serial << RCVID_SLOT_BITS | (i as u64 + 1);
         s.rcvid.store(rcvid, Ordering::Relaxed);
         s.set_state(super::record::RECEIVED);
         self.stats.received += 1;
@@ -320,28 +349,35 @@ impl<M: Machine, P: Payload> State<M, P> {
     }
 
     /// The reply-blocked sender of `rcvid`.
-    pub fn lookup<'a>(&self, rcvid: u32) -> Result<&'a Sender<P>, Error> {
-        let i = (rcvid & 0xffff) as usize;
-        if i == 0 || i > self.slots.len() || rcvid >> 31 != 0 {
+    pub fn lookup<'a>(&self, rcvid: u64) -> Result<&'a Sender<P>, Error> {
+        let i = (rcvid & ((1 << RCVID_SLOT_BITS) - 1)) as usize;
+        let serial = rcvid >> RCVID_SLOT_BITS;
+        if i == 0 || i > self.slots.len() || serial == 0 || serial > RCVID_SERIAL_MASK {
             return Err(Error::BadRcvid);
         }
         let slot = &self.slots[i - 1];
-        if slot.rec.is_null() || u32::from(slot.generation & 0x7fff) != rcvid >> 16 {
+        if slot.rec.is_null() || slot.serial != serial {
             return Err(Error::Stale);
         }
         Ok(rec(slot.rec))
     }
 
     /// Frees the slot of `rcvid` (which is in use).
-    pub fn release(&mut self, rcvid: u32) {
-        self.release_slot((rcvid & 0xffff) as usize - 1);
+    pub fn release(&mut self, rcvid: u64) {
+        self.release_slot((rcvid & ((1 << RCVID_SLOT_BITS) - 1)) as usize - 1);
+    }
+
+    /// The last conversation serial given out: a channel made in the place
+    /// of this one starts after it ([`Channel::with_serial`]).
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     fn release_slot(&mut self, i: usize) {
         let slot = &mut self.slots[i];
         debug_assert!(!slot.rec.is_null());
         slot.rec = core::ptr::null();
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.serial = 0;
         // Capacity for every slot was reserved when the slot was made.
         self.free.push(i as u16);
     }

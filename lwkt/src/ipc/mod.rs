@@ -88,7 +88,16 @@ pub use channel::{Channel, ChannelStats};
 pub const PULSE_QUEUE: usize = 64;
 
 /// Messages received and not yet replied, per channel.
-pub const MAX_RCVIDS: usize = 4096;
+pub const MAX_RCVIDS: usize = (1 << RCVID_SLOT_BITS) - 1;
+
+/// Bits of an rcvid that name its reply-table slot (slot + 1, never 0).
+pub const RCVID_SLOT_BITS: u32 = 10;
+/// Bits of an rcvid that carry its conversation's serial: 47, so an rcvid
+/// fits in 57 bits and the kernel can add a 6-bit channel id below it and
+/// still hand out a positive number.
+pub const RCVID_SERIAL_BITS: u32 = 47;
+/// The largest serial.
+pub const RCVID_SERIAL_MASK: u64 = (1 << RCVID_SERIAL_BITS) - 1;
 
 /// How a party's buffers are described and copied.
 pub trait Payload: 'static {
@@ -195,13 +204,16 @@ pub struct Pulse {
     pub code: u32,
     pub value: u64,
     pub pri: u8,
+    /// Who sent it, as the machine names senders (the kernel: the process
+    /// id, 0 for the kernel itself). Opaque to the channel.
+    pub sender: u64,
 }
 
 /// A message received: what the server is told of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received<W> {
     /// Names the conversation for reply, error, read and write.
-    pub rcvid: u32,
+    pub rcvid: u64,
     /// The sender's priority (the receiving thread runs at it now).
     pub pri: u8,
     /// Who sent it.

@@ -135,7 +135,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     fn copy_in(
         &self,
         s: &Sender<P>,
-        rcvid: u32,
+        rcvid: u64,
         buf: &P::Bufs,
     ) -> Option<Result<Delivery<P::Who>, Error>> {
         match P::copy(&s.smsg, 0, buf, 0) {
@@ -180,8 +180,16 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         }
     }
 
+    /// Who sent the message of `rcvid` (while its conversation lasts).
+    ///
+    /// Thread context; may block (for the token).
+    pub fn sender_of(&self, rcvid: u64) -> Result<P::Who, Error> {
+        let st = self.lock();
+        Ok(st.lookup(rcvid)?.who)
+    }
+
     /// Pins the reply-blocked sender of `rcvid`.
-    fn pinned(&self, rcvid: u32) -> Result<&Sender<P>, Error> {
+    fn pinned(&self, rcvid: u64) -> Result<&Sender<P>, Error> {
         let st = self.lock();
         let s = st.lookup(rcvid)?;
         s.pin();
@@ -196,7 +204,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// (the sender was killed, or this rcvid was replied already).
     ///
     /// Thread context; never blocks but for the token and page faults.
-    pub fn reply(&self, rcvid: u32, status: u64, src: Option<&P::Bufs>) -> Result<(), Error> {
+    pub fn reply(&self, rcvid: u64, status: u64, src: Option<&P::Bufs>) -> Result<(), Error> {
         let s = self.pinned(rcvid)?;
         let copied = match src {
             Some(b) => P::copy(b, 0, &s.rmsg, 0),
@@ -231,7 +239,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// Fails `rcvid`'s send with [`Error::Peer`]`(code)`.
     ///
     /// Thread context; never blocks but for the token.
-    pub fn error(&self, rcvid: u32, code: u32) -> Result<(), Error> {
+    pub fn error(&self, rcvid: u64, code: u32) -> Result<(), Error> {
         let mut st = self.lock();
         let s = st.lookup(rcvid)?;
         let ident = s.ident();
@@ -246,7 +254,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// returns the bytes copied (0 past the end).
     ///
     /// Thread context; never blocks but for the token and page faults.
-    pub fn read(&self, rcvid: u32, offset: usize, dst: &P::Bufs) -> Result<usize, Error> {
+    pub fn read(&self, rcvid: u64, offset: usize, dst: &P::Bufs) -> Result<usize, Error> {
         let s = self.pinned(rcvid)?;
         let r = P::copy(&s.smsg, offset, dst, 0);
         s.unpin::<M>();
@@ -257,7 +265,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// on; returns the bytes copied (0 past the end).
     ///
     /// Thread context; never blocks but for the token and page faults.
-    pub fn write(&self, rcvid: u32, offset: usize, src: &P::Bufs) -> Result<usize, Error> {
+    pub fn write(&self, rcvid: u64, offset: usize, src: &P::Bufs) -> Result<usize, Error> {
         let s = self.pinned(rcvid)?;
         let r = P::copy(src, 0, &s.rmsg, offset);
         s.unpin::<M>();
@@ -268,7 +276,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
 /// Puts received sender `s` back at the head of its priority on the send
 /// queue (its receiver could not take it), or fails it if there is no
 /// memory for that.
-fn give_back<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>, s: &Sender<P>, rcvid: u32) {
+fn give_back<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>, s: &Sender<P>, rcvid: u64) {
     if s.state() != RECEIVED || s.rcvid.load(Ordering::Relaxed) != rcvid {
         return;
     }

@@ -32,7 +32,7 @@ pub(crate) struct Sender<P: Payload> {
     state: AtomicU8,
     result: AtomicU64,
     /// Its rcvid while [`RECEIVED`].
-    pub rcvid: AtomicU32,
+    pub rcvid: AtomicU64,
     /// Peers copying to or from its buffers without the token, plus
     /// [`LEAVING`].
     pins: AtomicU32,
@@ -47,7 +47,7 @@ impl<P: Payload> Sender<P> {
             rmsg,
             state: AtomicU8::new(QUEUED),
             result: AtomicU64::new(0),
-            rcvid: AtomicU32::new(0),
+            rcvid: AtomicU64::new(0),
             pins: AtomicU32::new(0),
         }
     }
@@ -129,10 +129,11 @@ pub(crate) struct Receiver<M: Machine> {
     state: AtomicU8,
     /// The sender record given ([`GOT_MSG`]), type-erased.
     sender: AtomicPtr<()>,
-    pub rcvid: AtomicU32,
+    pub rcvid: AtomicU64,
     code: AtomicU32,
     value: AtomicU64,
     pri: AtomicU8,
+    pulse_sender: AtomicU64,
     err: AtomicU64,
 }
 
@@ -142,10 +143,11 @@ impl<M: Machine> Receiver<M> {
             td,
             state: AtomicU8::new(WAITING),
             sender: AtomicPtr::new(core::ptr::null_mut()),
-            rcvid: AtomicU32::new(0),
+            rcvid: AtomicU64::new(0),
             code: AtomicU32::new(0),
             value: AtomicU64::new(0),
             pri: AtomicU8::new(0),
+            pulse_sender: AtomicU64::new(0),
             err: AtomicU64::new(0),
         }
     }
@@ -161,7 +163,7 @@ impl<M: Machine> Receiver<M> {
 
     /// Gives it sender `s` (received, pinned for it) under `rcvid`. Under
     /// the token, the receiver off the queue.
-    pub fn give_msg<P: Payload>(&self, s: &Sender<P>, rcvid: u32) {
+    pub fn give_msg<P: Payload>(&self, s: &Sender<P>, rcvid: u64) {
         self.sender
             .store(core::ptr::from_ref(s).cast_mut().cast(), Ordering::Relaxed);
         self.rcvid.store(rcvid, Ordering::Relaxed);
@@ -178,6 +180,7 @@ impl<M: Machine> Receiver<M> {
         self.code.store(p.code, Ordering::Relaxed);
         self.value.store(p.value, Ordering::Relaxed);
         self.pri.store(p.pri, Ordering::Relaxed);
+        self.pulse_sender.store(p.sender, Ordering::Relaxed);
         self.state.store(GOT_PULSE, Ordering::Release);
     }
 
@@ -186,6 +189,7 @@ impl<M: Machine> Receiver<M> {
             code: self.code.load(Ordering::Relaxed),
             value: self.value.load(Ordering::Relaxed),
             pri: self.pri.load(Ordering::Relaxed),
+            sender: self.pulse_sender.load(Ordering::Relaxed),
         }
     }
 

@@ -188,6 +188,7 @@ fn round_trips_across_cpus() {
                             code: 0,
                             value: 0,
                             pri: 0,
+                            sender: 0,
                         },
                         false,
                     )
@@ -241,6 +242,7 @@ fn conversation(fast: bool) -> Outcome {
                         code: 9,
                         value: 1,
                         pri: 0,
+                        sender: 0,
                     },
                     false,
                 )
@@ -253,6 +255,7 @@ fn conversation(fast: bool) -> Outcome {
                 code: 0,
                 value: 0,
                 pri: 0,
+                sender: 0,
             },
             false,
         )
@@ -310,6 +313,7 @@ fn pulses_are_ordered_and_overflow_is_refused() {
                     code: i + 1,
                     value: u64::from(i) * 3,
                     pri: 5,
+                    sender: 0,
                 },
                 false,
             )
@@ -319,6 +323,7 @@ fn pulses_are_ordered_and_overflow_is_refused() {
             code: 999,
             value: 0,
             pri: 5,
+            sender: 0,
         };
         assert_eq!(ch.pulse(over, false), Err(Error::Full));
         assert_eq!(ch.stats().overflows, 1);
@@ -327,6 +332,7 @@ fn pulses_are_ordered_and_overflow_is_refused() {
                 code: 1000,
                 value: 7,
                 pri: 5,
+                sender: 0,
             },
             true,
         )
@@ -345,7 +351,8 @@ fn pulses_are_ordered_and_overflow_is_refused() {
             Delivery::Pulse(Pulse {
                 code: 1000,
                 value: 7,
-                pri: 5
+                pri: 5,
+                sender: 0,
             })
         );
         // A pulse reaches a waiting receiver directly.
@@ -364,6 +371,7 @@ fn pulses_are_ordered_and_overflow_is_refused() {
                 code: 42,
                 value: 0,
                 pri: 5,
+                sender: 0,
             },
             false,
         )
@@ -407,6 +415,7 @@ fn receive_order_and_priority_inheritance() {
                 code: 77,
                 value: 0,
                 pri: 10,
+                sender: 0,
             },
             false,
         )
@@ -449,6 +458,7 @@ fn receive_order_and_priority_inheritance() {
                 code: 1,
                 value: 0,
                 pri: 3,
+                sender: 0,
             },
             false,
         )
@@ -598,7 +608,8 @@ fn destroy_releases_everyone() {
                 Pulse {
                     code: 1,
                     value: 0,
-                    pri: 0
+                    pri: 0,
+                    sender: 0,
                 },
                 false
             ),
@@ -793,6 +804,7 @@ fn interrupts_at_random_lose_nothing() {
                     code: 0,
                     value: 0,
                     pri: 0,
+                    sender: 0,
                 },
                 false,
             )
@@ -803,5 +815,58 @@ fn interrupts_at_random_lose_nothing() {
         }
         assert_eq!(replied.load(Ordering::SeqCst), ok.load(Ordering::SeqCst));
         assert_eq!(ch.queues(), (0, 0, 0, 0), "left behind");
+    });
+}
+
+/// A receive id kept after its conversation ended stays stale however many
+/// conversations follow on the same slot (the reply table reuses its slots
+/// last-in first-out, so every one of these takes the slot the first had):
+/// 40,000 is more than a 15-bit generation could tell apart. A channel made
+/// in the place of a destroyed one (`with_serial`) gives none of the old
+/// one's receive ids again.
+#[test]
+fn stale_receive_ids_stay_stale() {
+    const N: u64 = 40_000;
+    run(1, None, || {
+        let ch = channel(true);
+        let client = Builder::new("client")
+            .spawn::<S>(move || {
+                for i in 0..=N {
+                    assert_eq!(ch.send(i as u32, buf(b"x"), zeroed(0)), Ok(i));
+                }
+            })
+            .unwrap();
+        let into = zeroed(1);
+        let mut first = None;
+        for i in 0..=N {
+            let Ok(Delivery::Msg(m)) = ch.receive(&into, 0) else {
+                panic!("expected a message");
+            };
+            if let Some(old) = first {
+                assert_ne!(m.rcvid, old, "conversation {i} reused an old rcvid");
+            }
+            ch.reply(m.rcvid, i, None).unwrap();
+            let old = *first.get_or_insert(m.rcvid);
+            assert_eq!(ch.reply(old, 0, None), Err(Error::Stale));
+        }
+        client.join();
+        let last = ch.last_serial();
+        assert_eq!(last, N + 1);
+        let next: &'static Chan = Box::leak(Box::new(Chan::with_serial(
+            crate::token::pool_token(0x1234_5670),
+            true,
+            last,
+        )));
+        let c2 = Builder::new("client2")
+            .spawn::<S>(move || {
+                assert_eq!(next.send(1, buf(b"y"), zeroed(0)), Ok(0));
+            })
+            .unwrap();
+        let Ok(Delivery::Msg(m)) = next.receive(&into, 0) else {
+            panic!("expected a message");
+        };
+        assert!(m.rcvid >> crate::ipc::RCVID_SLOT_BITS > last);
+        next.reply(m.rcvid, 0, None).unwrap();
+        c2.join();
     });
 }

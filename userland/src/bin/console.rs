@@ -22,7 +22,7 @@ extern crate alloc;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use wyvern_abi::syscall::Error;
+use wyvern_abi::syscall::{Error, Priority};
 use wyvern_user::ipc::{self, Received};
 use wyvern_user::svc::{CON_READ, CON_WRITE, LINE_MAX, Procman};
 use wyvern_user::{println, sys, thread};
@@ -114,6 +114,10 @@ impl Tty {
 
 fn main(_arg: &str) -> i64 {
     let _ = wyvern_user::NAME.set("console");
+    // A driver runs above the programs it serves (the process manager gives
+    // it the ceiling for this): a program busy at normal priority on every
+    // CPU does not stop the console.
+    let _ = sys::set_priority(0, Priority::Realtime);
     let pm = Procman::connect().expect("no process manager");
     if let Err(e) = pm.io_grant() {
         println!("console: no I/O ports for COM1: {e}");
@@ -128,6 +132,7 @@ fn main(_arg: &str) -> i64 {
     let _ = sys::interrupt_unmask(IRQ);
     pm.name_attach("console", chid).expect("name");
     thread::spawn(move || {
+        let _ = sys::set_priority(0, Priority::Realtime);
         let mut buf = [0u8; 512];
         while let Ok(n) = sys::klog_read(&mut buf) {
             let op = CON_WRITE.to_le_bytes();

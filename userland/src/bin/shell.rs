@@ -209,6 +209,9 @@ fn cstr(b: &[u8]) -> &str {
 
 fn main(_arg: &str) -> i64 {
     let _ = wyvern_user::NAME.set("shell");
+    // Above the programs it starts (the process manager gives it the
+    // ceiling): `ps` and `kill` answer while they run.
+    let _ = sys::set_priority(0, wyvern_abi::syscall::Priority::Realtime);
     let pm = Procman::connect().expect("no process manager");
     let con = Console::open(&pm).expect("no console");
     let sh = Shell {

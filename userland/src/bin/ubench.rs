@@ -123,7 +123,8 @@ fn ipc_bench(op: &str, n: u64, arg: u64) -> i64 {
         _ => return -1,
     };
     // Every party waits at a gate: a channel of ours, released by replies.
-    let gate = ipc::channel_create().expect("gate");
+    // Public: the server, our child, attaches to it.
+    let gate = ipc::channel_create_with(wyvern_abi::syscall::chan::PUBLIC).expect("gate");
     let me = sys::info().pid;
     let server =
         process::spawn("ubench", &format!("serve {k} {base} {me} {gate}")).expect("spawn server");

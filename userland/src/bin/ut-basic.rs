@@ -162,11 +162,13 @@ fn main(_: &str) -> i64 {
             "unmap of code"
         );
     }
-    // The per-process budget ends in NoMemory, not in a crash.
-    let mut maps = Vec::new();
+    // The account's memory limit ends in NoMemory, not in a crash, and
+    // unmapping gives the whole charge back.
+    let mut maps = Vec::with_capacity(256);
+    let before = sys::account().expect("account").used.memory;
     let chunk = 16 << 20;
     let mut out = false;
-    for _ in 0..8 {
+    for _ in 0..256 {
         match sys::map(chunk, prot::READ | prot::WRITE) {
             Ok(p) => maps.push(p),
             Err(Error::NoMemory) => {
@@ -182,6 +184,11 @@ fn main(_: &str) -> i64 {
         let r = unsafe { sys::unmap(p, chunk) };
         ensure!(r == Ok(0), "unmap of a big map");
     }
+    let after = sys::account().expect("account").used.memory;
+    ensure!(
+        after == before,
+        "account charged {after} bytes after unmapping, {before} before"
+    );
 
     // Threads: exit codes, join errors.
     let handles: Vec<_> = (0..8u64)

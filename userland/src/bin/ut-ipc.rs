@@ -330,7 +330,10 @@ fn server_killed() -> Result<(), String> {
 
 /// A client killed while its message is being served: the reply says so.
 fn client_killed() -> Result<(), String> {
-    let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+    // Public: the client is our child, and a child may attach only to
+    // channels opened to it.
+    let chid = ipc::channel_create_with(wyvern_abi::syscall::chan::PUBLIC)
+        .map_err(|e| format!("channel: {e}"))?;
     let me = sys::info().pid;
     let pid = spawn(&format!("client {me} {chid}"))?;
     let mut buf = [0u8; 16];
