@@ -92,7 +92,7 @@ pub struct PerCpu {
     pub(crate) lapic: UnsafeCell<Option<LocalApic>>,
     /// IST stacks (double fault, NMI, machine check) of an AP; the boot CPU
     /// uses static ones. Written once before the block is published.
-    ist: Option<[KernelStack; 3]>,
+    ist: Option<[KernelStack; crate::arch::gdt::IST_STACKS]>,
     /// The scheduler's state of this CPU (DragonFly's `globaldata`).
     pub lwkt: lwkt::Cpu<crate::sched::X86>,
     /// Timer interrupts taken (whether the scheduler processed them at once or
@@ -135,7 +135,11 @@ unsafe impl Sync for PerCpu {}
 
 impl PerCpu {
     /// A block for CPU `index` with local APIC id `apic_id`.
-    pub const fn new(index: u32, apic_id: u32, ist: Option<[KernelStack; 3]>) -> Self {
+    pub const fn new(
+        index: u32,
+        apic_id: u32,
+        ist: Option<[KernelStack; crate::arch::gdt::IST_STACKS]>,
+    ) -> Self {
         PerCpu {
             self_ptr: core::ptr::null(),
             kernel_rsp: AtomicU64::new(0),
@@ -186,10 +190,10 @@ impl PerCpu {
     }
 
     /// Tops of this AP's IST stacks, if it has its own.
-    pub fn ist_tops(&self) -> Option<[x86_64::VirtAddr; 3]> {
+    pub fn ist_tops(&self) -> Option<[x86_64::VirtAddr; crate::arch::gdt::IST_STACKS]> {
         self.ist
             .as_ref()
-            .map(|s| [s[0].top(), s[1].top(), s[2].top()])
+            .map(|s| [s[0].top(), s[1].top(), s[2].top(), s[3].top()])
     }
 }
 
@@ -235,7 +239,11 @@ pub fn set_bsp_apic_id(apic_id: u32) {
 }
 
 /// Creates and publishes the block of AP `index`. Boot CPU, before starting it.
-pub fn create_ap(index: u32, apic_id: u32, ist: [KernelStack; 3]) -> &'static PerCpu {
+pub fn create_ap(
+    index: u32,
+    apic_id: u32,
+    ist: [KernelStack; crate::arch::gdt::IST_STACKS],
+) -> &'static PerCpu {
     let block = alloc::boxed::Box::leak(alloc::boxed::Box::new(PerCpu::new(
         index,
         apic_id,

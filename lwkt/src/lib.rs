@@ -36,6 +36,7 @@
 //! the target CPU's critical section, running a message: must not block);
 //! *never from a hard interrupt*; *may block*. The claims are checked with
 //! `debug_assert!` where they can be.
+#![feature(allocator_api)]
 #![cfg_attr(not(any(test, loom)), no_std)]
 #![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]

@@ -23,6 +23,8 @@ use crate::thread::{NO_CPU, REFS_DEAD, Thread, ThreadRef, flags, pri};
 pub enum SpawnError {
     /// No memory for a stack.
     NoStack,
+    /// No memory for the thread or its closure.
+    NoMemory,
     /// The requested CPU does not exist.
     NoSuchCpu,
 }
@@ -74,7 +76,8 @@ impl<'a> Builder<'a> {
         self,
         f: impl FnOnce() + Send + 'static,
     ) -> Result<ThreadRef<M>, SpawnError> {
-        spawn::<M>(self, crate::thread::Entry::Closure(Box::new(f)))
+        let f = Box::try_new(f).map_err(|_| SpawnError::NoMemory)?;
+        spawn::<M>(self, crate::thread::Entry::Closure(f))
     }
 
     /// Creates the thread and makes it runnable; it runs `f(arg)`, then exits.
@@ -100,7 +103,9 @@ fn spawn<M: Machine>(b: Builder<'_>, f: crate::thread::Entry) -> Result<ThreadRe
     if target >= world.cpus.len() {
         return Err(SpawnError::NoSuchCpu);
     }
-    let td = world.slab.alloc(&cpu.cache);
+    let Some(td) = world.slab.alloc(&cpu.cache) else {
+        return Err(SpawnError::NoMemory);
+    };
     // SAFETY: the thread is free (from the cache or pool, or fresh): this
     // creation step is the only one touching its lifecycle cells.
     #[allow(unsafe_code)]

@@ -120,31 +120,35 @@ impl<M: Machine> Slab<M> {
         self.pool.lock().len()
     }
 
-    /// A free thread: from `cache`, else the pool, else a new chunk. Requires
-    /// critical section (on the CPU owning `cache`).
-    pub(crate) fn alloc(&self, cache: &ThreadCache<M>) -> &'static Thread<M> {
+    /// A free thread: from `cache`, else the pool, else a new chunk; `None`
+    /// when there is no memory for a chunk (nothing allocated then).
+    /// Requires critical section (on the CPU owning `cache`).
+    pub(crate) fn alloc(&self, cache: &ThreadCache<M>) -> Option<&'static Thread<M>> {
         if let Some(td) = cache.pop() {
-            return td;
+            return Some(td);
         }
         if let Some(td) = self.pool.lock().pop() {
-            return td;
+            return Some(td);
         }
-        let base = self.chunks.fetch_add(1, Ordering::Relaxed) as usize * CHUNK;
+        // Room in the pool for every thread there will be, first: the pool
+        // never grows but here, so freeing a thread never allocates.
+        {
+            let mut pool = self.pool.lock();
+            let need = (self.capacity() + CHUNK).saturating_sub(pool.len());
+            pool.try_reserve(need).ok()?;
+        }
         // Built element by element: a whole chunk is too big for a kernel stack.
-        let mut v = Vec::with_capacity(CHUNK);
+        let mut v = Vec::new();
+        v.try_reserve_exact(CHUNK).ok()?;
         v.extend((0..CHUNK).map(|_| Thread::blank()));
+        let base = self.chunks.fetch_add(1, Ordering::Relaxed) as usize * CHUNK;
         let chunk: &'static [Thread<M>] = Box::leak(v.into_boxed_slice());
         for (i, td) in chunk.iter().enumerate() {
             td.index.store((base + i) as u32, Ordering::Relaxed);
             td.set(flags::SLAB);
         }
-        let mut pool = self.pool.lock();
-        // Room for every thread there is: the pool never grows but here.
-        let need = self.capacity().saturating_sub(pool.len());
-        pool.reserve(need);
-        pool.extend(chunk[1..].iter());
-        drop(pool);
-        &chunk[0]
+        self.pool.lock().extend(chunk[1..].iter());
+        Some(&chunk[0])
     }
 
     /// Returns a bare thread (stack already freed) to the pool. Any context

@@ -1,12 +1,18 @@
-//! A scrolling text console on the UEFI framebuffer.
+//! A text console on the UEFI framebuffer.
 //!
 //! Real machines booted from the USB image usually have no serial port, so
 //! everything the kernel prints — the boot log and, above all, panics — is also
 //! drawn here, in Noto Sans Mono (the `noto-sans-mono-bitmap` crate, 16 px).
-//! When the text reaches the bottom the picture moves up one line.
 //!
-//! Under QEMU the test harness turns this off (`fb=off`): scrolling a 1280×800
-//! framebuffer costs more guest instructions than the rest of a test boot.
+//! When the text reaches the bottom it wraps to the top, clearing the line it
+//! writes and the one below it (a blank line marks where the newest text
+//! ends). A new line therefore costs one line of pixels, whatever the screen
+//! size: moving the whole picture up (as this console once did) reads and
+//! writes all of a framebuffer that is uncached or write-combined — milliseconds
+//! per line with interrupts off, which let one program printing newlines
+//! starve every CPU waiting for the console.
+//!
+//! Under QEMU the test harness turns this off (`fb=off`).
 
 use bootloader_api::info::{FrameBufferInfo, PixelFormat};
 use noto_sans_mono_bitmap::{FontWeight, RasterHeight, get_raster, get_raster_width};
@@ -43,17 +49,25 @@ impl FbConsole {
         self.x = MARGIN;
         self.y += LINE_H;
         if self.y + LINE_H > self.info.height {
-            self.scroll();
-            self.y -= LINE_H;
+            self.y = MARGIN;
         }
+        // Clear the line about to be written and the next one (the marker
+        // between the newest text and the oldest).
+        self.clear_line(self.y);
+        let next = if self.y + 2 * LINE_H > self.info.height {
+            MARGIN
+        } else {
+            self.y + LINE_H
+        };
+        self.clear_line(next);
     }
 
-    fn scroll(&mut self) {
+    /// Blanks the text line whose top is at `y`.
+    fn clear_line(&mut self, y: usize) {
         let row = self.info.stride * self.info.bytes_per_pixel;
-        let shift = LINE_H * row;
-        let used = self.info.height * row;
-        self.buf.copy_within(shift..used, 0);
-        self.buf[used - shift..used].fill(0);
+        let start = (y * row).min(self.buf.len());
+        let end = ((y + LINE_H) * row).min(self.buf.len());
+        self.buf[start..end].fill(0);
     }
 
     fn put_pixel(&mut self, x: usize, y: usize, intensity: u8) {

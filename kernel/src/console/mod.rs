@@ -138,7 +138,13 @@ impl ConsoleLock {
             ) {
                 Ok(_) => return ConsoleGuard { nested: false, irq },
                 Err(_) => {
+                    // Wait with interrupts as the caller had them: a CPU
+                    // waiting for another's line keeps taking its ticks and
+                    // IPIs. (An interrupt taken here that prints waits too:
+                    // this CPU does not own the lock yet.)
+                    cpu::interrupts_restore(irq);
                     cpu::pause();
+                    cpu::interrupts_disable();
                     spins = spins.saturating_add(1);
                     if PANIC_MODE.load(Ordering::Relaxed) && spins > PANIC_WAIT_SPINS {
                         // The owner is wedged or stopped: take the console over.

@@ -10,8 +10,6 @@
 //! access, and only then is the image mapped. A program that needs a dynamic
 //! linker, thread-local storage or another relocation type is refused.
 
-use alloc::collections::BTreeMap;
-
 use x86_64::structures::paging::PhysFrame;
 use xmas_elf::ElfFile;
 use xmas_elf::dynamic::Tag;
@@ -52,13 +50,14 @@ struct PageOf {
 }
 
 /// The frames of an image being built; freed if loading fails.
-struct Pages(BTreeMap<u64, PageOf>);
+struct Pages(super::vecmap::VecMap<u64, PageOf>);
 
 impl Drop for Pages {
     fn drop(&mut self) {
-        for (_, p) in core::mem::take(&mut self.0) {
+        self.0.retain(|_, p| {
             frame::free(p.frame);
-        }
+            false
+        });
     }
 }
 
@@ -130,7 +129,7 @@ pub fn load(space: &AddressSpace, elf: &[u8], base: u64) -> Result<Image, LoadEr
     let mut segs = alloc::vec::Vec::new();
     let mut relro = None;
     let mut dynamic = None;
-    let mut pages = Pages(BTreeMap::new());
+    let mut pages = Pages(super::vecmap::VecMap::new());
     for ph in file.program_iter() {
         match ph.get_type().map_err(LoadError::Format)? {
             Type::Load => {
@@ -152,17 +151,19 @@ pub fn load(space: &AddressSpace, elf: &[u8], base: u64) -> Result<Image, LoadEr
                 let f = ph.flags();
                 let mut page = vaddr & !(PAGE_SIZE - 1);
                 while page < end {
-                    let e = match pages.0.get_mut(&page) {
-                        Some(e) => e,
-                        None => {
-                            let frame = frame::alloc_zeroed().ok_or(LoadError::NoMemory)?;
-                            pages.0.entry(page).or_insert(PageOf {
-                                frame,
-                                write: false,
-                                exec: false,
-                            })
+                    if pages.0.get(&page).is_none() {
+                        let frame = frame::alloc_zeroed().ok_or(LoadError::NoMemory)?;
+                        let new = PageOf {
+                            frame,
+                            write: false,
+                            exec: false,
+                        };
+                        if let Err(p) = pages.0.try_insert(page, new) {
+                            frame::free(p.frame);
+                            return Err(LoadError::NoMemory);
                         }
-                    };
+                    }
+                    let e = pages.0.get_mut(&page).expect("inserted above");
                     e.write |= f.is_write();
                     e.exec |= f.is_execute();
                     if e.write && e.exec {
@@ -170,6 +171,7 @@ pub fn load(space: &AddressSpace, elf: &[u8], base: u64) -> Result<Image, LoadEr
                     }
                     page += PAGE_SIZE;
                 }
+                segs.try_reserve(1).map_err(|_| LoadError::NoMemory)?;
                 segs.push(Seg {
                     vaddr,
                     file: filesz,
@@ -234,12 +236,16 @@ pub fn load(space: &AddressSpace, elf: &[u8], base: u64) -> Result<Image, LoadEr
         }
     }
     if let Some((start, len)) = relro {
-        for (_, p) in pages
-            .0
-            .range_mut(start.next_multiple_of(PAGE_SIZE)..(start + len) & !(PAGE_SIZE - 1))
-        {
-            p.write = false;
-        }
+        let (lo, hi) = (
+            start.next_multiple_of(PAGE_SIZE),
+            (start + len) & !(PAGE_SIZE - 1),
+        );
+        pages.0.retain(|&page, p| {
+            if (lo..hi).contains(&page) {
+                p.write = false;
+            }
+            true
+        });
     }
     let entry_rel = file.header.pt2.entry_point();
     if !pages

@@ -158,12 +158,17 @@ struct Start {
     fpu: FpuState,
     stack: (u64, u64),
     base_pri: Arc<AtomicU8>,
+    /// Room for the thread's [`UserThread`], made by [`spawn_thread`].
+    user: Option<Box<core::mem::MaybeUninit<UserThread>>>,
 }
 
 /// Starts a user thread: its LWKT thread runs [`thread_main`] with `s`.
 /// `None` (and `s` dropped) when there is no memory for it.
-fn spawn_thread(name: &str, cpu: usize, s: Start) -> Option<lwkt::ThreadRef<X86>> {
-    let arg = Box::into_raw(Box::new(s));
+fn spawn_thread(name: &str, cpu: usize, mut s: Start) -> Option<lwkt::ThreadRef<X86>> {
+    // Every allocation of the new thread is made here, where failing is an
+    // error for the caller, not in the thread, where it could only panic.
+    s.user = Some(Box::try_new_uninit().ok()?);
+    let arg = Box::into_raw(Box::try_new(s).ok()?);
     match lwkt::Builder::new(name)
         .priority(lwkt::pri::USER)
         .cpu(cpu)
@@ -193,16 +198,19 @@ fn thread_main(arg: usize) {
     // SAFETY: the top of the stack was kept for this frame (`context_init`)
     // and nothing else uses it.
     unsafe { frame.write(s.frame) };
-    let u = Box::new(UserThread {
-        process: s.process,
-        tid: s.tid,
-        fpu: s.fpu,
-        kstack_top,
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        fpu_cpu: AtomicU32::new(NO_CPU),
-        stack: s.stack,
-        base_pri: s.base_pri,
-    });
+    let u = Box::write(
+        s.user.expect("spawn_thread allocated it"),
+        UserThread {
+            process: s.process,
+            tid: s.tid,
+            fpu: s.fpu,
+            kstack_top,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            fpu_cpu: AtomicU32::new(NO_CPU),
+            stack: s.stack,
+            base_pri: s.base_pri,
+        },
+    );
     let g = lwkt::crit_enter::<X86>();
     let u: &'static UserThread = Box::leak(u);
     td.context()

@@ -141,7 +141,25 @@ pub struct Process {
     rights: AtomicU64,
     /// The highest LWKT priority its threads may have.
     ceiling: AtomicU8,
+    /// `DEBUG_WRITE`'s allowance (see [`Process::take_output`]).
+    output: crate::sync::SpinLock<OutputBucket>,
 }
+
+/// A token bucket of console bytes: [`OUTPUT_RATE`] a second, at most
+/// [`OUTPUT_BURST`] at once. What does not fit is dropped and counted; the
+/// count is printed before the process's next output that fits.
+pub struct OutputBucket {
+    tokens: u64,
+    stamp: u64,
+    dropped: u64,
+}
+
+/// Console bytes a second a process may write.
+pub const OUTPUT_RATE: u64 = 64 << 10;
+/// Console bytes a process may write at once.
+pub const OUTPUT_BURST: u64 = 32 << 10;
+
+static OUTPUT_CLASS: crate::sync::LockClass = crate::sync::LockClass::new("process output", 15);
 
 struct Table {
     procs: VecMap<u64, Arc<Process>>,
@@ -292,6 +310,14 @@ fn spawn_as(
             _charges: charges,
             rights: AtomicU64::new(rights),
             ceiling: AtomicU8::new(ceiling),
+            output: crate::sync::SpinLock::ranked(
+                &OUTPUT_CLASS,
+                OutputBucket {
+                    tokens: OUTPUT_BURST,
+                    stamp: crate::arch::cpu::rdtsc(),
+                    dropped: 0,
+                },
+            ),
         })
         .map_err(|_| Error::NoMemory)?;
         t.procs
@@ -498,6 +524,7 @@ impl Process {
             fpu,
             stack: (base, top),
             base_pri,
+            user: None,
         };
         let cpu = if init.is_some() {
             next_cpu()
@@ -722,6 +749,30 @@ impl Process {
     /// Whether it has every right in `r`.
     pub fn may(&self, r: u64) -> bool {
         self.rights() & r == r
+    }
+
+    /// How many of `want` console bytes the process may write now, and how
+    /// many it had dropped since it last wrote (to report first); the rest
+    /// of `want` is dropped and counted.
+    pub fn take_output(&self, want: u64) -> (u64, u64) {
+        let mut b = self.output.lock();
+        let now = crate::arch::cpu::rdtsc();
+        let hz = crate::arch::tsc::hz().max(1);
+        let earned = (u128::from(now.saturating_sub(b.stamp)) * u128::from(OUTPUT_RATE)
+            / u128::from(hz)) as u64;
+        if earned > 0 {
+            b.tokens = (b.tokens + earned).min(OUTPUT_BURST);
+            b.stamp = now;
+        }
+        let ok = want.min(b.tokens);
+        b.tokens -= ok;
+        let dropped = if ok > 0 {
+            core::mem::take(&mut b.dropped)
+        } else {
+            0
+        };
+        b.dropped += want - ok;
+        (ok, dropped)
     }
 
     /// Its priority ceiling (an LWKT priority).

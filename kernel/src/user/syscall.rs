@@ -32,7 +32,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
     ];
     let r = match frame.rax {
         nr::NOP => Ok(0),
-        nr::DEBUG_WRITE => debug_write(a[0], a[1]),
+        nr::DEBUG_WRITE => debug_write(u, a[0], a[1]),
         nr::EXIT => exit(u, a[0] as i64),
         nr::THREAD_CREATE => u.process.start_thread(a[0], a[1], None),
         nr::THREAD_EXIT => exit_current(Some(a[0] as i64)),
@@ -83,9 +83,20 @@ pub fn dispatch(frame: &mut TrapFrame) {
 
 /// Writes user bytes to the console, control characters (but newline and
 /// tab) and non-ASCII bytes replaced, so a program cannot drive the terminal.
-fn debug_write(ptr: u64, len: u64) -> Result<u64, Error> {
+/// A process may write [`process::OUTPUT_RATE`] bytes a second (bursts of
+/// [`process::OUTPUT_BURST`]); what goes beyond is dropped, counted, and the
+/// count printed before its next output. Returns the bytes written.
+fn debug_write(u: &UserThread, ptr: u64, len: u64) -> Result<u64, Error> {
     if len > MAX_IO {
         return Err(Error::Invalid);
+    }
+    let (len, dropped) = u.process.take_output(len);
+    if dropped > 0 {
+        crate::println!(
+            "[{} (pid {}): {dropped} bytes of output dropped]",
+            u.process.name,
+            u.process.pid
+        );
     }
     let mut buf = [0u8; 256];
     let mut done = 0;
@@ -406,32 +417,36 @@ fn info(u: &UserThread, ptr: u64) -> Result<u64, Error> {
     Ok(0)
 }
 
+/// `STATS`: one record per online CPU, written one by one (no list on the
+/// heap).
 fn stats(ptr: u64, count: u64) -> Result<u64, Error> {
-    let all: Vec<CpuStats> = stats::all()
-        .iter()
+    let size = core::mem::size_of::<CpuStats>() as u64;
+    let mut n = 0;
+    for c in percpu::online()
         .take(count.min(percpu::MAX_CPUS as u64) as usize)
-        .map(|c| {
-            let pc = percpu::cpu(c.cpu).expect("a counted CPU has a block");
-            CpuStats {
-                cpu: u64::from(c.cpu),
-                ticks: c.ticks,
-                interrupts: c.interrupts,
-                syscalls: pc.syscalls.get(),
-                switches: c.sched.switches,
-                preempt_hit: c.sched.preempt_hit,
-                preempt_miss: c.sched.preempt_miss,
-                preempt_weird: c.sched.preempt_weird,
-                idle_halts: c.sched.idle_halts,
-                ipi_sent: c.ipi.sent,
-                ipi_received: c.ipi.received,
-                ipi_avoided: c.ipi.avoided,
-                fifo_full: c.ipi.fifo_full,
-                token_collisions: c.sched.token_collisions,
-                threads: pc.lwkt.thread_count() as u64,
-                ipc_handoffs: c.sched.handoffs,
-            }
-        })
-        .collect();
-    uaccess::write_slice(ptr, &all)?;
-    Ok(all.len() as u64)
+        .map(stats::of)
+    {
+        let pc = percpu::cpu(c.cpu).expect("a counted CPU has a block");
+        let rec = CpuStats {
+            cpu: u64::from(c.cpu),
+            ticks: c.ticks,
+            interrupts: c.interrupts,
+            syscalls: pc.syscalls.get(),
+            switches: c.sched.switches,
+            preempt_hit: c.sched.preempt_hit,
+            preempt_miss: c.sched.preempt_miss,
+            preempt_weird: c.sched.preempt_weird,
+            idle_halts: c.sched.idle_halts,
+            ipi_sent: c.ipi.sent,
+            ipi_received: c.ipi.received,
+            ipi_avoided: c.ipi.avoided,
+            fifo_full: c.ipi.fifo_full,
+            token_collisions: c.sched.token_collisions,
+            threads: pc.lwkt.thread_count() as u64,
+            ipc_handoffs: c.sched.handoffs,
+        };
+        uaccess::write(ptr.wrapping_add(n * size), &rec)?;
+        n += 1;
+    }
+    Ok(n)
 }

@@ -49,6 +49,11 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         self.find(k).ok().map(|i| &mut self.items[i].1)
     }
 
+    /// The first entry in key order.
+    pub fn first_key_value(&self) -> Option<(&K, &V)> {
+        self.items.first().map(|(k, v)| (k, v))
+    }
+
     /// Removes `k` and returns its value.
     pub fn remove(&mut self, k: &K) -> Option<V> {
         self.find(k).ok().map(|i| self.items.remove(i).1)

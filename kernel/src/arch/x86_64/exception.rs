@@ -67,7 +67,10 @@ pub(super) fn handle(frame: &mut TrapFrame) {
         // A user stack grew into its reservation: retry the access.
         return;
     }
-    if frame.user_mode() && frame.vector != 2 && frame.vector != 18 {
+    // A double fault is the kernel's failing to deliver an exception: never
+    // the program's, whatever CS its frame shows. NMIs and machine checks
+    // are the machine's.
+    if frame.user_mode() && !matches!(frame.vector, 2 | 8 | 18) {
         // A fault of the user program: it ends its process, not the kernel.
         let addr = (frame.vector == 14).then(cpu::read_cr2);
         crate::user::fault(frame, addr);

@@ -65,6 +65,12 @@ pub const IST_DOUBLE_FAULT: u16 = 1;
 pub const IST_NMI: u16 = 2;
 /// IST slot of the machine-check stack.
 pub const IST_MACHINE_CHECK: u16 = 3;
+/// IST slot of the debug-exception stack: a #DB may be taken anywhere a
+/// data breakpoint or single step can fire, including the first instructions
+/// of an entry, before the kernel stack is known to be good.
+pub const IST_DEBUG: u16 = 4;
+/// IST stacks each CPU has.
+pub const IST_STACKS: usize = 4;
 
 /// One CPU's descriptor tables. Lives as long as the CPU (static for the boot
 /// CPU, leaked for the others).
@@ -119,8 +125,9 @@ impl CpuTables {
     /// Fills in the TSS and the GDT and loads them on this CPU. Called once per
     /// CPU, by that CPU, before it enables interrupts.
     ///
-    /// `ist` are the tops of the double-fault, NMI and machine-check stacks.
-    pub fn load(&'static self, ist: [VirtAddr; 3]) {
+    /// `ist` are the tops of the double-fault, NMI, machine-check and debug
+    /// stacks.
+    pub fn load(&'static self, ist: [VirtAddr; IST_STACKS]) {
         // SAFETY: called once, on the owning CPU, before the TSS is loaded: nothing
         // else reads or writes it now.
         let tss = unsafe { &mut (*self.tss.get()).tss };
@@ -128,6 +135,7 @@ impl CpuTables {
         tss.interrupt_stack_table[usize::from(IST_DOUBLE_FAULT - 1)] = ist[0];
         tss.interrupt_stack_table[usize::from(IST_NMI - 1)] = ist[1];
         tss.interrupt_stack_table[usize::from(IST_MACHINE_CHECK - 1)] = ist[2];
+        tss.interrupt_stack_table[usize::from(IST_DEBUG - 1)] = ist[3];
         // SAFETY: as above; from here on the TSS is only read (and RSP0 written by
         // this CPU through `set_rsp0`).
         let both: &'static TssIo = unsafe { &*self.tss.get() };

@@ -5,21 +5,22 @@
 //! zero where the CPU pushes no error code, then its vector, and jumps to
 //! `wyvern_trap_common`, which saves the general registers, `swapgs`es when the
 //! trap came from ring 3, and calls [`super::trap::trap_dispatch`] with the
-//! [`TrapFrame`](super::trap::TrapFrame). The NMI, the double fault and the
-//! machine check go to `wyvern_trap_paranoid` instead, which decides on
+//! [`TrapFrame`](super::trap::TrapFrame). The debug exception, the NMI, the
+//! double fault and the machine check go to `wyvern_trap_paranoid` instead,
+//! each on its own IST stack, which decides on
 //! `swapgs` from the GS base MSR (they may hit the instruction next to a
 //! `swapgs` in the syscall paths, where CS does not tell). Interrupts stay disabled (interrupt
 //! gates) from the CPU's delivery to the handler; the way out is `iretq`.
 //!
-//! One IDT serves every CPU. The double fault, NMI and machine check run on the
-//! IST stacks of the CPU's TSS (see [`super::gdt`]).
+//! One IDT serves every CPU. The debug exception, double fault, NMI and
+//! machine check run on the IST stacks of the CPU's TSS (see [`super::gdt`]).
 
 use core::arch::global_asm;
 
 use x86_64::VirtAddr;
 use x86_64::structures::idt::InterruptDescriptorTable;
 
-use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use super::gdt::{IST_DEBUG, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
 use super::trap::{FRAME_CS_OFFSET, FRAME_VECTOR_OFFSET};
 use crate::sync::Once;
 
@@ -37,7 +38,7 @@ wyvern_trap_stubs:
             push 0
         .endif
         push vec
-        .if (vec == 2) || (vec == 8) || (vec == 18)
+        .if (vec == 1) || (vec == 2) || (vec == 8) || (vec == 18)
             jmp wyvern_trap_paranoid
         .else
             jmp wyvern_trap_common
@@ -178,7 +179,9 @@ pub fn load() {
         // SAFETY: each handler address is its vector's stub (see above).
         unsafe {
             idt.divide_error.set_handler_addr(stub(0));
-            idt.debug.set_handler_addr(stub(1));
+            idt.debug
+                .set_handler_addr(stub(1))
+                .set_stack_index(IST_DEBUG - 1);
             idt.non_maskable_interrupt
                 .set_handler_addr(stub(2))
                 .set_stack_index(IST_NMI - 1);

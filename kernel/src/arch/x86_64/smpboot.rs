@@ -289,11 +289,7 @@ pub fn start_aps(platform: &Platform) -> Report {
         .iter()
         .enumerate()
         .map(|(i, &id)| {
-            let ist = [
-                KernelStack::new().expect("AP IST stack"),
-                KernelStack::new().expect("AP IST stack"),
-                KernelStack::new().expect("AP IST stack"),
-            ];
+            let ist = core::array::from_fn(|_| KernelStack::new().expect("AP IST stack"));
             percpu::create_ap(i as u32 + 1, id, ist)
         })
         .collect();

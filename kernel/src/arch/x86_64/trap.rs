@@ -89,10 +89,11 @@ unsafe extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     // SAFETY: the stub passes the frame it just pushed on this stack (condition 1);
     // it stays there, unaliased, until this function returns.
     let frame = unsafe { &mut *frame };
-    if frame.user_mode() {
-        // The user may have set AC, which would suspend SMAP in the kernel.
-        super::protect::clac();
-    }
+    // SMAP in every kernel context: the user may have set AC, and a trap
+    // taken inside the copy routine (between its `stac` and `clac`) arrives
+    // with AC set too. The frame keeps the interrupted context's AC for
+    // `iretq`.
+    super::protect::clac();
     let vector = frame.vector as usize;
     if vector != 2 {
         // NMIs count themselves (they may interrupt this very increment).
