@@ -75,6 +75,9 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     console::log::init(opts.log_level);
 
     user::ramdisk::init(boot_info.ramdisk_addr.into_option(), boot_info.ramdisk_len);
+    // The root resource account, from the memory there is (before any
+    // process: no first spawn pays for it).
+    let _ = user::account::root();
     let platform = acpi::init(rsdp.expect("the bootloader found no RSDP"));
     let machine = arch::init_machine(platform, opts.timer, opts.apic, opts.tscref);
     arch::init_user_support();

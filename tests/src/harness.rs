@@ -64,6 +64,7 @@ pub struct TestBoot {
     machine: Vec<String>,
     disk: Disk,
     extra: Vec<String>,
+    framebuffer: bool,
 }
 
 impl TestBoot {
@@ -81,7 +82,15 @@ impl TestBoot {
             machine: Vec::new(),
             disk: Disk::Sata,
             extra: Vec::new(),
+            framebuffer: false,
         }
+    }
+
+    /// Leaves the kernel's framebuffer console on (tests turn it off unless
+    /// they say).
+    pub fn framebuffer(mut self) -> Self {
+        self.framebuffer = true;
+        self
     }
 
     /// Gives the guest CPUs this local APIC (xAPIC unless set). The boot
@@ -141,7 +150,11 @@ impl TestBoot {
 
     /// The option line this boot passes.
     pub fn bootopt(&self) -> String {
-        let mut s = format!("test={} fb=off", self.name);
+        let mut s = format!(
+            "test={} fb={}",
+            self.name,
+            if self.framebuffer { "on" } else { "off" }
+        );
         for o in &self.opts {
             s.push(' ');
             s.push_str(o);
@@ -173,6 +186,25 @@ impl TestBoot {
         let outcome = run_captured(&boot, &env, self.deadline, self.responder, false)
             .unwrap_or_else(|e| panic!("cannot boot QEMU: {e:#}"));
         if let Err(why) = judge(&self.name, &self.must_contain, &outcome) {
+            // The whole transcript, for what the tail below does not show.
+            let dir = art
+                .kernel
+                .ancestors()
+                .find(|p| p.file_name().is_some_and(|n| n == "target"))
+                .map(|t| t.join("transcripts"))
+                .unwrap_or_else(|| std::env::temp_dir().join("wyvern-transcripts"));
+            let file = dir.join(format!(
+                "{}-smp{}-{}-{}.log",
+                self.name,
+                self.smp,
+                self.apic.name(),
+                std::process::id()
+            ));
+            let saved = std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&file, &outcome.transcript))
+                .map(|()| format!("whole transcript: {}", file.display()))
+                .unwrap_or_else(|e| format!("transcript not saved: {e}"));
+            let why = format!("{why}\n{saved}");
             let transcript = match Symbolizer::new(&art.kernel) {
                 Ok(s) => s.annotate(&outcome.tail(TAIL_LINES)),
                 Err(_) => outcome.tail(TAIL_LINES),

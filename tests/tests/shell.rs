@@ -20,7 +20,7 @@ impl Responder for Typist {
         let next: &[u8] = match self.step {
             0 if line.contains("shell: ready on") => b"help\r",
             1 if line.contains("quit              end the shell") => b"ps\r",
-            2 if line.ends_with(" threads") => b"cpus\r",
+            2 if line.contains(" threads (listed in ") => b"cpus\r",
             3 if line.ends_with("CPUs online") => b"stats\r",
             4 if line.contains("end of counters") => b"spawn true\r",
             5 if line.contains("true (pid") => b"kill 999\r",

@@ -31,7 +31,14 @@ pub struct FbConsole {
     info: FrameBufferInfo,
     x: usize,
     y: usize,
+    /// How far text reaches on each text line (pixels from the left):
+    /// clearing a line clears only that, so a flood of empty lines costs
+    /// nearly nothing.
+    widths: [u16; MAX_LINES],
 }
+
+/// Text lines a screen may have (a 2160-pixel-high one has 120).
+const MAX_LINES: usize = 256;
 
 impl FbConsole {
     /// Takes over the framebuffer the bootloader mapped and clears it.
@@ -42,6 +49,7 @@ impl FbConsole {
             info,
             x: MARGIN,
             y: MARGIN,
+            widths: [0; MAX_LINES],
         }
     }
 
@@ -51,8 +59,9 @@ impl FbConsole {
         if self.y + LINE_H > self.info.height {
             self.y = MARGIN;
         }
-        // Clear the line about to be written and the next one (the marker
-        // between the newest text and the oldest).
+        // Clear the line about to be written (the marker a previous newline
+        // made already, but for the first wrap) and the next one: the marker
+        // between the newest text and the oldest.
         self.clear_line(self.y);
         let next = if self.y + 2 * LINE_H > self.info.height {
             MARGIN
@@ -62,12 +71,26 @@ impl FbConsole {
         self.clear_line(next);
     }
 
-    /// Blanks the text line whose top is at `y`.
+    /// The text line whose top is at `y`.
+    fn line_of(y: usize) -> usize {
+        ((y - MARGIN) / LINE_H).min(MAX_LINES - 1)
+    }
+
+    /// Blanks the text line whose top is at `y`, as far as text reaches.
     fn clear_line(&mut self, y: usize) {
-        let row = self.info.stride * self.info.bytes_per_pixel;
-        let start = (y * row).min(self.buf.len());
-        let end = ((y + LINE_H) * row).min(self.buf.len());
-        self.buf[start..end].fill(0);
+        let line = Self::line_of(y);
+        let width = usize::from(self.widths[line]).min(self.info.width);
+        if width == 0 {
+            return;
+        }
+        let bpp = self.info.bytes_per_pixel;
+        let row = self.info.stride * bpp;
+        for py in y..(y + LINE_H).min(self.info.height) {
+            let start = (py * row).min(self.buf.len());
+            let end = (py * row + width * bpp).min(self.buf.len());
+            self.buf[start..end].fill(0);
+        }
+        self.widths[line] = 0;
     }
 
     fn put_pixel(&mut self, x: usize, y: usize, intensity: u8) {
@@ -104,6 +127,8 @@ impl FbConsole {
                     }
                 }
                 self.x += glyph.width();
+                let line = Self::line_of(self.y);
+                self.widths[line] = self.widths[line].max(self.x as u16);
             }
         }
     }

@@ -17,11 +17,13 @@
 //! # Accounting
 //!
 //! A space belongs to an account (`user::account`), which is charged for
-//! its pages and their page tables: the user pages mapped, one page table
-//! per 512 of them, two per region and the root. A mapping, or a stack page
-//! faulted in, that the account cannot pay for is refused — nothing is
-//! mapped and the caller gets `NoMemory` — and an unmapping gives the
-//! charge back. The regions live in a table of at most [`MAX_REGIONS`],
+//! every frame the space holds: its user pages, and its page tables as the
+//! mapper makes them (a table the account cannot pay for is not made, and
+//! the mapping fails). A mapping, or a stack page faulted in, that the
+//! account cannot pay for is refused — nothing is mapped and the caller gets
+//! `NoMemory` — and an unmapping gives its pages' charge back (page tables
+//! stay until the space goes, like their charge). Unmapping never needs to
+//! charge anything, so it never fails for want of memory. The regions live in a table of at most [`MAX_REGIONS`],
 //! reserved when the space is made, so neither mapping nor unmapping
 //! allocates from the heap; unmapping frees frames in batches of
 //! [`FREE_BATCH`], each after its shootdown, without a list on the heap.
@@ -118,29 +120,24 @@ struct State {
     regions: Vec<(u64, Region)>,
     /// User pages mapped now.
     pages: u64,
-    /// What the account is charged for the pages and tables.
+    /// Page tables of the user half (the root not counted).
+    tables: u64,
+    /// What the account is charged: a page for the root, each table, each
+    /// user page.
     charge: Charge,
 }
 
-/// What a space with `pages` pages in `regions` regions is charged.
-fn charged_bytes(pages: u64, regions: usize) -> u64 {
-    (pages + pages.div_ceil(512) + 2 * regions as u64 + 1) * PAGE_SIZE
-}
-
 impl State {
-    /// Makes the charge match `pages` in `regions`, or fails changing
-    /// nothing.
-    fn recharge(&mut self, pages: u64, regions: usize) -> Result<(), MapError> {
-        let want = charged_bytes(pages, regions);
-        let have = self.charge.amount();
-        if want > have {
-            self.charge
-                .grow(want - have)
-                .map_err(|_| MapError::NoMemory)?;
-        } else {
-            self.charge.shrink(have - want);
-        }
-        Ok(())
+    /// Charges `pages` more user pages, or fails changing nothing.
+    fn charge_pages(&mut self, pages: u64) -> Result<(), MapError> {
+        self.charge
+            .grow(pages * PAGE_SIZE)
+            .map_err(|_| MapError::NoMemory)
+    }
+
+    /// Gives back the charge of `pages` user pages.
+    fn uncharge_pages(&mut self, pages: u64) {
+        self.charge.shrink(pages * PAGE_SIZE);
     }
 
     /// Index of the region containing `va`, if one does.
@@ -173,14 +170,28 @@ pub struct AddressSpace {
     state: TokenCell<State>,
 }
 
-/// Hands page-table frames to the mapper.
-struct TableFrames;
+/// Hands page-table frames to the mapper, each charged to the space's
+/// account first (and counted).
+struct TableFrames<'a> {
+    charge: &'a mut Charge,
+    tables: &'a mut u64,
+}
 
 // SAFETY: every frame returned comes from the frame allocator, unused and
 // zeroed.
-unsafe impl FrameAllocator<Size4KiB> for TableFrames {
+unsafe impl FrameAllocator<Size4KiB> for TableFrames<'_> {
     fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        frame::alloc_zeroed()
+        self.charge.grow(PAGE_SIZE).ok()?;
+        match frame::alloc_zeroed() {
+            Some(f) => {
+                *self.tables += 1;
+                Some(f)
+            }
+            None => {
+                self.charge.shrink(PAGE_SIZE);
+                None
+            }
+        }
     }
 }
 
@@ -199,7 +210,8 @@ impl AddressSpace {
     /// charged to `account`. `None` when out of memory (or the account
     /// cannot pay for the root table).
     pub fn new(account: &Arc<Account>) -> Option<AddressSpace> {
-        let charge = account.charge(Res::Memory, charged_bytes(0, 0)).ok()?;
+        // The root table.
+        let charge = account.charge(Res::Memory, PAGE_SIZE).ok()?;
         let mut regions = Vec::new();
         regions.try_reserve_exact(MAX_REGIONS + 1).ok()?;
         let pml4 = frame::alloc_zeroed()?;
@@ -214,6 +226,7 @@ impl AddressSpace {
             state: TokenCell::new(State {
                 regions,
                 pages: 0,
+                tables: 0,
                 charge,
             }),
         })
@@ -324,7 +337,7 @@ impl AddressSpace {
             }
             let first = (commit_from - start) / PAGE_SIZE;
             let pages = len / PAGE_SIZE;
-            st.recharge(st.pages + pages - first, st.regions.len() + 1)?;
+            st.charge_pages(pages - first)?;
             let mut mapper = self.mapper();
             let mut done = first;
             let mut failed = false;
@@ -337,7 +350,7 @@ impl AddressSpace {
                 // SAFETY: the page is in this space's user half and unmapped
                 // (no region overlaps); the frame is the caller's, given to
                 // this mapping.
-                let r = unsafe { map_user_page(&mut mapper, va, f, prot) };
+                let r = unsafe { map_user_page(&mut mapper, st, va, f, prot) };
                 match r {
                     // Not loaded anywhere with a translation for this page
                     // (it was unmapped): no flush needed.
@@ -363,8 +376,7 @@ impl AddressSpace {
                         frame::free(f);
                     }
                 }
-                let (p, n) = (st.pages, st.regions.len());
-                st.recharge(p, n).expect("shrinking a charge cannot fail");
+                st.uncharge_pages(pages - first);
                 return Err(MapError::NoMemory);
             }
             st.pages += pages - first;
@@ -399,17 +411,16 @@ impl AddressSpace {
             // Mapped meanwhile by another thread of the space: retry.
             return true;
         }
-        let (p, n) = (st.pages, st.regions.len());
-        if st.recharge(p + 1, n).is_err() {
+        if st.charge_pages(1).is_err() {
             return false;
         }
         let Some(f) = frame::alloc_zeroed() else {
-            st.recharge(p, n).expect("shrinking a charge cannot fail");
+            st.uncharge_pages(1);
             return false;
         };
         // SAFETY: the page is in this space's stack region and unmapped
         // (checked above, under the token); the frame is fresh.
-        let r = unsafe { map_user_page(&mut mapper, page_va, f, prot) };
+        let r = unsafe { map_user_page(&mut mapper, st, page_va, f, prot) };
         match r {
             // Not present before: no CPU caches a translation to flush.
             Ok(flush) => {
@@ -419,7 +430,7 @@ impl AddressSpace {
             }
             Err(_) => {
                 frame::free(f);
-                st.recharge(p, n).expect("shrinking a charge cannot fail");
+                st.uncharge_pages(1);
                 false
             }
         }
@@ -547,8 +558,7 @@ impl AddressSpace {
                 }
             }
             st.pages -= freed;
-            let (p, r) = (st.pages, st.regions.len());
-            st.recharge(p, r).expect("shrinking a charge cannot fail");
+            st.uncharge_pages(freed);
             true
         })
     }
@@ -629,7 +639,10 @@ impl AddressSpace {
             }
             st.regions.clear();
             st.pages = 0;
-            st.recharge(0, 0).expect("shrinking a charge cannot fail");
+            st.tables = 0;
+            // All but the root, which goes with the space.
+            let rest = st.charge.amount() - PAGE_SIZE;
+            st.charge.shrink(rest);
         });
     }
 }
@@ -651,6 +664,7 @@ impl Drop for AddressSpace {
 /// unmapped, and `f` is given to this mapping alone.
 unsafe fn map_user_page(
     mapper: &mut OffsetPageTable<'static>,
+    st: &mut State,
     va: u64,
     f: PhysFrame<Size4KiB>,
     prot: Prot,
@@ -664,7 +678,10 @@ unsafe fn map_user_page(
             f,
             prot.flags(),
             F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
-            &mut TableFrames,
+            &mut TableFrames {
+                charge: &mut st.charge,
+                tables: &mut st.tables,
+            },
         )
     }
 }

@@ -39,6 +39,11 @@ pub static TESTS: &[SelfTest] = &[
         expect: Expect::Return,
         run: shell,
     },
+    SelfTest {
+        name: "hostile",
+        expect: Expect::Return,
+        run: hostile,
+    },
 ];
 
 /// Runs `prog arg` as a child of the kernel and waits for it.
@@ -58,7 +63,9 @@ fn exited_ok(st: &WaitStatus) -> bool {
 /// Kernel memory to compare before and after: free frames and the heap.
 #[derive(Debug, PartialEq, Eq)]
 struct Memory {
-    frames: frame::FrameStats,
+    /// Frames in use but for the heap's own pages (its high-water mark
+    /// stays mapped once reached).
+    frames_used: usize,
     heap_bytes: usize,
     heap_allocations: usize,
 }
@@ -86,8 +93,9 @@ fn memory(kernel_threads: usize) -> Memory {
     super::make_all_ipi_fifos();
     trim_all_caches();
     let h = heap::stats();
+    let f = frame::stats();
     Memory {
-        frames: frame::stats(),
+        frames_used: f.total - f.free - (h.claimed / crate::mm::PAGE_SIZE) as usize,
         heap_bytes: h.allocated,
         heap_allocations: h.allocations,
     }
@@ -227,4 +235,49 @@ fn shell() {
         "COM1 still with the user console"
     );
     println!("shell: procman ended; COM1 back with the kernel");
+}
+
+/// The interactive system attacked by `hostile` programs, typed into the
+/// shell by the host (`tests/tests/hostile.rs`): afterwards every process
+/// has ended and the kernel holds no more memory than before (the slab of
+/// threads, the stack region and the IPI FIFOs are brought to their working
+/// size first; the heap's high-water mark is not counted: its pages stay).
+fn hostile() {
+    // Threads for the most the shell's account allows at once, and then some.
+    warm_thread_slab(1024);
+    grow_stack_region(1024);
+    let kernel = threads();
+    let before = memory(kernel);
+    shell();
+    let left = process::kill_all();
+    if left > 0 {
+        println!("hostile: {left} processes were still alive after procman; killed");
+    }
+    let after = memory(kernel);
+    check!(
+        after == before,
+        "kernel memory {after:?} != before {before:?}"
+    );
+    println!("hostile: every process ended; kernel memory back to baseline");
+}
+
+/// Makes the thread slab hold `n` threads: `n` kernel threads that wait
+/// until all exist, then exit.
+fn warm_thread_slab(n: usize) {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    STARTED.store(0, Ordering::SeqCst);
+    let ncpus = super::ncpus();
+    let refs: Vec<_> = (0..n)
+        .map(|i| {
+            super::spawn_on(i % ncpus, "warm", move || {
+                STARTED.fetch_add(1, Ordering::SeqCst);
+                while STARTED.load(Ordering::SeqCst) < n {
+                    crate::smp::wait_ticks(1);
+                }
+            })
+        })
+        .collect();
+    super::join_all(refs);
+    super::trim_all_caches();
 }

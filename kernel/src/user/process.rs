@@ -333,6 +333,39 @@ fn spawn_as(
     Ok(proc.pid)
 }
 
+/// Kills every process and waits until each has ended and left the table;
+/// returns how many were alive. The end of a test: nothing a program did
+/// outlives it. Thread context; blocks.
+pub fn kill_all() -> usize {
+    let mut alive = 0;
+    for _ in 0..1000 {
+        let live: alloc::vec::Vec<Arc<Process>> = TABLE.with(|t| {
+            t.procs
+                .values()
+                .filter(|p| !p.ended.load(Ordering::Acquire))
+                .cloned()
+                .collect()
+        });
+        alive = alive.max(live.len());
+        for p in &live {
+            p.kill(WaitStatus {
+                kind: WaitStatus::TERMINATED,
+                ..WaitStatus::default()
+            });
+        }
+        // Ended ones nobody will wait for now.
+        TABLE.with(|t| {
+            t.procs.retain(|_, p| !p.ended.load(Ordering::Acquire));
+            t.procs.release_if_empty();
+        });
+        if TABLE.with(|t| t.procs.is_empty()) {
+            return alive;
+        }
+        crate::smp::wait_ticks(1);
+    }
+    alive
+}
+
 /// Whether process `pid` is the process manager.
 fn privileged_parent(pid: u64) -> bool {
     pid != 0 && find(pid).is_some_and(|p| p.privileged())
@@ -428,6 +461,7 @@ pub fn reap(parent: u64, pid: u64) {
             p.parent.load(Ordering::Acquire) == parent && p.ended.load(Ordering::Acquire)
         }) {
             t.procs.remove(&pid);
+            t.procs.release_if_empty();
         }
     });
 }

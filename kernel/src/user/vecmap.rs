@@ -65,7 +65,6 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
     }
 
     /// Whether it is empty.
-    #[allow(dead_code)] // `len`'s companion
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -83,5 +82,13 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
     /// Removes everything (keeps the allocation).
     pub fn clear(&mut self) {
         self.items.clear();
+    }
+
+    /// Gives the allocation back if the map is empty (a table that was
+    /// large once holds nothing while the system is idle).
+    pub fn release_if_empty(&mut self) {
+        if self.items.is_empty() {
+            self.items = Vec::new();
+        }
     }
 }

@@ -120,6 +120,10 @@ struct State {
     operator: u64,
     /// The last service: when it ends, so does the run.
     last: u64,
+    /// Ends of processes not (yet) in `children`: orphans the kernel gave
+    /// us, and children whose end the reaper saw before `spawn_for`
+    /// recorded them. At most [`MAX_ENDED`]; the oldest go first.
+    unclaimed: BTreeMap<u64, WaitStatus>,
 }
 
 static STATE: SpinLock<State> = SpinLock::new(State {
@@ -128,6 +132,7 @@ static STATE: SpinLock<State> = SpinLock::new(State {
     name_waiters: Vec::new(),
     operator: 0,
     last: 0,
+    unclaimed: BTreeMap::new(),
 });
 
 /// Our own pid and a connection to our own channel (for the reaper's pulse).
@@ -187,13 +192,16 @@ fn spawn_for(owner: u64, name: &str, arg: &str) -> Result<u64, Error> {
         charge_to: owner,
     };
     let pid = sys::spawn_with(name, arg, &opts)?;
-    STATE.lock().children.insert(
+    let mut s = STATE.lock();
+    // The child may have ended already (the reaper saw it first).
+    let status = s.unclaimed.remove(&pid);
+    s.children.insert(
         pid,
         Child {
             name: String::from(name),
             owner,
             service: false,
-            status: None,
+            status,
             waiters: Vec::new(),
         },
     );
@@ -237,7 +245,11 @@ fn reaper() {
                     w
                 }
                 None => {
-                    println!("procman: reaped orphan pid {pid}");
+                    // An orphan, or a child `spawn_for` has not recorded yet.
+                    s.unclaimed.insert(pid, st);
+                    while s.unclaimed.len() > MAX_ENDED {
+                        s.unclaimed.pop_first();
+                    }
                     Vec::new()
                 }
             };
@@ -342,9 +354,6 @@ fn serve(info: &wyvern_abi::syscall::MsgInfo, msg: &[u8]) -> Option<Result<u64, 
             let reserved = SERVICES.iter().any(|s| s.name == name);
             {
                 let s = STATE.lock();
-                if s.names.contains_key(name) {
-                    return Some(Err(Error::Busy));
-                }
                 if reserved
                     && !s
                         .children
@@ -352,6 +361,9 @@ fn serve(info: &wyvern_abi::syscall::MsgInfo, msg: &[u8]) -> Option<Result<u64, 
                         .is_some_and(|c| c.service && c.name == name)
                 {
                     return Some(Err(Error::Denied));
+                }
+                if s.names.contains_key(name) {
+                    return Some(Err(Error::Busy));
                 }
             }
             // A connection of ours to the server, to give to its clients.

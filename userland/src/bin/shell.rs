@@ -71,6 +71,7 @@ impl Shell {
     }
 
     fn ps(&self) {
+        let t0 = sys::clock_ns();
         let mut t = vec![ThreadInfo::default(); 512];
         let n = match sys::threads(&mut t) {
             Ok(n) => n,
@@ -95,7 +96,8 @@ impl Shell {
                 i.cpu, i.pid, i.priority, state, i.switches, name, wmesg
             );
         }
-        out += &format!("{n} threads\n");
+        let ms = (sys::clock_ns() - t0) / 1_000_000;
+        out += &format!("{n} threads (listed in {ms} ms)\n");
         self.say(&out);
     }
 

@@ -163,7 +163,8 @@ fn main(_: &str) -> i64 {
         );
     }
     // The account's memory limit ends in NoMemory, not in a crash, and
-    // unmapping gives the whole charge back.
+    // unmapping gives the pages' charge back (the page tables made for them
+    // stay, charged, until the process ends: one per 512 pages).
     let mut maps = Vec::with_capacity(256);
     let before = sys::account().expect("account").used.memory;
     let chunk = 16 << 20;
@@ -179,15 +180,17 @@ fn main(_: &str) -> i64 {
         }
     }
     ensure!(out, "mapped {} x 16 MiB without running out", maps.len());
+    let maps_len = maps.len();
     for p in maps {
         // SAFETY: mapped above, unused.
         let r = unsafe { sys::unmap(p, chunk) };
         ensure!(r == Ok(0), "unmap of a big map");
     }
     let after = sys::account().expect("account").used.memory;
+    let mapped = maps_len as u64 * chunk;
     ensure!(
-        after == before,
-        "account charged {after} bytes after unmapping, {before} before"
+        after >= before && after - before <= mapped / 512 + 4 * 4096,
+        "account charged {after} bytes after unmapping {mapped}, {before} before"
     );
 
     // Threads: exit codes, join errors.
