@@ -181,6 +181,12 @@ impl TestBoot {
         boot.machine = self.machine.clone();
         boot.disk = self.disk;
         boot.extra = self.extra.clone();
+        static BOOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        boot.monitor = Some(std::env::temp_dir().join(format!(
+            "wyvern-monitor-{}-{}.sock",
+            std::process::id(),
+            BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )));
         self.must_contain
             .push(format!("local APIC: {} mode", self.apic.name()));
         let outcome = run_captured(&boot, &env, self.deadline, self.responder, false)

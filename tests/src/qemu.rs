@@ -93,6 +93,8 @@ pub struct Boot {
     pub machine: Vec<String>,
     /// How the image is attached.
     pub disk: Disk,
+    /// A human-monitor socket (`-monitor unix:PATH`), or none.
+    pub monitor: Option<PathBuf>,
     /// More QEMU arguments.
     pub extra: Vec<String>,
 }
@@ -110,6 +112,7 @@ impl Boot {
             apic: Apic::X2Apic,
             machine: Vec::new(),
             disk: Disk::Sata,
+            monitor: None,
             extra: Vec::new(),
         }
     }
@@ -156,7 +159,11 @@ impl Boot {
             .arg(self.smp.to_string())
             .arg("-m")
             .arg(format!("{}M", self.memory_mib))
-            .args(["-display", "none", "-nic", "none", "-monitor", "none"])
+            .args(["-display", "none", "-nic", "none", "-monitor"])
+            .arg(match &self.monitor {
+                Some(p) => format!("unix:{},server,nowait", p.display()),
+                None => "none".into(),
+            })
             .args(["-serial", "stdio", "-no-reboot"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"])
@@ -349,10 +356,21 @@ pub fn run_captured(
             None => End::Signalled,
         },
         None => {
+            // Past the deadline: ask every CPU where it is (an NMI, which the
+            // kernel answers with its place and trace ring), then end it.
+            if let Some(path) = &boot.monitor
+                && let Ok(mut m) = std::os::unix::net::UnixStream::connect(path)
+            {
+                let _ = m.write_all(b"nmi\n");
+                thread::sleep(Duration::from_secs(3));
+            }
             kill(&mut child);
             End::Deadline(deadline)
         }
     };
+    if let Some(path) = &boot.monitor {
+        let _ = std::fs::remove_file(path);
+    }
     let _ = out.join();
     let _ = err.join();
     let transcript = Arc::try_unwrap(transcript)

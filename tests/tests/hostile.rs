@@ -141,7 +141,8 @@ impl Responder for Script {
         if line.contains("shell: ready on") && self.at == 0 && self.waiting.is_none() {
             return self.start();
         }
-        if let Some(rest) = line.strip_prefix("hostile: orphan pid ") {
+        // (The program's lines may follow the shell's prompt on one line.)
+        if let Some((_, rest)) = line.split_once("hostile: orphan pid ") {
             self.orphan = rest.trim().parse().unwrap_or(0);
         }
         // A `ps` row: CPU PID PRI STATE SWITCHES NAME [WAIT].
@@ -291,11 +292,14 @@ fn hostile(cpus: u32, mib: u32, apic: Apic) {
         }
     }
     // The operator's kills worked.
-    if lines
+    if let Some(i) = lines
         .iter()
-        .any(|l| l.contains("kill ") && l.contains(": not found"))
+        .position(|l| l.starts_with("kill ") && l.contains(": "))
     {
-        fail("a kill of a hostile process was refused".into());
+        fail(format!(
+            "a kill of a hostile process was refused: {:#?}",
+            &lines[i.saturating_sub(40)..(i + 2).min(lines.len())]
+        ));
     }
 }
 

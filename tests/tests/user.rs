@@ -73,6 +73,16 @@ apic_tests! {
         }
     }
 
+    fn chaos_of_processes_on_every_cpu_leaves_no_trace(apic) {
+        for cpus in [1, 8] {
+            TestBoot::new("user-chaos", cpus)
+                .apic(apic)
+                .deadline(std::time::Duration::from_secs(300))
+                .must_contain("kernel memory back to baseline")
+                .run();
+        }
+    }
+
     fn a_thousand_processes_come_and_go_without_a_leak(apic) {
         for cpus in [1, 8] {
             TestBoot::new("user-spawn", cpus)

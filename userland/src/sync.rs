@@ -1,7 +1,9 @@
 //! A spin lock and a once-cell for the runtime's own state.
 //!
-//! The lock spins with `pause` and yields the CPU after a few rounds: the
-//! holder may be a thread preempted on this very CPU.
+//! The lock spins with `pause`, yields the CPU after a few rounds (the
+//! holder may be a thread preempted on this very CPU), and sleeps a tick
+//! after many (the holder may be of lower priority on this CPU, which a
+//! yield does not let run).
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -37,7 +39,13 @@ impl<T> SpinLock<T> {
             .is_err()
         {
             spins += 1;
-            if spins.is_multiple_of(64) {
+            if spins.is_multiple_of(4096) {
+                // Still held after many yields: the holder may be a thread of
+                // lower priority on this very CPU, which a yield does not let
+                // run (it yields only to equal or higher priority). Sleep: a
+                // tick lets everyone run.
+                let _ = sys::sleep_ns(1);
+            } else if spins.is_multiple_of(64) {
                 sys::yield_now();
             } else {
                 core::hint::spin_loop();

@@ -649,7 +649,16 @@ impl AddressSpace {
 
 impl Drop for AddressSpace {
     fn drop(&mut self) {
-        self.teardown();
+        // Torn down already (a process's end does it): nothing to take a
+        // token for — a drop must not block, it may happen under another
+        // token (the process table's).
+        let empty = self.cpus.is_empty_latest() && {
+            let st = self.state.get_mut();
+            st.regions.is_empty() && st.tables == 0
+        };
+        if !empty {
+            self.teardown();
+        }
         frame::free(self.pml4);
     }
 }

@@ -45,6 +45,8 @@ struct Grow {
     end: u64,
     /// Bytes mapped so far.
     claimed: u64,
+    /// Page tables made to map them.
+    tables: u64,
     /// Times the heap grew.
     spans: u32,
 }
@@ -60,15 +62,21 @@ impl Grow {
             return Err(());
         }
         let mut mapped = 0;
+        let mut tables = 0;
         while mapped < bytes {
             let Some(f) = frame::alloc() else { break };
             let page = Page::containing_address(VirtAddr::new(start + mapped));
-            if paging::map(page, f, F::WRITABLE | F::NO_EXECUTE).is_err() {
-                frame::free(f);
-                break;
+            match paging::map_counted(page, f, F::WRITABLE | F::NO_EXECUTE) {
+                Ok(t) => tables += t,
+                Err(_) => {
+                    frame::free(f);
+                    break;
+                }
             }
             mapped += PAGE_SIZE;
         }
+        // Tables made stay (mapping the region's later pages needs them).
+        talc.oom_handler.tables += tables;
         if mapped < bytes {
             // Give back what was mapped: a heap that cannot serve the request
             // keeps no half-grown tail.
@@ -123,6 +131,7 @@ static HEAP: KernelHeap = KernelHeap {
             span: Span::empty(),
             end: HEAP_BASE,
             claimed: 0,
+            tables: 0,
             spans: 0,
         }),
     ),
@@ -172,6 +181,8 @@ pub struct HeapStats {
     pub allocations: usize,
     /// Bytes mapped for the heap (its high-water mark).
     pub claimed: u64,
+    /// Frames of the page tables that map it.
+    pub tables: u64,
     /// Times the heap grew (the first mapping included).
     pub spans: u32,
 }
@@ -184,6 +195,7 @@ pub fn stats() -> HeapStats {
         allocated: c.allocated_bytes,
         allocations: c.allocation_count,
         claimed: talc.oom_handler.claimed,
+        tables: talc.oom_handler.tables,
         spans: talc.oom_handler.spans,
     }
 }

@@ -41,17 +41,6 @@ static KERNEL: SpinLock<Kernel> = SpinLock::ranked(&PAGING_CLASS, Kernel { table
 /// enter the critical section a spinlock needs.
 static KERNEL_PML4: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Hands page-table frames to the `x86_64` mapper.
-struct TableFrames;
-
-// SAFETY: every frame returned comes from the frame allocator, is unused and
-// zeroed.
-unsafe impl FrameAllocator<Size4KiB> for TableFrames {
-    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        frame::alloc_zeroed()
-    }
-}
-
 unsafe extern "C" {
     /// Start of the kernel image (the ELF header), provided by the linker.
     static __ehdr_start: u8;
@@ -157,6 +146,25 @@ pub fn kernel_pml4() -> PhysFrame {
 /// Maps `page` to `frame` with `flags` (PRESENT is added). Fails if the page is
 /// already mapped or a table cannot be allocated.
 pub fn map(page: Page, frame: PhysFrame, flags: F) -> Result<(), MapToError<Size4KiB>> {
+    map_counted(page, frame, flags).map(|_| ())
+}
+
+/// Counts the tables it hands out.
+struct CountedFrames(u64);
+
+// SAFETY: every frame comes from the frame allocator, unused and zeroed.
+unsafe impl FrameAllocator<Size4KiB> for CountedFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        let f = frame::alloc_zeroed()?;
+        self.0 += 1;
+        Some(f)
+    }
+}
+
+/// [`map`], returning how many page tables it made (their frames stay as
+/// long as the kernel's tables: the heap counts them as its own).
+pub fn map_counted(page: Page, frame: PhysFrame, flags: F) -> Result<u64, MapToError<Size4KiB>> {
+    let mut tables = CountedFrames(0);
     let mut k = KERNEL.lock();
     let table = k.table.as_mut().expect("paging not initialized");
     // SAFETY: `frame` is owned by the caller, which maps it here for its own use;
@@ -169,11 +177,11 @@ pub fn map(page: Page, frame: PhysFrame, flags: F) -> Result<(), MapToError<Size
                 frame,
                 flags | F::PRESENT,
                 F::PRESENT | F::WRITABLE,
-                &mut TableFrames,
+                &mut tables,
             )?
             .flush();
     }
-    Ok(())
+    Ok(tables.0)
 }
 
 /// Unmaps `page` and returns its frame; the local TLB entry is flushed.

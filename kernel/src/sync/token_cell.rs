@@ -42,6 +42,12 @@ impl<T> TokenCell<T> {
         lwkt::pool_token(core::ptr::from_ref(self) as usize)
     }
 
+    /// The value, without the token: `&mut self` is proof that nobody else
+    /// reaches the cell (its owner is being dropped, for one).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
     /// Runs `f` on the value under the cell's token. `f` must not block.
     ///
     /// Thread context.

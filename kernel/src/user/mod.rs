@@ -73,6 +73,14 @@ impl UserThread {
     pub fn base_priority(&self) -> u8 {
         self.base_pri.load(Ordering::Relaxed)
     }
+
+    /// Sets the calling thread's own priority (it is this thread): no
+    /// lookup in the process's table, where a thread that has just started
+    /// may not be recorded yet. Thread context, on this thread.
+    pub fn set_own_priority(&self, p: u8) {
+        self.base_pri.store(p, Ordering::Relaxed);
+        lwkt::setpri::<X86>(lwkt::current::<X86>(), p);
+    }
 }
 
 /// `td`'s user context, if it is a user thread. `td` is the current thread,

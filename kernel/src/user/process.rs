@@ -353,11 +353,22 @@ pub fn kill_all() -> usize {
                 ..WaitStatus::default()
             });
         }
-        // Ended ones nobody will wait for now.
-        TABLE.with(|t| {
-            t.procs.retain(|_, p| !p.ended.load(Ordering::Acquire));
-            t.procs.release_if_empty();
-        });
+        // Ended ones nobody will wait for now (dropped after the token is
+        // let go: see `reap`).
+        let ended: alloc::vec::Vec<u64> = live
+            .iter()
+            .filter(|p| p.ended.load(Ordering::Acquire))
+            .map(|p| p.pid)
+            .collect();
+        drop(live);
+        for pid in ended {
+            let gone = TABLE.with(|t| {
+                let p = t.procs.remove(&pid);
+                t.procs.release_if_empty();
+                p
+            });
+            drop(gone);
+        }
         if TABLE.with(|t| t.procs.is_empty()) {
             return alive;
         }
@@ -374,6 +385,11 @@ fn privileged_parent(pid: u64) -> bool {
 /// The process `pid`.
 pub fn find(pid: u64) -> Option<Arc<Process>> {
     TABLE.with(|t| t.procs.get(&pid).cloned())
+}
+
+/// The pid the next process will get.
+pub fn next_pid() -> u64 {
+    TABLE.with(|t| t.next_pid)
 }
 
 /// Processes in the table (live and ended-but-not-waited).
@@ -456,14 +472,20 @@ fn any_child_ident(parent: u64) -> usize {
 
 /// Removes ended child `pid` of `parent` from the table.
 pub fn reap(parent: u64, pid: u64) {
-    TABLE.with(|t| {
+    // Dropped after the table's token is let go: the last reference to a
+    // process frees its address space, which may take other tokens.
+    let gone = TABLE.with(|t| {
         if t.procs.get(&pid).is_some_and(|p| {
             p.parent.load(Ordering::Acquire) == parent && p.ended.load(Ordering::Acquire)
         }) {
-            t.procs.remove(&pid);
+            let p = t.procs.remove(&pid);
             t.procs.release_if_empty();
+            p
+        } else {
+            None
         }
     });
+    drop(gone);
 }
 
 impl Process {
@@ -632,20 +654,44 @@ impl Process {
             ORPHAN
         };
         let mut adopted_ended = false;
+        let mut drop_self = None;
+        let mut orphans_ended = false;
         TABLE.with(|t| {
-            t.procs.retain(|_, c| {
+            for c in t.procs.values() {
                 if c.parent.load(Ordering::Acquire) != self.pid {
-                    return true;
+                    continue;
                 }
                 c.parent.store(heir, Ordering::Release);
                 let ended = c.ended.load(Ordering::Acquire);
                 adopted_ended |= ended;
-                heir != ORPHAN || !ended
-            });
+                orphans_ended |= heir == ORPHAN && ended;
+            }
             if self.parent.load(Ordering::Acquire) == ORPHAN {
-                t.procs.remove(&self.pid);
+                drop_self = t.procs.remove(&self.pid);
             }
         });
+        // Dropped after the token is let go (see `reap`): this process's
+        // own entry, and ended children nobody will wait for.
+        drop(drop_self);
+        if orphans_ended {
+            loop {
+                let gone = TABLE.with(|t| {
+                    let pid = t
+                        .procs
+                        .values()
+                        .find(|c| {
+                            c.parent.load(Ordering::Acquire) == ORPHAN
+                                && c.ended.load(Ordering::Acquire)
+                        })
+                        .map(|c| c.pid)?;
+                    t.procs.remove(&pid)
+                });
+                match gone {
+                    Some(p) => drop(p),
+                    None => break,
+                }
+            }
+        }
         if adopted_ended {
             lwkt::wakeup::<X86>(any_child_ident(heir));
         }

@@ -389,7 +389,13 @@ fn unmap(u: &UserThread, addr: u64, len: u64) -> Result<u64, Error> {
 
 fn set_priority(u: &UserThread, tid: u64, p: u64) -> Result<u64, Error> {
     let p = process::lwkt_priority(Priority::from_raw(p).ok_or(Error::Invalid)?);
-    let tid = if tid == 0 { u.tid } else { tid };
+    if tid == 0 || tid == u.tid {
+        if p > u.process.ceiling() {
+            return Err(Error::Denied);
+        }
+        u.set_own_priority(p);
+        return Ok(0);
+    }
     u.process.set_priority(tid, p)?;
     Ok(0)
 }

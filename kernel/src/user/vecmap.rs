@@ -54,9 +54,13 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         self.items.first().map(|(k, v)| (k, v))
     }
 
-    /// Removes `k` and returns its value.
+    /// Removes `k` and returns its value. The last entry's removal gives
+    /// the allocation back (a table that was large once holds nothing while
+    /// the system is idle).
     pub fn remove(&mut self, k: &K) -> Option<V> {
-        self.find(k).ok().map(|i| self.items.remove(i).1)
+        let v = self.find(k).ok().map(|i| self.items.remove(i).1);
+        self.release_if_empty();
+        v
     }
 
     /// Entries.
@@ -74,9 +78,11 @@ impl<K: Ord + Copy, V> VecMap<K, V> {
         self.items.iter().map(|(_, v)| v)
     }
 
-    /// Keeps the entries `f` says to.
+    /// Keeps the entries `f` says to (and gives the allocation back if
+    /// none is left).
     pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
         self.items.retain_mut(|(k, v)| f(k, v));
+        self.release_if_empty();
     }
 
     /// Removes everything (keeps the allocation).

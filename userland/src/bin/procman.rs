@@ -210,6 +210,9 @@ fn spawn_for(owner: u64, name: &str, arg: &str) -> Result<u64, Error> {
 
 /// The reaper: every child's end, recorded and answered.
 fn reaper() {
+    // As the main thread: it shares `STATE` with it, and a holder below the
+    // waiter's priority would never run on the waiter's CPU.
+    let _ = sys::set_priority(0, Priority::Realtime);
     loop {
         let (pid, st) = match sys::wait_any() {
             Ok(r) => r,

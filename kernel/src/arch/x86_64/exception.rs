@@ -145,11 +145,20 @@ fn nmi(frame: &mut TrapFrame) {
         // Another CPU panicked and stops everyone with an NMI.
         fatal::stopped_by_nmi(frame);
     }
+    // An NMI nobody sent to stop us: an operator's (QEMU's `nmi` monitor
+    // command, which the test harness sends to a boot that missed its
+    // deadline) — say where this CPU is and what it did last.
+    let me = crate::percpu::mycpu();
+    let td = me.lwkt.curthread();
     println!(
-        "NMI on CPU {} at rip {:#x}; continuing",
-        crate::percpu::cpu_index(),
-        frame.rip
+        "NMI on CPU {} at rip {:#x} ({} mode, thread `{}` pid {}); continuing",
+        me.index(),
+        frame.rip,
+        if frame.user_mode() { "user" } else { "kernel" },
+        td.name().as_str(),
+        crate::user::pid_of(td),
     );
+    crate::trace::dump(me, cpu::rdtsc());
 }
 
 fn double_fault(frame: &mut TrapFrame) {
