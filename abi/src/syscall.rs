@@ -200,8 +200,18 @@ pub mod nr {
     pub const ACCOUNT: u64 = 37;
     /// Sets a process's rights and priority ceiling (process manager only).
     pub const SET_RIGHTS: u64 = 38;
+    /// Lets a process map a range of device memory (process manager only).
+    pub const DEVICE_GRANT: u64 = 39;
+    /// Maps granted device memory into the caller.
+    pub const MAP_DEVICE: u64 = 40;
+    /// Physically contiguous memory for a device's DMA (needs [`super::rights::DMA`]).
+    pub const DMA_ALLOC: u64 = 41;
+    /// A message-signalled interrupt delivered as pulses.
+    pub const MSI_ATTACH: u64 = 42;
+    /// Facts about the machine ([`super::hwinfo`]).
+    pub const HWINFO: u64 = 43;
     /// One past the highest number.
-    pub const COUNT: u64 = 39;
+    pub const COUNT: u64 = 44;
 }
 
 /// First address above user space: every user pointer and mapping is below.
@@ -404,8 +414,12 @@ pub mod rights {
     pub const KILL: u64 = 1;
     /// Read the kernel's counters, thread list and trace rings.
     pub const OBSERVE: u64 = 2;
+    /// Allocate memory for DMA and learn its physical address. Without an
+    /// IOMMU a device programmed with such addresses can reach any memory:
+    /// this right is full trust.
+    pub const DMA: u64 = 4;
     /// Every right there is.
-    pub const ALL: u64 = KILL | OBSERVE;
+    pub const ALL: u64 = KILL | OBSERVE | DMA;
 }
 
 /// Resource limits of an account (0 in a request: as the parent's).
@@ -567,4 +581,95 @@ mod tests {
         assert_eq!(Priority::from_raw(1), Some(Priority::Normal));
         assert_eq!(Priority::from_raw(3), None);
     }
+}
+
+/// `MAP_DEVICE` flags.
+pub mod devmap {
+    /// Write-combining (a framebuffer); uncached otherwise.
+    pub const WRITE_COMBINE: u64 = 1;
+    /// Read-only (ACPI tables).
+    pub const READ_ONLY: u64 = 2;
+}
+
+/// Device grants a process may hold at once.
+pub const MAX_DEVICE_GRANTS: u64 = 16;
+/// Message-signalled interrupts a process may hold at once.
+pub const MAX_MSI: u64 = 4;
+/// Largest single `DMA_ALLOC`.
+pub const MAX_DMA: u64 = 1 << 20;
+/// `MSI_ATTACH` handles start here (below it are ISA IRQs).
+pub const MSI_BASE: u64 = 256;
+
+/// Where a device writes to raise an attached MSI (`MSI_ATTACH`): the
+/// capability's message address and data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MsiTarget {
+    pub address: u64,
+    pub data: u64,
+}
+
+/// `HWINFO` kinds and what they return.
+pub mod hwinfo {
+    /// A [`super::FbInfo`] (`NotFound`: no framebuffer).
+    pub const FRAMEBUFFER: u64 = 1;
+    /// An [`super::AcpiInfo`].
+    pub const ACPI: u64 = 2;
+}
+
+/// The boot framebuffer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct FbInfo {
+    /// Physical address and size in bytes.
+    pub phys: u64,
+    pub size: u64,
+    /// Pixels.
+    pub width: u64,
+    pub height: u64,
+    /// Pixels per line.
+    pub stride: u64,
+    pub bytes_per_pixel: u64,
+    /// [`fbformat`].
+    pub format: u64,
+}
+
+/// [`FbInfo::format`].
+pub mod fbformat {
+    /// Red, green, blue bytes (then padding).
+    pub const RGB: u64 = 0;
+    /// Blue, green, red bytes (then padding).
+    pub const BGR: u64 = 1;
+    /// One grey byte.
+    pub const GREY: u64 = 2;
+}
+
+/// What ACPI says about PCI configuration space and power (0 where the
+/// firmware said nothing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct AcpiInfo {
+    /// MCFG's first ECAM range: base of segment 0, bus `bus_start`.
+    pub ecam_base: u64,
+    pub ecam_bus_start: u64,
+    pub ecam_bus_end: u64,
+    /// The DSDT, physical address and length.
+    pub dsdt_phys: u64,
+    pub dsdt_len: u64,
+    /// FADT: PM1a/PM1b control block I/O ports (0: none).
+    pub pm1a_cnt: u64,
+    pub pm1b_cnt: u64,
+    /// FADT reset register: address space (0 memory, 1 I/O, 2 PCI config,
+    /// `u64::MAX` none), address, value to write.
+    pub reset_space: u64,
+    pub reset_addr: u64,
+    pub reset_value: u64,
+    /// FADT SMI command port and the value that enables ACPI (0: already).
+    pub smi_cmd: u64,
+    pub acpi_enable: u64,
+    /// IAPC boot flags: bit 1 says an 8042 is present (0 when the FADT is
+    /// older than revision 3 and does not say).
+    pub iapc_boot_arch: u64,
+    /// 1 when the FADT's IAPC boot flags are valid.
+    pub iapc_valid: u64,
 }

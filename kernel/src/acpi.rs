@@ -1,5 +1,8 @@
 //! ACPI tables through the `acpi` crate: the MADT (processors, I/O APICs,
-//! interrupt source overrides, NMI wiring) and the HPET.
+//! interrupt source overrides, NMI wiring), the HPET, and for user drivers
+//! (`HWINFO`) what the MCFG says of PCI configuration space and what the
+//! FADT says of power and reset (the AML itself is interpreted in user
+//! mode, by the power server).
 //!
 //! Read once on the boot CPU into a [`Platform`] summary that the rest of the
 //! kernel consults; nothing here keeps a mapping of a table. ACPI tables live in
@@ -12,8 +15,11 @@ use core::ptr::NonNull;
 use acpi::address::AddressSpace;
 use acpi::fadt::Fadt;
 use acpi::madt::{Madt, MadtEntry};
-use acpi::{AcpiHandler, AcpiTables, HpetInfo, PhysicalMapping};
+use acpi::mcfg::Mcfg;
+use acpi::{AcpiHandler, AcpiTable, AcpiTables, HpetInfo, PhysicalMapping};
 use x86_64::PhysAddr;
+
+use wyvern_abi::syscall::AcpiInfo;
 
 use crate::mm;
 use crate::sync::Once;
@@ -117,6 +123,8 @@ pub struct Platform {
     pub hpet_base: Option<u64>,
     /// The ACPI PM timer, if the FADT lists one.
     pub pm_timer: Option<PmTimerInfo>,
+    /// PCI configuration space and power, for user drivers.
+    pub info: AcpiInfo,
 }
 
 impl Platform {
@@ -180,6 +188,7 @@ pub fn init(rsdp: u64) -> &'static Platform {
                     _ => None,
                 }
             }),
+            info: driver_info(&tables),
         };
         for entry in madt.get().entries() {
             match entry {
@@ -234,6 +243,71 @@ pub fn init(rsdp: u64) -> &'static Platform {
         p.cpus.dedup_by_key(|c| c.apic_id);
         p
     })
+}
+
+/// What `HWINFO` tells user drivers: MCFG's first range, the DSDT's AML,
+/// the FADT's power and reset registers.
+fn driver_info(tables: &AcpiTables<PhysMap>) -> AcpiInfo {
+    let mut i = AcpiInfo {
+        reset_space: u64::MAX,
+        ..AcpiInfo::default()
+    };
+    if let Ok(mcfg) = tables.find_table::<Mcfg>()
+        && let Some(e) = mcfg
+            .get()
+            .entries()
+            .iter()
+            .find(|e| e.pci_segment_group == 0)
+    {
+        let (base, start, end) = (e.base_address, e.bus_number_start, e.bus_number_end);
+        i.ecam_base = base + (u64::from(start) << 20);
+        i.ecam_bus_start = u64::from(start);
+        i.ecam_bus_end = u64::from(end);
+    }
+    if let Ok(dsdt) = tables.dsdt() {
+        i.dsdt_phys = dsdt.address as u64;
+        i.dsdt_len = u64::from(dsdt.length);
+    }
+    if let Ok(fadt) = tables.find_table::<Fadt>() {
+        let io_port = |g: acpi::address::GenericAddress| {
+            (g.address_space == AddressSpace::SystemIo).then_some(g.address)
+        };
+        i.pm1a_cnt = fadt
+            .pm1a_control_block()
+            .ok()
+            .and_then(io_port)
+            .unwrap_or(0);
+        i.pm1b_cnt = fadt
+            .pm1b_control_block()
+            .ok()
+            .flatten()
+            .and_then(io_port)
+            .unwrap_or(0);
+        if { fadt.flags }.supports_system_reset_via_fadt()
+            && let Ok(r) = fadt.reset_register()
+            && r.address != 0
+        {
+            i.reset_space = match r.address_space {
+                AddressSpace::SystemMemory => 0,
+                AddressSpace::SystemIo => 1,
+                AddressSpace::PciConfigSpace => 2,
+                _ => u64::MAX,
+            };
+            i.reset_addr = r.address;
+            i.reset_value = u64::from(fadt.reset_value);
+        }
+        i.smi_cmd = u64::from(fadt.smi_cmd_port);
+        i.acpi_enable = u64::from(fadt.acpi_enable);
+        // The IA-PC boot flags exist from FADT revision 3 (ACPI 2.0).
+        if fadt.header().revision >= 3 {
+            let f = fadt.iapc_boot_arch;
+            i.iapc_boot_arch = u64::from(f.legacy_devices_are_accessible())
+                | u64::from(f.motherboard_implements_8042()) << 1
+                | u64::from(f.dont_probe_vga()) << 2;
+            i.iapc_valid = 1;
+        }
+    }
+    i
 }
 
 /// The summary read at boot.

@@ -1,7 +1,9 @@
 //! Interrupt threads: every device interrupt runs its handler in a thread.
 //!
-//! A device IRQ's hard stub only acknowledges it — masks the source (the I/O
-//! APIC line), sends EOI — and hands it to the scheduler, which (outside a
+//! A device IRQ's hard stub only acknowledges it — masks a level-triggered
+//! source (the I/O APIC line; an edge-triggered one stays unmasked, since
+//! an edge that comes while masked is lost), sends EOI — and hands it to
+//! the scheduler, which (outside a
 //! critical section) schedules the IRQ's interrupt thread right away or (inside
 //! one) records it for the section's end. The interrupt thread runs at
 //! `pri::INT` and is preemptable: if the interrupted thread is not in a
@@ -36,17 +38,28 @@ use crate::trace;
 
 /// The self-test device's vector.
 pub const VECTOR_TESTDEV: u8 = 0xe0;
+/// First vector of message-signalled interrupts for user drivers.
+pub const VECTOR_MSI_BASE: u8 = 0xd0;
+/// How many there are (up to the test device's vector).
+pub const MSI_VECTORS: usize = (VECTOR_TESTDEV - VECTOR_MSI_BASE) as usize;
 
 /// One interrupt source and its thread.
 pub struct IntrSource {
     /// For `ps` and traces.
     pub name: &'static str,
     pub vector: u8,
-    /// The I/O APIC line, masked while the handler has not run.
+    /// The I/O APIC line, masked while the handler has not run if it is
+    /// level-triggered.
     pub gsi: Option<u32>,
+    /// Its line is level-triggered.
+    pub level: bool,
     handler: fn(),
     /// The ISA IRQ it is, if it is one (what `INTERRUPT_ATTACH` names).
     pub irq: Option<u8>,
+    /// The MSI slot it is, if it is one (`user::irq`).
+    pub msi: Option<usize>,
+    /// The CPU its thread runs on (and its interrupts go to).
+    pub cpu: usize,
     /// A user driver attached to it (`user::irq`): the thread delivers a
     /// pulse instead of running `handler`, and leaves the line masked
     /// until the driver unmasks it.
@@ -93,11 +106,17 @@ fn ithread_main(src: &'static IntrSource) {
         src.pending.store(0, Ordering::Release);
         drop(g);
         trace!(trace::Event::IntrThread, src.vector);
+        if let Some(i) = src.msi {
+            crate::user::irq::fire_msi(i);
+            src.handled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if let Some(irq) = src.irq
             && src.redirected.load(Ordering::Acquire)
             && crate::user::irq::fire(irq)
         {
-            // The driver unmasks the line when it has served the device.
+            // The driver unmasks a level-triggered line when it has served
+            // the device (an edge-triggered one was never masked).
             src.handled.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -109,10 +128,12 @@ fn ithread_main(src: &'static IntrSource) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn new_source(
     name: &'static str,
     vector: u8,
     irq: Option<u8>,
+    msi: Option<usize>,
     gsi: Option<u32>,
     cpu: usize,
     handler: fn(),
@@ -123,6 +144,9 @@ fn new_source(
         gsi,
         handler,
         irq,
+        msi,
+        cpu,
+        level: gsi.is_some_and(ioapic::is_level),
         redirected: core::sync::atomic::AtomicBool::new(false),
         thread: AtomicPtr::new(core::ptr::null_mut()),
         pending: AtomicU32::new(0),
@@ -152,7 +176,7 @@ pub fn attach_gsi(
     cpu: usize,
     handler: fn(),
 ) -> &'static IntrSource {
-    let src = new_source(name, vector, irq, Some(gsi), cpu, handler);
+    let src = new_source(name, vector, irq, None, Some(gsi), cpu, handler);
     let prev =
         SOURCES[usize::from(vector)].swap(core::ptr::from_ref(src).cast_mut(), Ordering::AcqRel);
     assert!(prev.is_null(), "vector {vector} attached twice");
@@ -165,6 +189,7 @@ pub fn attach_gsi(
 fn ack_gsi(vector: u8) {
     if let Some(src) = source(SOURCES[usize::from(vector)].load(Ordering::Acquire))
         && let Some(gsi) = src.gsi
+        && src.level
     {
         ioapic::mask(gsi);
     }
@@ -204,7 +229,7 @@ pub fn init() {
 /// Gives CPU `cpu` a test device whose interrupt thread runs `handler`
 /// (replacing nothing: once per CPU). Thread context.
 pub fn testdev_attach(cpu: usize, handler: fn()) -> &'static IntrSource {
-    let src = new_source("testdev", VECTOR_TESTDEV, None, None, cpu, handler);
+    let src = new_source("testdev", VECTOR_TESTDEV, None, None, None, cpu, handler);
     let prev = TESTDEV[cpu].swap(core::ptr::from_ref(src).cast_mut(), Ordering::AcqRel);
     assert!(prev.is_null(), "cpu{cpu} has a test device already");
     src
@@ -235,6 +260,86 @@ pub fn isa_source(irq: u8) -> Option<&'static IntrSource> {
         .iter()
         .filter_map(|p| source(p.load(Ordering::Acquire)))
         .find(|s| s.irq == Some(irq))
+}
+
+/// Serializes the routing of sources made on demand (a driver's first
+/// attach): two drivers asking at once do not both register a vector.
+static ROUTE: crate::sync::TokenCell<()> = crate::sync::TokenCell::new(());
+
+/// A kernel handler for a line only a user driver serves.
+fn nothing() {}
+
+/// The source of ISA IRQ `irq`, routed now (to the CPU that takes device
+/// interrupts, with a handler that does nothing) if nobody routed it yet.
+/// Thread context; may block.
+pub fn isa_source_routed(irq: u8) -> Option<&'static IntrSource> {
+    if let Some(s) = isa_source(irq) {
+        return Some(s);
+    }
+    ROUTE.with(|()| {
+        if let Some(s) = isa_source(irq) {
+            return Some(s);
+        }
+        let platform = crate::acpi::platform();
+        let (gsi, vector, cpu) = ioapic::route_isa(platform, irq)?;
+        if !SOURCES[usize::from(vector)]
+            .load(Ordering::Acquire)
+            .is_null()
+        {
+            // Its GSI's vector serves another source (an override sent two
+            // IRQs to one line): not for a driver.
+            return None;
+        }
+        let name = ISA_NAMES.get(usize::from(irq)).copied().unwrap_or("irq");
+        Some(attach_gsi(
+            name,
+            Some(irq),
+            gsi,
+            vector,
+            cpu as usize,
+            nothing,
+        ))
+    })
+}
+
+const ISA_NAMES: [&str; 16] = [
+    "irq0", "irq1", "irq2", "irq3", "irq4", "irq5", "irq6", "irq7", "irq8", "irq9", "irq10",
+    "irq11", "irq12", "irq13", "irq14", "irq15",
+];
+
+/// MSI slot `i`'s source, made on first use: its vector and the APIC id of
+/// the CPU it is delivered to; `None` when no CPU can take device
+/// interrupts. Thread context; may block.
+pub fn msi_source(i: usize) -> Option<(u8, u32)> {
+    if i >= MSI_VECTORS {
+        return None;
+    }
+    let vector = VECTOR_MSI_BASE + i as u8;
+    ROUTE.with(|()| {
+        if let Some(s) = source(SOURCES[usize::from(vector)].load(Ordering::Acquire)) {
+            let cpu = crate::percpu::cpu(s.cpu as u32)?;
+            return Some((vector, cpu.apic_id()));
+        }
+        let cpu = ioapic::device_cpu()?;
+        let src = new_source(
+            "msi",
+            vector,
+            None,
+            Some(i),
+            None,
+            cpu.index() as usize,
+            nothing,
+        );
+        SOURCES[usize::from(vector)].store(core::ptr::from_ref(src).cast_mut(), Ordering::Release);
+        crate::sched::register_device(vector, ack_msi, dispatch);
+        Some((vector, cpu.apic_id()))
+    })
+}
+
+/// An MSI's hard stub: there is no line to mask, only the APIC to
+/// acknowledge.
+fn ack_msi(_vector: u8) {
+    apic::eoi();
 }
 
 /// Unmasks a source's line (a user driver served its device).

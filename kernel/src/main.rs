@@ -66,11 +66,27 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     let rsdp = boot_info.rsdp_addr.into_option();
     let boot_info: &'static BootInfo = boot_info;
     mm::init(boot_info);
-    if opts.framebuffer
-        && let Some(fb) = framebuffer
-    {
+    if let Some(fb) = framebuffer {
         let info = fb.info();
-        console::attach_framebuffer(console::fb::FbConsole::new(fb.into_buffer(), info));
+        // For a user terminal (`HWINFO`), whether or not the kernel draws.
+        let va = fb.buffer().as_ptr() as u64;
+        if let (Some(pa), Some(format)) = (
+            mm::paging::translate_current(va),
+            user::device::fb_format(info.pixel_format),
+        ) {
+            user::device::set_framebuffer(wyvern_abi::syscall::FbInfo {
+                phys: pa.as_u64(),
+                size: info.byte_len as u64,
+                width: info.width as u64,
+                height: info.height as u64,
+                stride: info.stride as u64,
+                bytes_per_pixel: info.bytes_per_pixel as u64,
+                format,
+            });
+        }
+        if opts.framebuffer {
+            console::attach_framebuffer(console::fb::FbConsole::new(fb.into_buffer(), info));
+        }
     }
     console::log::init(opts.log_level);
 
@@ -178,22 +194,30 @@ fn banner(platform: &acpi::Platform, machine: &arch::Machine, report: &arch::smp
     );
 }
 
-/// The interactive boot: the process manager starts the user-mode console
-/// driver and the shell on it; when the shell quits, the run ends. Without
-/// a serial port (or a user console), the kernel's console keys serve.
+/// The interactive boot: the process manager starts the user-mode
+/// consoles (COM1's driver if there is a COM1, the framebuffer terminal
+/// with the PS/2 and USB keyboard drivers), a shell on each, and the power
+/// server; when a shell quits, the run ends. If the process manager cannot
+/// start, the kernel's console keys serve on COM1.
 fn interactive() {
-    if console::has_serial() {
-        match user::process::spawn_procman("procman", b"console shell") {
-            Ok(pid) => {
-                println!("started procman (pid {pid}): console and shell");
-                let st = user::process::wait(0, pid, false).map(|(_, st)| st);
-                user::process::reap(0, pid);
-                println!("procman ended: {st:?}");
-                arch::qemu::exit(arch::qemu::ExitCode::Success);
-            }
-            Err(e) => println!("cannot start procman: {e}; the kernel console keys serve"),
+    let services: &[u8] = if console::has_serial() {
+        b"console shell screen keyboard usb power"
+    } else {
+        b"screen keyboard usb power"
+    };
+    match user::process::spawn_procman("procman", services) {
+        Ok(pid) => {
+            println!("started procman (pid {pid}): consoles and shells");
+            let st = user::process::wait(0, pid, false).map(|(_, st)| st);
+            user::process::reap(0, pid);
+            println!("procman ended: {st:?}");
+            arch::qemu::exit(arch::qemu::ExitCode::Success);
         }
+        Err(e) => println!("cannot start procman: {e}"),
+    }
+    if console::has_serial() {
+        println!("the kernel console keys serve");
         console::keys::run();
     }
-    println!("boot complete; no serial console for a shell, idling");
+    println!("boot complete; no console for a shell, idling");
 }

@@ -2,7 +2,8 @@
 //! that); the functions below wrap each call with typed arguments.
 
 use wyvern_abi::syscall::{
-    self, AccountInfo, CpuStats, Error, Info, Priority, SpawnOpts, ThreadInfo, WaitStatus, nr,
+    self, AccountInfo, AcpiInfo, CpuStats, Error, FbInfo, Info, MsiTarget, Priority, SpawnOpts,
+    ThreadInfo, WaitStatus, hwinfo, nr,
 };
 
 /// Issues system call `n` with six arguments; returns the raw `rax`.
@@ -205,6 +206,76 @@ pub fn stats(out: &mut [CpuStats]) -> Result<usize, Error> {
 /// manager only).
 pub fn io_grant(pid: u64, first: u64, count: u64) -> Result<u64, Error> {
     call(nr::IO_GRANT, [pid, first, count, 0, 0, 0])
+}
+
+/// Lets process `pid` map device memory `[phys, phys + len)` (the process
+/// manager only; never RAM the kernel manages); `flags` may say
+/// `devmap::READ_ONLY`.
+pub fn device_grant(pid: u64, phys: u64, len: u64, flags: u64) -> Result<u64, Error> {
+    call(nr::DEVICE_GRANT, [pid, phys, len, flags, 0, 0])
+}
+
+/// Maps granted device memory `[phys, phys + len)` (`flags`:
+/// `wyvern_abi::syscall::devmap`); returns the address of `phys` (the
+/// mapping covers whole pages around it). `UNMAP` of that address ends it.
+pub fn map_device(phys: u64, len: u64, flags: u64) -> Result<u64, Error> {
+    call(nr::MAP_DEVICE, [phys, len, flags, 0, 0, 0])
+}
+
+/// Allocates `len` bytes (rounded up to pages, at most
+/// `wyvern_abi::syscall::MAX_DMA`) of zeroed, physically contiguous,
+/// write-back memory for DMA; returns `(virtual address, physical address)`.
+/// Needs the DMA right; charged to the caller's memory. `UNMAP` frees it.
+pub fn dma_alloc(len: u64) -> Result<(u64, u64), Error> {
+    let mut phys = 0u64;
+    let va = call(nr::DMA_ALLOC, [len, &raw mut phys as u64, 0, 0, 0, 0])?;
+    Ok((va, phys))
+}
+
+/// Allocates a message-signalled interrupt delivering pulse `code` through
+/// connection `coid`; returns the handle (`>= MSI_BASE`, for
+/// `interrupt_unmask`/`interrupt_detach`) and what the device must write
+/// where to raise it. Needs a device grant. Like an attached IRQ, one pulse
+/// is delivered and the next waits until `interrupt_unmask(handle)` (an
+/// interrupt meanwhile is remembered, not lost).
+pub fn msi_attach(coid: u64, code: u64) -> Result<(u64, MsiTarget), Error> {
+    let mut t = MsiTarget::default();
+    let h = call(nr::MSI_ATTACH, [coid, code, &raw mut t as u64, 0, 0, 0])?;
+    Ok((h, t))
+}
+
+/// The boot framebuffer.
+pub fn fb_info() -> Result<FbInfo, Error> {
+    let mut i = FbInfo::default();
+    call(
+        nr::HWINFO,
+        [
+            hwinfo::FRAMEBUFFER,
+            &raw mut i as u64,
+            size_of::<FbInfo>() as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    Ok(i)
+}
+
+/// What ACPI says about PCI configuration space and power.
+pub fn acpi_info() -> Result<AcpiInfo, Error> {
+    let mut i = AcpiInfo::default();
+    call(
+        nr::HWINFO,
+        [
+            hwinfo::ACPI,
+            &raw mut i as u64,
+            size_of::<AcpiInfo>() as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    Ok(i)
 }
 
 /// Turns ISA IRQ `irq` into pulses with `code` through connection `coid`.

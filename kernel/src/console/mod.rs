@@ -23,10 +23,12 @@
 //!
 //! # Handing COM1 to a user driver
 //!
-//! Once a user driver attaches COM1's IRQ ([`hand_over_serial`]), the kernel
-//! stops writing to the port: its output goes to the framebuffer and to the
-//! log ring, which the driver drains with `KLOG_READ` ([`klog_read`]) and
-//! writes out itself. Only an emergency writes COM1 directly still: a panic
+//! Every line also goes into the log ring, which user consoles read with
+//! `KLOG_READ` ([`klog_read`]), each from its own place. Once a user driver
+//! attaches COM1's IRQ ([`hand_over_serial`]), the kernel stops writing to
+//! the port: the driver writes the ring out itself. Once a user terminal
+//! maps the framebuffer ([`hand_over_framebuffer`]), the kernel stops
+//! drawing there (the terminal shows the ring instead). Only an emergency writes COM1 directly still: a panic
 //! (panic mode), or an exception handler that interrupted a writer. Writers
 //! with interrupts enabled wake the drainer; bytes written with interrupts
 //! off wait for the next such writer or the drainer's timeout.
@@ -58,12 +60,14 @@ struct ConsoleState {
 /// Bytes the log ring holds; older ones are overwritten.
 const KLOG_SIZE: usize = 16 * 1024;
 
-/// The log ring: kernel output while a user driver owns COM1.
+/// The log ring: every line the kernel prints, for the user consoles
+/// (`KLOG_READ`). Readers keep their own place (a process's `klog_pos`), so
+/// the COM1 driver and the screen's terminal each get every line; a reader
+/// that fell more than the ring behind skips what was overwritten.
 struct Klog {
     buf: [u8; KLOG_SIZE],
-    /// Bytes ever written, and ever read (or overwritten).
+    /// Bytes ever written.
     head: u64,
-    tail: u64,
 }
 
 impl Klog {
@@ -72,18 +76,24 @@ impl Klog {
             self.buf[(self.head % KLOG_SIZE as u64) as usize] = b;
             self.head += 1;
         }
-        self.tail = self.tail.max(self.head.saturating_sub(KLOG_SIZE as u64));
     }
 
-    fn pop(&mut self, out: &mut [u8]) -> usize {
-        let n = ((self.head - self.tail) as usize).min(out.len());
+    /// Copies bytes from `*pos` on into `out`, advancing `*pos`.
+    fn read(&self, pos: &mut u64, out: &mut [u8]) -> usize {
+        *pos = (*pos).max(self.head.saturating_sub(KLOG_SIZE as u64));
+        let n = ((self.head - *pos) as usize).min(out.len());
         for b in &mut out[..n] {
-            *b = self.buf[(self.tail % KLOG_SIZE as u64) as usize];
-            self.tail += 1;
+            *b = self.buf[(*pos % KLOG_SIZE as u64) as usize];
+            *pos += 1;
         }
         n
     }
 }
+
+/// A user driver has the framebuffer (module docs).
+static FB_HANDED_OVER: AtomicBool = AtomicBool::new(false);
+/// Somebody reads the log ring: writers wake readers.
+static KLOG_READERS: AtomicBool = AtomicBool::new(false);
 
 /// A user driver owns COM1 (module docs).
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
@@ -107,7 +117,6 @@ static CONSOLE: ConsoleLock = ConsoleLock {
         klog: Klog {
             buf: [0; KLOG_SIZE],
             head: 0,
-            tail: 0,
         },
     }),
 };
@@ -175,15 +184,15 @@ impl Write for Writer<'_> {
         // SAFETY: we hold the console (see `ConsoleLock`); a nested writer touches
         // only the serial port, whose state is the port number.
         let state = unsafe { &mut *CONSOLE.state.get() };
-        if !HANDED_OVER.load(Ordering::Relaxed)
-            || self.guard.nested
-            || PANIC_MODE.load(Ordering::Relaxed)
-        {
+        let panic = PANIC_MODE.load(Ordering::Relaxed);
+        if !HANDED_OVER.load(Ordering::Relaxed) || self.guard.nested || panic {
             state.serial.write_str(s);
-        } else {
+        }
+        if !self.guard.nested {
             state.klog.push(s.as_bytes());
         }
         if !self.guard.nested
+            && (panic || !FB_HANDED_OVER.load(Ordering::Relaxed))
             && let Some(fb) = state.fb.as_mut()
         {
             fb.write_str(s);
@@ -196,7 +205,7 @@ impl Write for Writer<'_> {
 pub fn _print(args: fmt::Arguments) {
     let guard = CONSOLE.acquire();
     let _ = Writer { guard: &guard }.write_fmt(args);
-    let wake = HANDED_OVER.load(Ordering::Relaxed) && !guard.nested && guard.irq;
+    let wake = KLOG_READERS.load(Ordering::Relaxed) && !guard.nested && guard.irq;
     drop(guard);
     if wake {
         lwkt::wakeup::<crate::sched::X86>(klog_ident());
@@ -214,37 +223,54 @@ pub fn serial_handed_over() -> bool {
 }
 
 /// Gives COM1 to a user driver (`true`) or takes it back (module docs).
-pub fn hand_over_serial(user: bool) {
-    HANDED_OVER.store(user, Ordering::Release);
-    if !user {
-        // Whatever the driver did not drain goes out now.
-        let guard = CONSOLE.acquire();
-        // SAFETY: we hold the console lock, taken above.
-        let st = unsafe { &mut *CONSOLE.state.get() };
+/// Returns the log ring's end: where the driver starts reading (what came
+/// before went out on COM1 already). Taking it back writes out what the
+/// driver, which had read up to `*pos`, did not.
+pub fn hand_over_serial(user: bool, pos: &core::sync::atomic::AtomicU64) {
+    let guard = CONSOLE.acquire();
+    // SAFETY: we hold the console lock, taken above.
+    let st = unsafe { &mut *CONSOLE.state.get() };
+    if user {
+        pos.store(st.klog.head, Ordering::Relaxed);
+        HANDED_OVER.store(true, Ordering::Release);
+    } else {
+        HANDED_OVER.store(false, Ordering::Release);
+        let mut at = pos.load(Ordering::Relaxed);
         let mut buf = [0u8; 256];
         loop {
-            let n = st.klog.pop(&mut buf);
+            let n = st.klog.read(&mut at, &mut buf);
             if n == 0 {
                 break;
             }
             // Chunks may cut a character in two: bytes, not `str`s.
             st.serial.write_bytes(&buf[..n]);
         }
-        drop(guard);
+        pos.store(at, Ordering::Relaxed);
     }
+    drop(guard);
 }
 
-/// Takes up to `out.len()` bytes of the log ring, waiting (interruptibly,
-/// re-checking at least every second) while it is empty; returns how many.
+/// Gives the framebuffer to a user driver (`true`: the kernel stops
+/// drawing, but for a panic) or takes it back.
+pub fn hand_over_framebuffer(user: bool) {
+    FB_HANDED_OVER.store(user, Ordering::Release);
+}
+
+/// Takes up to `out.len()` bytes of the log ring from `pos` on (the
+/// reader's place, advanced), waiting (interruptibly, re-checking at least
+/// every second) while there are none; returns how many.
 /// Thread context; blocks.
-pub fn klog_read(out: &mut [u8]) -> Result<usize, lwkt::Wake> {
+pub fn klog_read(pos: &core::sync::atomic::AtomicU64, out: &mut [u8]) -> Result<usize, lwkt::Wake> {
+    KLOG_READERS.store(true, Ordering::Relaxed);
     loop {
         let ident = klog_ident();
         lwkt::tsleep_interlock::<crate::sched::X86>(ident);
         let guard = CONSOLE.acquire();
         // SAFETY: we hold the console lock, taken above.
         let st = unsafe { &mut *CONSOLE.state.get() };
-        let n = st.klog.pop(out);
+        let mut at = pos.load(Ordering::Relaxed);
+        let n = st.klog.read(&mut at, out);
+        pos.store(at, Ordering::Relaxed);
         drop(guard);
         if n > 0 {
             return Ok(n);

@@ -72,6 +72,27 @@ pub enum Kind {
     Stack,
     /// Memory from `MAP`.
     Anon,
+    /// Device memory from `MAP_DEVICE`: frames nobody allocated, marked
+    /// [`DEVICE_PAGE`] in their entries, never freed nor charged (only
+    /// their page tables are).
+    Device,
+    /// Memory from `DMA_ALLOC`: physically contiguous, freed like `Anon`.
+    Dma,
+}
+
+/// Page-table entry bit (one the CPU ignores) marking a device page: its
+/// frame is not the space's to free, and the kernel never reaches it
+/// through the physical-memory mapping.
+pub const DEVICE_PAGE: F = F::BIT_9;
+
+/// Caching of a device mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cache {
+    /// Registers: strong uncacheable.
+    Uncached,
+    /// A framebuffer: write-combining where the CPU has a PAT, else
+    /// uncacheable.
+    WriteCombining,
 }
 
 /// Access rights of a region.
@@ -385,6 +406,86 @@ impl AddressSpace {
         })
     }
 
+    /// Maps physical `[phys, phys + len)` — device memory the caller checked
+    /// is not owned memory — at `start` with `prot` and `cache`, as a
+    /// [`Kind::Device`] region. Only page tables are charged.
+    ///
+    /// Thread context.
+    pub fn map_phys(
+        &self,
+        start: u64,
+        phys: u64,
+        len: u64,
+        prot: Prot,
+        cache: Cache,
+    ) -> Result<(), MapError> {
+        assert!(start.is_multiple_of(PAGE_SIZE) && phys.is_multiple_of(PAGE_SIZE));
+        assert!(len.is_multiple_of(PAGE_SIZE) && len > 0 && !prot.exec);
+        let end = start.checked_add(len).ok_or(MapError::Busy)?;
+        if end > wyvern_abi::syscall::USER_TOP || start < PAGE_SIZE {
+            return Err(MapError::Busy);
+        }
+        let mut flags = prot.flags() | DEVICE_PAGE;
+        flags |= match cache {
+            Cache::WriteCombining if crate::arch::protect::pat_wc() => F::WRITE_THROUGH,
+            _ => F::NO_CACHE | F::WRITE_THROUGH,
+        };
+        self.state.with(|st| {
+            if st.overlaps(start, end) {
+                return Err(MapError::Busy);
+            }
+            if st.regions.len() >= MAX_REGIONS {
+                return Err(MapError::Limit);
+            }
+            let mut mapper = self.mapper();
+            let mut done = 0;
+            while done < len {
+                let page = Page::<Size4KiB>::containing_address(VirtAddr::new(start + done));
+                let frame = PhysFrame::containing_address(PhysAddr::new(phys + done));
+                // SAFETY: the page is in this space's user half and unmapped
+                // (no region overlaps); the frame is device memory (the
+                // caller checked), which no allocator hands out.
+                let r = unsafe {
+                    mapper.map_to_with_table_flags(
+                        page,
+                        frame,
+                        flags,
+                        F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
+                        &mut TableFrames {
+                            charge: &mut st.charge,
+                            tables: &mut st.tables,
+                        },
+                    )
+                };
+                match r {
+                    Ok(flush) => flush.ignore(),
+                    Err(_) => {
+                        let mut off = 0;
+                        while off < done {
+                            let p =
+                                Page::<Size4KiB>::containing_address(VirtAddr::new(start + off));
+                            if let Ok((_, flush)) = mapper.unmap(p) {
+                                flush.flush();
+                            }
+                            off += PAGE_SIZE;
+                        }
+                        return Err(MapError::NoMemory);
+                    }
+                }
+                done += PAGE_SIZE;
+            }
+            st.insert(
+                start,
+                Region {
+                    end,
+                    prot,
+                    kind: Kind::Device,
+                },
+            );
+            Ok(())
+        })
+    }
+
     /// Maps a zeroed page at `va` if it lies in a stack region and is not
     /// mapped yet (a stack growing down into its reservation); returns
     /// whether the access may be retried. A page outside every stack — a
@@ -455,7 +556,11 @@ impl AddressSpace {
                         offset,
                         flags,
                     } => {
+                        // Device memory is not reached through the
+                        // physical-memory mapping (it may not cover it, and
+                        // a register read has effects): a fault.
                         let ok = flags.contains(F::USER_ACCESSIBLE)
+                            && !flags.contains(DEVICE_PAGE)
                             && (!write || flags.contains(F::WRITABLE));
                         return ok.then(|| frame.start_address() + offset);
                     }
@@ -492,21 +597,28 @@ impl AddressSpace {
         })
     }
 
-    /// Unmaps every page of `[start, end)` that belongs to a region of kind
-    /// `kind`, splitting regions at the edges; the frames are freed after
-    /// every CPU dropped its translations. Returns whether the range held
-    /// nothing but such regions and gaps (else nothing is unmapped).
+    /// Unmaps every page of `[start, end)` that belongs to a region of one
+    /// of `kinds`, splitting regions at the edges; the frames are freed
+    /// after every CPU dropped its translations (device pages are only
+    /// unmapped). Returns whether the range held nothing but such regions
+    /// and gaps (else nothing is unmapped).
     ///
     /// Thread context.
-    pub fn unmap(&self, start: u64, end: u64, kind: Kind) -> bool {
+    pub fn unmap(&self, start: u64, end: u64, kinds: &[Kind]) -> bool {
         assert!(start.is_multiple_of(PAGE_SIZE) && end.is_multiple_of(PAGE_SIZE));
         self.state.with(|st| {
             let first = st.regions.partition_point(|(_, r)| r.end <= start);
             let last = st.regions.partition_point(|(s, _)| *s < end);
             let hit = first..last;
-            if st.regions[hit.clone()].iter().any(|(_, r)| r.kind != kind) {
+            if st.regions[hit.clone()]
+                .iter()
+                .any(|(_, r)| !kinds.contains(&r.kind))
+            {
                 return false;
             }
+            let device = st.regions[hit.clone()]
+                .iter()
+                .any(|(_, r)| r.kind == Kind::Device);
             // A range strictly inside one region splits it in two: one more
             // entry (beyond the table's reserve only after many splits).
             let splits = hit.len() == 1 && {
@@ -538,16 +650,29 @@ impl AddressSpace {
             let mut batch = [None::<PhysFrame>; FREE_BATCH];
             let mut n = 0;
             let mut freed = 0;
+            let mut device_pages = 0u64;
             let mut va = start;
             while va < end {
                 let page = Page::<Size4KiB>::containing_address(VirtAddr::new(va));
+                let is_device = device
+                    && matches!(
+                        mapper.translate(VirtAddr::new(va)),
+                        TranslateResult::Mapped { flags, .. } if flags.contains(DEVICE_PAGE)
+                    );
                 if let Ok((f, flush)) = mapper.unmap(page) {
                     // The shootdown below flushes every CPU, this one too.
                     flush.ignore();
-                    batch[n] = Some(f);
-                    n += 1;
+                    if is_device {
+                        device_pages += 1;
+                    } else {
+                        batch[n] = Some(f);
+                        n += 1;
+                    }
                 }
                 va += PAGE_SIZE;
+                if va == end && n == 0 && device_pages > 0 {
+                    self.shootdown(start, end);
+                }
                 if n == FREE_BATCH || (va == end && n > 0) {
                     self.shootdown(start, end);
                     for f in batch.iter_mut().take(n) {
@@ -701,7 +826,9 @@ fn free_tree(pa: PhysAddr, level: u8) {
             continue;
         }
         if level == 1 {
-            frame::free(PhysFrame::containing_address(e.addr()));
+            if !e.flags().contains(DEVICE_PAGE) {
+                frame::free(PhysFrame::containing_address(e.addr()));
+            }
         } else {
             free_tree(e.addr(), level - 1);
         }

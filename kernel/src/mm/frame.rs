@@ -110,8 +110,78 @@ impl Bitmap {
     }
 }
 
+/// Ranges of the memory map that are memory somebody owns (RAM, the
+/// bootloader's and the kernel's pages, firmware code and data, ACPI NVS):
+/// never device memory a driver may map (`DEVICE_GRANT`). Merged, sorted;
+/// what does not fit is folded into the last entry (refusing more, never
+/// less).
+struct Owned {
+    ranges: [(u64, u64); 128],
+    len: usize,
+}
+
+static OWNED_CLASS: LockClass = LockClass::new("owned-memory", 41);
+static OWNED: SpinLock<Owned> = SpinLock::ranked(
+    &OWNED_CLASS,
+    Owned {
+        ranges: [(0, 0); 128],
+        len: 0,
+    },
+);
+
+/// Whether a memory-map region is owned memory (see [`Owned`]). UEFI types
+/// that are not: 0 reserved, 9 ACPI reclaimable (the tables), 11 and 12
+/// memory-mapped I/O.
+fn owned_kind(kind: MemoryRegionKind) -> bool {
+    match kind {
+        MemoryRegionKind::UnknownUefi(t) => !matches!(t, 0 | 9 | 11 | 12),
+        MemoryRegionKind::UnknownBios(t) => t != 2 && t != 3,
+        _ => true,
+    }
+}
+
+fn record_owned(regions: &MemoryRegions) {
+    let mut o = OWNED.lock();
+    let mut list: [(u64, u64); 128] = [(0, 0); 128];
+    let mut n = 0;
+    for r in regions.iter().filter(|r| owned_kind(r.kind)) {
+        let (s, e) = (r.start, r.end);
+        // Insert sorted, merging with neighbours.
+        let mut i = list[..n].partition_point(|&(a, _)| a < s);
+        if i > 0 && list[i - 1].1 >= s {
+            i -= 1;
+            list[i].1 = list[i].1.max(e);
+        } else if n < list.len() {
+            list.copy_within(i..n, i + 1);
+            list[i] = (s, e);
+            n += 1;
+        } else {
+            let last = &mut list[n - 1];
+            last.0 = last.0.min(s);
+            last.1 = last.1.max(e);
+            continue;
+        }
+        // Swallow followers the grown entry now reaches.
+        while i + 1 < n && list[i + 1].0 <= list[i].1 {
+            list[i].1 = list[i].1.max(list[i + 1].1);
+            list.copy_within(i + 2..n, i + 1);
+            n -= 1;
+        }
+    }
+    o.ranges = list;
+    o.len = n;
+}
+
+/// Whether `[start, end)` is free of owned memory: device memory or ACPI
+/// tables a driver may be granted. Any context but NMI.
+pub fn is_device_range(start: u64, end: u64) -> bool {
+    let o = OWNED.lock();
+    start < end && !o.ranges[..o.len].iter().any(|&(s, e)| s < end && start < e)
+}
+
 /// Builds the bitmap from the memory map. Boot CPU, once.
 pub fn init(regions: &MemoryRegions) {
+    record_owned(regions);
     let usable = || {
         regions
             .iter()

@@ -19,6 +19,7 @@
 //! * [`syscall`] — the system call table.
 
 pub mod account;
+pub mod device;
 pub mod elf;
 pub mod ipc;
 pub mod irq;
@@ -116,7 +117,13 @@ fn load(u: &UserThread) {
     me.tables.set_rsp0(u.kstack_top);
     let key = u.process.io_key();
     if key != me.io_key.load(Ordering::Relaxed) {
-        me.tables.set_io((key != 0).then(|| u.process.io_ports()));
+        let mut ranges = [(0u16, 0u32); crate::arch::gdt::MAX_IO_RANGES];
+        let n = if key != 0 {
+            u.process.io_ports(&mut ranges)
+        } else {
+            0
+        };
+        me.tables.set_io(&ranges[..n]);
         me.io_key.store(key, Ordering::Relaxed);
     }
     let here = me.index();

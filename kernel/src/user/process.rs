@@ -51,7 +51,7 @@ use super::vecmap::VecMap;
 use super::elf::{self, IMAGE_BASE, LoadError};
 use super::{Start, ramdisk, spawn_thread};
 use crate::arch::fpu::FpuState;
-use crate::arch::gdt::IO_PORTS;
+use crate::arch::gdt::{IO_PORTS, MAX_IO_RANGES};
 use crate::arch::syscall::initial_frame;
 use crate::mm::PAGE_SIZE;
 use crate::mm::aspace::{AddressSpace, Kind, MapError};
@@ -125,12 +125,17 @@ pub struct Process {
     ended: AtomicBool,
     /// Its channels and connections.
     pub ipc: super::ipc::Tables,
-    /// The I/O ports granted to it (`IO_GRANT`): bit `p % 64` of word
-    /// `p / 64` for port `p`.
-    io: [AtomicU64; IO_PORTS / 64],
+    /// The I/O port ranges granted to it (`IO_GRANT`): `first << 32 |
+    /// count` each, 0 for none; read lock-free by the switch.
+    io: [AtomicU64; MAX_IO_RANGES],
     /// Grants so far (0: none); with the pid, the key a CPU's TSS bitmap is
     /// tagged with, so a new grant reaches CPUs at the next switch.
     io_grants: AtomicU64,
+    /// Device memory it may map (`DEVICE_GRANT`).
+    pub devices: super::device::Grants,
+    /// Where it reads the kernel's log ring next (`KLOG_READ`): each
+    /// reader has its own place, so every console gets every line.
+    pub klog_pos: AtomicU64,
     /// May grant I/O ports and use the privileged calls: the process manager.
     privileged: AtomicBool,
     /// What it is charged to.
@@ -303,8 +308,10 @@ fn spawn_as(
             dying: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             ipc: super::ipc::Tables::new(),
-            io: [const { AtomicU64::new(0) }; IO_PORTS / 64],
+            io: [const { AtomicU64::new(0) }; MAX_IO_RANGES],
             io_grants: AtomicU64::new(0),
+            devices: super::device::Grants::new(),
+            klog_pos: AtomicU64::new(0),
             privileged: AtomicBool::new(privileged),
             account,
             _charges: charges,
@@ -569,7 +576,7 @@ impl Process {
             None => (top - 8, arg, 0),
         };
         let Some(fpu) = FpuState::new() else {
-            self.space.unmap(base, top, Kind::Stack);
+            self.space.unmap(base, top, &[Kind::Stack]);
             undo(self);
             return Err(Error::NoMemory);
         };
@@ -597,7 +604,7 @@ impl Process {
                 Ok(tid)
             }
             None => {
-                self.space.unmap(base, top, Kind::Stack);
+                self.space.unmap(base, top, &[Kind::Stack]);
                 undo(self);
                 Err(Error::NoMemory)
             }
@@ -609,7 +616,7 @@ impl Process {
     /// ends. Called by the thread itself on its way out, no longer a user
     /// thread (kernel PML4 loaded).
     pub(super) fn thread_exited(self: &Arc<Self>, tid: u64, code: Option<i64>, stack: (u64, u64)) {
-        self.space.unmap(stack.0, stack.1, Kind::Stack);
+        self.space.unmap(stack.0, stack.1, &[Kind::Stack]);
         let slot = ((STACKS_TOP - stack.1) / STACK_SLOT) as u32;
         let last = self.state.with(|st| {
             if let Some(s) = st.threads.get_mut(&tid) {
@@ -640,7 +647,8 @@ impl Process {
             // Joined or not, no thread will be asked about again.
             st.threads.clear();
         });
-        super::irq::process_ended(self.pid);
+        super::irq::process_ended(self);
+        super::device::process_ended(self);
         self.ipc.teardown();
         self.space.teardown();
         self.ended.store(true, Ordering::Release);
@@ -785,15 +793,20 @@ impl Process {
     }
 
     /// Opens ports `[first, first + count)` to the process (they must lie
-    /// below [`IO_PORTS`]). CPUs running it take the change at their next
-    /// switch to it.
+    /// below [`IO_PORTS`]; at most [`MAX_IO_RANGES`] grants, `Limit`
+    /// beyond). CPUs running it take the change at their next switch to it.
     pub fn grant_io(&self, first: u64, count: u64) -> Result<(), Error> {
         let end = first.checked_add(count).ok_or(Error::Invalid)?;
         if count == 0 || end > IO_PORTS as u64 {
             return Err(Error::Invalid);
         }
-        for p in first..end {
-            self.io[(p / 64) as usize].fetch_or(1 << (p % 64), Ordering::Relaxed);
+        let v = first << 32 | count;
+        let placed = self.io.iter().any(|slot| {
+            slot.compare_exchange(0, v, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        });
+        if !placed {
+            return Err(Error::Limit);
         }
         self.io_grants.fetch_add(1, Ordering::Release);
         Ok(())
@@ -807,9 +820,18 @@ impl Process {
         }
     }
 
-    /// Its granted ports, for the TSS bitmap.
-    pub fn io_ports(&self) -> &[AtomicU64; IO_PORTS / 64] {
-        &self.io
+    /// Its granted port ranges (first, count) into `out`; returns how
+    /// many. For the TSS bitmap (the switch: lock-free).
+    pub fn io_ports(&self, out: &mut [(u16, u32); MAX_IO_RANGES]) -> usize {
+        let mut n = 0;
+        for slot in &self.io {
+            let v = slot.load(Ordering::Acquire);
+            if v != 0 {
+                out[n] = ((v >> 32) as u16, v as u32);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Whether it is the process manager.

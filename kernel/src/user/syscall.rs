@@ -76,6 +76,11 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::CONNECT_GIVE => ipc::connect_give(u, a[0], a[1]),
         nr::ACCOUNT => account(u, a[0]),
         nr::SET_RIGHTS => set_rights(u, a[0], a[1], a[2]),
+        nr::DEVICE_GRANT => super::device::grant(u, a[0], a[1], a[2], a[3]),
+        nr::MAP_DEVICE => super::device::map(u, a[0], a[1], a[2]),
+        nr::DMA_ALLOC => super::device::dma_alloc(u, a[0], a[1]),
+        nr::MSI_ATTACH => super::irq::msi_attach(u, a[0], a[1], a[2]),
+        nr::HWINFO => super::device::hwinfo(a[0], a[1], a[2]),
         _ => Err(Error::NoSys),
     };
     frame.rax = abi::encode(r);
@@ -214,7 +219,7 @@ fn io_grant(u: &UserThread, pid: u64, first: u64, count: u64) -> Result<u64, Err
 }
 
 fn klog_read(u: &UserThread, ptr: u64, len: u64) -> Result<u64, Error> {
-    if u.process.io_key() == 0 && !u.process.privileged() {
+    if u.process.io_key() == 0 && !u.process.devices.any() && !u.process.privileged() {
         return Err(Error::Denied);
     }
     let mut buf = [0u8; 1024];
@@ -225,7 +230,8 @@ fn klog_read(u: &UserThread, ptr: u64, len: u64) -> Result<u64, Error> {
     // The buffer must be writable before bytes are taken from the ring
     // (at most 1 KiB: both ends are probed).
     uaccess::probe_write(ptr, n as u64)?;
-    let got = crate::console::klog_read(&mut buf[..n]).map_err(|_| Error::Killed)?;
+    let got =
+        crate::console::klog_read(&u.process.klog_pos, &mut buf[..n]).map_err(|_| Error::Killed)?;
     uaccess::write_bytes(ptr, &buf[..got])?;
     Ok(got as u64)
 }
@@ -380,7 +386,10 @@ fn unmap(u: &UserThread, addr: u64, len: u64) -> Result<u64, Error> {
     if addr < MAP_BASE || end > MAP_END {
         return Err(Error::Invalid);
     }
-    if u.process.space.unmap(addr, end, Kind::Anon) {
+    if u.process
+        .space
+        .unmap(addr, end, &[Kind::Anon, Kind::Device, Kind::Dma])
+    {
         Ok(0)
     } else {
         Err(Error::Invalid)

@@ -47,8 +47,12 @@ pub const USER_CS: u16 = 0x2b;
 /// TSS selector.
 pub const TSS_SEL: u16 = 0x30;
 
-/// Ports the I/O permission bitmap covers (see the module docs).
-pub const IO_PORTS: usize = 0x400;
+/// Ports the I/O permission bitmap covers (see the module docs): all of
+/// them (ACPI's PM1 ports, the reset register and PCI devices' ports lie
+/// anywhere in the 64 K; 8 KiB per CPU).
+pub const IO_PORTS: usize = 0x10000;
+/// Port ranges a process may be granted (`Process::grant_io`).
+pub const MAX_IO_RANGES: usize = 16;
 
 /// A TSS with its I/O permission bitmap right behind it (the CPU finds the
 /// bitmap at `iomap_base` from the TSS's start), and the terminating byte
@@ -80,6 +84,9 @@ pub const IST_STACKS: usize = 4;
 pub struct CpuTables {
     gdt: UnsafeCell<GlobalDescriptorTable<8>>,
     tss: UnsafeCell<TssIo>,
+    /// The ranges the bitmap opens now (first port, count), to close them
+    /// again without rewriting all 8 KiB.
+    open: UnsafeCell<[(u16, u32); MAX_IO_RANGES]>,
 }
 
 // SAFETY: a CPU's tables are written only by that CPU (see the type's docs); other
@@ -95,20 +102,38 @@ impl CpuTables {
                 tss: TaskStateSegment::new(),
                 iomap: [0xff; IO_PORTS / 8 + 1],
             }),
+            open: UnsafeCell::new([(0, 0); MAX_IO_RANGES]),
         }
     }
 
-    /// Opens exactly the ports whose bits are set in `allowed` (bit `p % 64`
-    /// of word `p / 64` for port `p`), or none. The owning CPU, in a
-    /// critical section (the switch).
-    pub fn set_io(&self, allowed: Option<&[core::sync::atomic::AtomicU64; IO_PORTS / 64]>) {
-        // SAFETY: only the owning CPU writes its TSS (type docs); the CPU
-        // reads the bitmap only for an `in`/`out` in user mode, which cannot
-        // run while this CPU runs this kernel code.
-        let map = unsafe { &mut (*self.tss.get()).iomap };
-        for (i, chunk) in map[..IO_PORTS / 8].chunks_mut(8).enumerate() {
-            let bits = allowed.map_or(0, |a| a[i].load(core::sync::atomic::Ordering::Relaxed));
-            chunk.copy_from_slice(&(!bits).to_le_bytes());
+    /// Opens exactly the port ranges `allowed` (first port, count; at most
+    /// [`MAX_IO_RANGES`], each within [`IO_PORTS`]), closing the ones open
+    /// before. The owning CPU, in a critical section (the switch).
+    pub fn set_io(&self, allowed: &[(u16, u32)]) {
+        // SAFETY: only the owning CPU writes its TSS and `open` (type docs);
+        // the CPU reads the bitmap only for an `in`/`out` in user mode,
+        // which cannot run while this CPU runs this kernel code.
+        let (map, open) = unsafe { (&mut (*self.tss.get()).iomap, &mut *self.open.get()) };
+        let mark = |map: &mut [u8], first: u16, count: u32, deny: bool| {
+            let end = (u32::from(first) + count).min(IO_PORTS as u32);
+            for p in u32::from(first)..end {
+                let (byte, bit) = ((p / 8) as usize, p % 8);
+                if deny {
+                    map[byte] |= 1 << bit;
+                } else {
+                    map[byte] &= !(1 << bit);
+                }
+            }
+        };
+        for (first, count) in open.iter_mut() {
+            if *count != 0 {
+                mark(map, *first, *count, true);
+                *count = 0;
+            }
+        }
+        for (slot, &(first, count)) in open.iter_mut().zip(allowed) {
+            mark(map, first, count, false);
+            *slot = (first, count);
         }
     }
 

@@ -31,8 +31,9 @@ use crate::sync::{LockClass, SpinLock};
 
 /// Vector of GSI 0.
 pub const VECTOR_GSI_BASE: u8 = 0x30;
-/// Highest GSI that gets a vector (vectors stop below the APIC's own).
-pub const MAX_GSI: u32 = 0xef - VECTOR_GSI_BASE as u32;
+/// Highest GSI that gets a vector (vectors stop below the MSI vectors,
+/// `intr::VECTOR_MSI_BASE`).
+pub const MAX_GSI: u32 = 0xcf - VECTOR_GSI_BASE as u32;
 
 struct Chip {
     gsi_base: u32,
@@ -130,6 +131,16 @@ pub fn route_isa(platform: &Platform, irq: u8) -> Option<(u32, u8, u32)> {
 pub fn unmask(gsi: u32) {
     // SAFETY: clearing the mask bit of a routed line.
     with_line(gsi, |regs, line| unsafe { regs.enable_irq(line) });
+}
+
+/// Whether GSI `gsi` is level-triggered (as routed). Any context.
+pub fn is_level(gsi: u32) -> bool {
+    // SAFETY: reading a redirection entry has no effect.
+    with_line(gsi, |regs, line| unsafe {
+        regs.table_entry(line)
+            .flags()
+            .contains(IrqFlags::LEVEL_TRIGGERED)
+    })
 }
 
 /// Masks GSI `gsi`. Any context.

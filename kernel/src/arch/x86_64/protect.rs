@@ -35,6 +35,35 @@ pub fn init_local() {
     SMEP.store(smep, Ordering::Relaxed);
     SMAP.store(smap, Ordering::Relaxed);
     UMIP.store(umip, Ordering::Relaxed);
+    init_pat();
+}
+
+/// The page attribute table: entry 1 (PWT alone) becomes write-combining,
+/// for framebuffers mapped into a driver (Linux's layout); the other seven
+/// keep their power-on types (0 WB, 2 UC-, 3 UC, 4 WB, 5 WT, 6 UC-, 7 UC).
+/// Every CPU must agree, so every CPU writes it before it runs a user
+/// thread.
+fn init_pat() {
+    // CPUID.1:EDX.PAT[bit 16].
+    if cpuid(1, 0).edx & (1 << 16) == 0 {
+        return;
+    }
+    const IA32_PAT: u32 = 0x277;
+    const POWER_ON: u64 = 0x0007_0406_0007_0406;
+    let value = (POWER_ON & !(0xff << 8)) | (0x01 << 8);
+    // SAFETY: only entry 1 changes, from WT to WC; no mapping uses it (the
+    // kernel maps MMIO with PCD and PWT, entry 3; user device mappings are
+    // the only users, made after every CPU ran this). The other entries
+    // keep their values.
+    unsafe { x86_64::registers::model_specific::Msr::new(IA32_PAT).write(value) };
+    PAT.store(true, Ordering::Relaxed);
+}
+
+static PAT: AtomicBool = AtomicBool::new(false);
+
+/// Whether a page with PWT alone (PAT entry 1) is write-combining.
+pub fn pat_wc() -> bool {
+    PAT.load(Ordering::Relaxed)
 }
 
 /// Whether SMAP is on (the copy routines then bracket user accesses with
