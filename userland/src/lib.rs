@@ -8,6 +8,8 @@
 //! * [`process`]: children started from the ramdisk, and waiting for them.
 //! * [`ipc`]: channels, connections, messages and pulses.
 //! * [`svc`]: the process manager's and the console's protocols and clients.
+//! * [`keymap`]: scan codes and USB boot reports to the bytes a terminal
+//!   would send (US layout).
 //! * [`entry!`]: the program's entry point. `main` gets the argument string
 //!   its parent passed and returns the exit code; a panic prints its message
 //!   and exits with code 101.
@@ -24,6 +26,7 @@ extern crate alloc;
 pub mod heap;
 pub mod io;
 pub mod ipc;
+pub mod keymap;
 pub mod process;
 pub mod rng;
 pub mod svc;

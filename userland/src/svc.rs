@@ -44,6 +44,33 @@ pub const PM_IO_GRANT: u64 = 6;
 
 pub const CON_WRITE: u64 = 1;
 pub const CON_READ: u64 = 2;
+/// Waits until Ctrl-C is typed on the console (one waiter; a second gets
+/// `Busy`); the reply's status is 0.
+pub const CON_INTR: u64 = 3;
+/// Bytes typed on a keyboard (to a terminal's input name, which only
+/// keyboard drivers may open): as a serial terminal would send them
+/// (Enter `\r`, Backspace 0x7F, Ctrl-C 0x03, arrows `ESC [ A`…). Status:
+/// bytes taken.
+pub const CON_INPUT: u64 = 4;
+
+/// The framebuffer terminal serves the console protocol under this name…
+pub const SCREEN: &str = "screen";
+/// …and takes keyboard input ([`CON_INPUT`]) under this one.
+pub const SCREEN_INPUT: &str = "screen-input";
+
+/// The power server (`power`): only the shell may open it.
+pub const POWER: &str = "power";
+/// Powers the machine off (ACPI S5); no reply when it works.
+pub const PWR_OFF: u64 = 1;
+/// Resets the machine; no reply when it works.
+pub const PWR_REBOOT: u64 = 2;
+
+/// An xHCI driver serves USB keyboard reports under `usb0`, `usb1`, …
+/// (only the USB keyboard driver may open them).
+pub const USB_PREFIX: &str = "usb";
+/// Waits for the next HID boot-protocol keyboard report of any keyboard on
+/// the controller. Reply: slot `u64`, then the 8-byte report; status 8.
+pub const USB_KBD_REPORT: u64 = 1;
 
 /// Longest console line.
 pub const LINE_MAX: usize = 256;
@@ -141,24 +168,66 @@ impl Procman {
     }
 }
 
-/// A connection to the console.
-pub struct Console(u64);
+/// A connection to a console server (`console`, `screen`), re-opened when
+/// the server was restarted (a call that finds its server gone waits for
+/// the new one and is tried once more).
+pub struct Console {
+    pm: u64,
+    name: &'static str,
+    coid: core::cell::Cell<u64>,
+}
 
 impl Console {
-    /// Connects to the console server (waiting for it).
+    /// Connects to COM1's console server (waiting for it).
     pub fn open(pm: &Procman) -> Result<Console, Error> {
-        pm.name_open("console", true).map(Console)
+        Self::open_named(pm, "console")
+    }
+
+    /// Connects to console server `name` (waiting for it).
+    pub fn open_named(pm: &Procman, name: &'static str) -> Result<Console, Error> {
+        let coid = pm.name_open(name, true)?;
+        Ok(Console {
+            pm: pm.0,
+            name,
+            coid: core::cell::Cell::new(coid),
+        })
+    }
+
+    /// The server's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// `f` on the connection; once more on a new one if the server is gone.
+    fn call(&self, f: impl Fn(u64) -> Result<u64, Error>) -> Result<u64, Error> {
+        match f(self.coid.get()) {
+            Err(Error::Gone | Error::NotFound) => {
+                let _ = ipc::disconnect(self.coid.get());
+                let coid = Procman(self.pm).name_open(self.name, true)?;
+                self.coid.set(coid);
+                f(coid)
+            }
+            r => r,
+        }
     }
 
     /// Writes `bytes`.
     pub fn write(&self, bytes: &[u8]) -> Result<u64, Error> {
         let op = CON_WRITE.to_le_bytes();
-        ipc::sendv(self.0, &[&op, bytes], &mut [])
+        self.call(|c| ipc::sendv(c, &[&op, bytes], &mut []))
     }
 
     /// Reads one line into `buf`; returns its length.
     pub fn read_line(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let op = CON_READ.to_le_bytes();
-        ipc::send(self.0, &op, buf).map(|n| n as usize)
+        let cell = core::cell::RefCell::new(buf);
+        self.call(|c| ipc::send(c, &op, &mut cell.borrow_mut()[..]))
+            .map(|n| n as usize)
+    }
+
+    /// Waits until Ctrl-C is typed.
+    pub fn wait_intr(&self) -> Result<u64, Error> {
+        let op = CON_INTR.to_le_bytes();
+        self.call(|c| ipc::send(c, &op, &mut []))
     }
 }

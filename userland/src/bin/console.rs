@@ -9,7 +9,9 @@
 //!   one, CR or LF ends the line (echoed as CR LF) — then unmasks the IRQ;
 //! * `WRITE`: the bytes go out (LF as CR LF), polled on the transmitter;
 //! * `READ`: a finished line, at once or once one is typed (one reader at
-//!   a time; a second gets `Busy`).
+//!   a time; a second gets `Busy`);
+//! * `INTR`: answered when Ctrl-C is typed (which also drops the line
+//!   being typed; one waiter at a time, the newest).
 //!
 //! Attaching IRQ 4 makes the kernel keep its own output in its log ring; a
 //! second thread drains the ring (`KLOG_READ`) into `WRITE`s, so the
@@ -24,7 +26,7 @@ use alloc::vec::Vec;
 
 use wyvern_abi::syscall::{Error, Priority};
 use wyvern_user::ipc::{self, Received};
-use wyvern_user::svc::{CON_READ, CON_WRITE, LINE_MAX, Procman};
+use wyvern_user::svc::{CON_INTR, CON_READ, CON_WRITE, LINE_MAX, Procman};
 use wyvern_user::{println, sys, thread};
 
 wyvern_user::entry!(main);
@@ -77,6 +79,8 @@ struct Tty {
     line: Vec<u8>,
     done: VecDeque<Vec<u8>>,
     reader: Option<u64>,
+    /// Waiting for Ctrl-C.
+    intr: Option<u64>,
 }
 
 impl Tty {
@@ -87,6 +91,13 @@ impl Tty {
                 write(b"\n");
                 let l = core::mem::take(&mut self.line);
                 self.done.push_back(l);
+            }
+            0x03 => {
+                self.line.clear();
+                write(b"^C\n");
+                if let Some(r) = self.intr.take() {
+                    let _ = ipc::reply(r, 0, &[]);
+                }
             }
             0x08 | 0x7f => {
                 if self.line.pop().is_some() {
@@ -146,6 +157,7 @@ fn main(_arg: &str) -> i64 {
         line: Vec::new(),
         done: VecDeque::new(),
         reader: None,
+        intr: None,
     };
     let mut buf = [0u8; 4096];
     loop {
@@ -187,6 +199,13 @@ fn main(_arg: &str) -> i64 {
                             }
                         }
                         let _ = ipc::reply(info.rcvid, info.slen - 8, &[]);
+                    }
+                    Some(CON_INTR) => {
+                        // The newest waiter wins: an older one may be of a
+                        // shell that ended (the kernel does not tell us).
+                        if let Some(old) = tty.intr.replace(info.rcvid) {
+                            let _ = ipc::error(old, Error::Busy);
+                        }
                     }
                     Some(CON_READ) => {
                         if tty.reader.is_some() {

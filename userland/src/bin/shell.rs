@@ -1,4 +1,8 @@
-//! The shell, on the user-mode console. Commands:
+//! The shell, on a user-mode console: its argument names the console
+//! server (`console`, COM1's driver, by default; `screen`, the framebuffer
+//! terminal). The process manager starts one on every console there is.
+//! Ctrl-C typed on the console ends the program the shell waits for (a
+//! second thread waits for the console's `CON_INTR`). Commands:
 //!
 //! | command | does |
 //! |---|---|
@@ -10,6 +14,8 @@
 //! | `spawn NAME [ARG…]` | runs a program of the ramdisk through the process manager and waits for it (`&` at the end: does not wait) |
 //! | `kill PID` | ends a process the process manager started |
 //! | `bench [N]` | N null IPC round trips from user space (same CPU, then across CPUs) |
+//! | `reboot` | resets the machine (through the power server) |
+//! | `poweroff` | turns the machine off (ACPI S5, through the power server) |
 //! | `quit` | ends the shell (and with it the run) |
 #![no_std]
 #![no_main]
@@ -20,9 +26,11 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use wyvern_abi::syscall::{CpuStats, ThreadInfo, WaitStatus};
-use wyvern_user::svc::{Console, LINE_MAX, Procman};
-use wyvern_user::{process, sys};
+use wyvern_user::svc::{Console, LINE_MAX, POWER, PWR_OFF, PWR_REBOOT, Procman};
+use wyvern_user::{ipc, process, sys, thread};
 
 wyvern_user::entry!(main);
 
@@ -36,8 +44,13 @@ commands:
   spawn NAME [ARG]  run a program (add & to not wait)
   kill PID          end a process
   bench [N]         IPC round trips from user space
+  reboot            reset the machine
+  poweroff          turn the machine off
   quit              end the shell
 ";
+
+/// The program the shell waits for (0: none): what Ctrl-C ends.
+static FOREGROUND: AtomicU64 = AtomicU64::new(0);
 
 struct Shell {
     con: Console,
@@ -163,7 +176,10 @@ impl Shell {
         if !wait {
             return self.say(&format!("{name}: pid {pid}\n"));
         }
-        match self.pm.wait(pid) {
+        FOREGROUND.store(pid, Ordering::Release);
+        let r = self.pm.wait(pid);
+        FOREGROUND.store(0, Ordering::Release);
+        match r {
             Ok(st) => self.say(&format!("{name} (pid {pid}) {}\n", process::describe(&st))),
             Err(e) => self.say(&format!("wait {pid}: {e}\n")),
         }
@@ -202,6 +218,47 @@ impl Shell {
             }
         }
     }
+
+    /// Asks the power server to turn the machine off or reset it; returns
+    /// only if it could not.
+    fn power(&self, op: u64, what: &str) {
+        let coid = match self.pm.name_open(POWER, false) {
+            Ok(c) => c,
+            Err(e) => return self.say(&format!("{what}: no power server: {e}\n")),
+        };
+        self.say(&format!("shell: {what}\n"));
+        self.flush();
+        let r = ipc::send(coid, &op.to_le_bytes(), &mut []);
+        let _ = ipc::disconnect(coid);
+        match r {
+            Ok(_) => self.say(&format!("{what}: the machine is still on\n")),
+            Err(e) => self.say(&format!("{what}: {e}\n")),
+        }
+    }
+}
+
+/// Waits for Ctrl-C on console `name` and ends the foreground program.
+fn interrupter(name: &'static str) {
+    let _ = sys::set_priority(0, wyvern_abi::syscall::Priority::Realtime);
+    let Ok(pm) = Procman::connect() else { return };
+    let Ok(con) = Console::open_named(&pm, name) else {
+        return;
+    };
+    loop {
+        match con.wait_intr() {
+            Ok(_) => {
+                let pid = FOREGROUND.load(Ordering::Acquire);
+                if pid != 0 {
+                    let _ = pm.kill(pid);
+                }
+            }
+            Err(_) => {
+                // Busy (another shell waits there) or the console is gone
+                // for good: nothing to do but look again later.
+                let _ = sys::sleep_ns(1_000_000_000);
+            }
+        }
+    }
 }
 
 fn cstr(b: &[u8]) -> &str {
@@ -209,13 +266,24 @@ fn cstr(b: &[u8]) -> &str {
     core::str::from_utf8(&b[..end]).unwrap_or("?")
 }
 
-fn main(_arg: &str) -> i64 {
+fn main(arg: &str) -> i64 {
     let _ = wyvern_user::NAME.set("shell");
+    let name: &'static str = match arg.trim() {
+        "" | "console" => "console",
+        "screen" => wyvern_user::svc::SCREEN,
+        other => {
+            wyvern_user::println!("shell: no console `{other}`");
+            return 1;
+        }
+    };
     // Above the programs it starts (the process manager gives it the
     // ceiling): `ps` and `kill` answer while they run.
     let _ = sys::set_priority(0, wyvern_abi::syscall::Priority::Realtime);
     let pm = Procman::connect().expect("no process manager");
-    let con = Console::open(&pm).expect("no console");
+    let con = Console::open_named(&pm, name).expect("no console");
+    if thread::spawn(move || interrupter(name)).is_err() {
+        wyvern_user::println!("shell: no Ctrl-C on {name}");
+    }
     let sh = Shell {
         con,
         pm,
@@ -252,6 +320,8 @@ fn main(_arg: &str) -> i64 {
             "spawn" => sh.spawn(rest),
             "kill" => sh.kill(rest),
             "bench" => sh.bench(rest),
+            "reboot" => sh.power(PWR_REBOOT, "reboot"),
+            "poweroff" => sh.power(PWR_OFF, "poweroff"),
             "quit" | "exit" => {
                 sh.say("shell: bye\n");
                 sh.flush();
