@@ -48,12 +48,17 @@
 //! | 30 | [`nr::INTERRUPT_ATTACH`] | ISA IRQ, connection id, pulse code | the IRQ; needs an I/O grant |
 //! | 31 | [`nr::INTERRUPT_UNMASK`] | ISA IRQ | 0 |
 //! | 32 | [`nr::INTERRUPT_DETACH`] | ISA IRQ | 0; the kernel's handler has it again |
-//! | 33 | [`nr::KLOG_READ`] | bytes, len | bytes of kernel output taken (blocks while none); needs an I/O grant |
+//! | 33 | [`nr::KLOG_READ`] | bytes, len, flags | bytes of kernel output taken from the caller's place in the log ring (blocks while none, unless flags bit 0); needs an I/O or device grant |
 //! | 34 | [`nr::THREADS`] | `*mut ThreadInfo`, count | threads written (every CPU's, CPU by CPU); needs [`rights::OBSERVE`] |
 //! | 35 | [`nr::TRACE`] | — | 0; the kernel prints every CPU's trace ring to its log; needs [`rights::OBSERVE`] |
 //! | 36 | [`nr::CONNECT_GIVE`] | connection id, receive id | the id of a copy of the connection in the sender of that message |
 //! | 37 | [`nr::ACCOUNT`] | `*mut AccountInfo` | 0; the caller's account: limits and what is charged |
 //! | 38 | [`nr::SET_RIGHTS`] | process id, [`rights`] bits, [`Priority`] ceiling | 0; process manager only: what a process may do |
+//! | 39 | [`nr::DEVICE_GRANT`] | process id, physical address, length, [`devmap`] flags | 0; process manager only: device memory (never memory anybody owns) the process may map |
+//! | 40 | [`nr::MAP_DEVICE`] | physical address, length, [`devmap`] flags | the address of the granted device memory, mapped uncached or write-combining |
+//! | 41 | [`nr::DMA_ALLOC`] | length, where to write the physical address | the address of zeroed, physically contiguous memory; needs [`rights::DMA`] |
+//! | 42 | [`nr::MSI_ATTACH`] | connection id, pulse code, where to write a [`MsiTarget`] | a handle (from [`MSI_BASE`]) for `INTERRUPT_UNMASK`/`DETACH`; needs a device grant |
+//! | 43 | [`nr::HWINFO`] | [`hwinfo`] kind, buffer, length | bytes written: the framebuffer, ACPI's PCI and power facts, memory figures |
 //!
 //! # Authority
 //!
@@ -615,6 +620,20 @@ pub mod hwinfo {
     pub const FRAMEBUFFER: u64 = 1;
     /// An [`super::AcpiInfo`].
     pub const ACPI: u64 = 2;
+    /// A [`super::MemInfo`] (needs [`super::rights::OBSERVE`]).
+    pub const MEMORY: u64 = 3;
+}
+
+/// The machine's memory now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MemInfo {
+    /// Usable and free 4 KiB frames.
+    pub total_frames: u64,
+    pub free_frames: u64,
+    /// Bytes of the kernel heap handed out, and their allocations.
+    pub heap_bytes: u64,
+    pub heap_allocations: u64,
 }
 
 /// The boot framebuffer.

@@ -9,7 +9,8 @@
 //! The image and kernel come from `WYVERN_IMAGE` and `WYVERN_KERNEL`, which
 //! `cargo xtask test` sets after building them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use wyvern_abi::exit::Verdict;
@@ -20,7 +21,7 @@ use crate::qemu::{Apic, Boot, Disk, End, Outcome, Responder, run_captured};
 use crate::symbolize::Symbolizer;
 
 /// Lines of transcript shown in a failure message.
-const TAIL_LINES: usize = 80;
+pub(crate) const TAIL_LINES: usize = 80;
 
 /// The built kernel ELF and disk image.
 #[derive(Debug, Clone)]
@@ -181,40 +182,20 @@ impl TestBoot {
         boot.machine = self.machine.clone();
         boot.disk = self.disk;
         boot.extra = self.extra.clone();
-        static BOOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        boot.monitor = Some(std::env::temp_dir().join(format!(
-            "wyvern-monitor-{}-{}.sock",
-            std::process::id(),
-            BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        )));
+        boot.monitor = Some(unique_temp("monitor", "sock"));
         self.must_contain
             .push(format!("local APIC: {} mode", self.apic.name()));
         let outcome = run_captured(&boot, &env, self.deadline, self.responder, false)
             .unwrap_or_else(|e| panic!("cannot boot QEMU: {e:#}"));
         if let Err(why) = judge(&self.name, &self.must_contain, &outcome) {
             // The whole transcript, for what the tail below does not show.
-            let dir = art
-                .kernel
-                .ancestors()
-                .find(|p| p.file_name().is_some_and(|n| n == "target"))
-                .map(|t| t.join("transcripts"))
-                .unwrap_or_else(|| std::env::temp_dir().join("wyvern-transcripts"));
-            let file = dir.join(format!(
-                "{}-smp{}-{}-{}.log",
-                self.name,
-                self.smp,
-                self.apic.name(),
-                std::process::id()
-            ));
-            let saved = std::fs::create_dir_all(&dir)
-                .and_then(|()| std::fs::write(&file, &outcome.transcript))
-                .map(|()| format!("whole transcript: {}", file.display()))
-                .unwrap_or_else(|e| format!("transcript not saved: {e}"));
+            let saved = save_transcript(
+                &art.kernel,
+                &format!("{}-smp{}-{}", self.name, self.smp, self.apic.name()),
+                &outcome.transcript,
+            );
             let why = format!("{why}\n{saved}");
-            let transcript = match Symbolizer::new(&art.kernel) {
-                Ok(s) => s.annotate(&outcome.tail(TAIL_LINES)),
-                Err(_) => outcome.tail(TAIL_LINES),
-            };
+            let transcript = symbolized(&art.kernel, &outcome.tail(TAIL_LINES));
             panic!(
                 "self-test `{}` at -smp {} ({} guest) failed: {why}\n{}\n(boot options `{}`, {:.1} s)\n\
                  --- serial transcript, last {TAIL_LINES} lines ---\n{transcript}\n--- end ---",
@@ -227,6 +208,41 @@ impl TestBoot {
             );
         }
         outcome
+    }
+}
+
+/// A path in the temporary directory no other boot of any test process
+/// uses: `wyvern-KIND-PID-N.EXT`.
+pub fn unique_temp(kind: &str, ext: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "wyvern-{kind}-{}-{}.{ext}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Keeps a failed boot's whole `text` under `target/transcripts` (beside
+/// `kernel`'s `target`) as `STEM-PID.log`; says where, or why not.
+pub fn save_transcript(kernel: &Path, stem: &str, text: &str) -> String {
+    let dir = kernel
+        .ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(|t| t.join("transcripts"))
+        .unwrap_or_else(|| std::env::temp_dir().join("wyvern-transcripts"));
+    let file = dir.join(format!("{stem}-{}.log", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&file, text))
+        .map(|()| format!("whole transcript: {}", file.display()))
+        .unwrap_or_else(|e| format!("transcript not saved: {e}"))
+}
+
+/// `text` with the kernel's backtrace lines symbolized against `kernel`,
+/// where it can be read.
+pub fn symbolized(kernel: &Path, text: &str) -> String {
+    match Symbolizer::new(kernel) {
+        Ok(s) => s.annotate(text),
+        Err(_) => text.to_owned(),
     }
 }
 

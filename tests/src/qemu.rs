@@ -3,12 +3,19 @@
 //!
 //! The machine: `q35` (with any machine options a boot adds, such as
 //! `hpet=off`), OVMF as `-bios`, no NIC (OVMF would try PXE first), no
-//! display, serial on stdio, `isa-debug-exit` at 0xf4, no reboot (a triple
+//! display window (`-display none`; the VGA card is there and `screendump`
+//! reads it), serial on stdio, `isa-debug-exit` at 0xf4, no reboot (a triple
 //! fault ends QEMU instead of looping), the RTC pinned to a fixed date and
 //! driven by the guest clock so icount runs repeat exactly. The image is
 //! attached with `snapshot=on` (writes go to a temporary overlay) so several
 //! boots can share it: as a SATA disk, or as a USB stick behind an xHCI
 //! controller, the way a user boots it.
+//!
+//! A boot may change that: no COM1 at all ([`Serial::None`], the guest then
+//! speaks only on its screen), a display (a window or VNC, for a person),
+//! USB devices behind one `qemu-xhci` controller (a keyboard, a tablet,
+//! more sticks), a QMP socket for QEMU's events, and resets that reboot
+//! (without `-no-reboot`; an ACPI power-off still ends QEMU, with status 0).
 //!
 //! # The local APIC the guest CPUs have
 //!
@@ -72,6 +79,17 @@ pub enum Disk {
     UsbStick,
 }
 
+/// Where the guest's COM1 goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serial {
+    /// On QEMU's standard input and output (`-serial stdio`): the
+    /// transcript, and what a responder or a person types.
+    Stdio,
+    /// No COM1 (`-serial none`): the guest's only console is its screen,
+    /// and a boot has no serial transcript (QEMU's own messages only).
+    None,
+}
+
 /// What to boot and how.
 #[derive(Debug, Clone)]
 pub struct Boot {
@@ -95,6 +113,23 @@ pub struct Boot {
     pub disk: Disk,
     /// A human-monitor socket (`-monitor unix:PATH`), or none.
     pub monitor: Option<PathBuf>,
+    /// A QMP socket (`-qmp unix:PATH`) for QEMU's events, or none.
+    pub qmp: Option<PathBuf>,
+    /// Where COM1 goes.
+    pub serial: Serial,
+    /// `-display`: `none`, or a window (`gtk`, `sdl`) or `vnc=HOST:N`.
+    pub display: String,
+    /// `-vga` (`std`), or QEMU's default (which on q35 is `std` too).
+    pub vga: Option<String>,
+    /// `-no-reboot`: a reset (a triple fault, a reboot) ends QEMU. Without
+    /// it the machine starts again.
+    pub no_reboot: bool,
+    /// USB devices on the `qemu-xhci` controller (`usb-kbd`, `usb-tablet`,
+    /// `usb-storage,drive=ID`), each given `bus=xhci.0`.
+    pub usb: Vec<String>,
+    /// Raw disk images attached as USB sticks (`snapshot=on`), after the
+    /// boot image's.
+    pub usb_disks: Vec<PathBuf>,
     /// More QEMU arguments.
     pub extra: Vec<String>,
 }
@@ -113,8 +148,20 @@ impl Boot {
             machine: Vec::new(),
             disk: Disk::Sata,
             monitor: None,
+            qmp: None,
+            serial: Serial::Stdio,
+            display: "none".into(),
+            vga: None,
+            no_reboot: true,
+            usb: Vec::new(),
+            usb_disks: Vec::new(),
             extra: Vec::new(),
         }
+    }
+
+    /// Whether the machine gets the `qemu-xhci` controller.
+    fn has_xhci(&self) -> bool {
+        self.disk == Disk::UsbStick || !self.usb.is_empty() || !self.usb_disks.is_empty()
     }
 
     /// The `harness:` line that heads the boot's transcript.
@@ -124,25 +171,45 @@ impl Boot {
             machine.push(',');
             machine.push_str(m);
         }
+        let mut more = String::new();
+        if let Some(s) = self.icount {
+            more += &format!(", -icount shift={s}");
+        }
+        if self.disk == Disk::UsbStick {
+            more += ", image on a USB stick (qemu-xhci + usb-storage)";
+        }
+        if self.serial == Serial::None {
+            more += ", no COM1 (-serial none)";
+        }
+        if let Some(v) = &self.vga {
+            more += &format!(", -vga {v}");
+        }
+        if self.display != "none" {
+            more += &format!(", -display {}", self.display);
+        }
+        let usb: Vec<&str> = self
+            .usb
+            .iter()
+            .map(|d| d.split(',').next().unwrap_or(d))
+            .chain(self.usb_disks.iter().map(|_| "usb-storage"))
+            .collect();
+        if !usb.is_empty() {
+            more += &format!(", USB: {}", usb.join(" "));
+        }
+        if !self.no_reboot {
+            more += ", resets reboot";
+        }
         format!(
-            "harness: QEMU {}, -machine {machine}, -smp {}, -m {}M, guest APIC {} (-cpu {}){}{}",
+            "harness: QEMU {}, -machine {machine}, -smp {}, -m {}M, guest APIC {} (-cpu {}){more}",
             env.version_string(),
             self.smp,
             self.memory_mib,
             self.apic.name(),
             self.apic.cpu_arg(),
-            match self.icount {
-                Some(s) => format!(", -icount shift={s}"),
-                None => String::new(),
-            },
-            match self.disk {
-                Disk::Sata => "",
-                Disk::UsbStick => ", image on a USB stick (qemu-xhci + usb-storage)",
-            }
         )
     }
 
-    /// The QEMU command, with serial on stdio.
+    /// The QEMU command.
     pub fn command(&self, env: &QemuEnv) -> Command {
         let mut cmd = Command::new(&env.qemu);
         let mut machine = String::from("q35");
@@ -159,13 +226,29 @@ impl Boot {
             .arg(self.smp.to_string())
             .arg("-m")
             .arg(format!("{}M", self.memory_mib))
-            .args(["-display", "none", "-nic", "none", "-monitor"])
+            .arg("-display")
+            .arg(&self.display)
+            .args(["-nic", "none", "-monitor"])
             .arg(match &self.monitor {
                 Some(p) => format!("unix:{},server,nowait", p.display()),
                 None => "none".into(),
             })
-            .args(["-serial", "stdio", "-no-reboot"])
-            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .arg("-serial")
+            .arg(match self.serial {
+                Serial::Stdio => "stdio",
+                Serial::None => "none",
+            });
+        if let Some(p) = &self.qmp {
+            cmd.arg("-qmp")
+                .arg(format!("unix:{},server,nowait", p.display()));
+        }
+        if let Some(v) = &self.vga {
+            cmd.arg("-vga").arg(v);
+        }
+        if self.no_reboot {
+            cmd.arg("-no-reboot");
+        }
+        cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"])
             .arg("-bios")
             .arg(&env.ovmf);
@@ -185,6 +268,21 @@ impl Boot {
                     .args(["-device", "qemu-xhci,id=xhci"])
                     .args(["-device", "usb-storage,bus=xhci.0,drive=stick"]);
             }
+        }
+        if self.has_xhci() && self.disk != Disk::UsbStick {
+            cmd.args(["-device", "qemu-xhci,id=xhci"]);
+        }
+        for (i, disk) in self.usb_disks.iter().enumerate() {
+            cmd.arg("-drive")
+                .arg(format!(
+                    "if=none,id=usbdisk{i},format=raw,snapshot=on,file={}",
+                    disk.display()
+                ))
+                .arg("-device")
+                .arg(format!("usb-storage,bus=xhci.0,drive=usbdisk{i}"));
+        }
+        for dev in &self.usb {
+            cmd.arg("-device").arg(format!("{dev},bus=xhci.0"));
         }
         if let Some(shift) = self.icount {
             // `sleep=off`: when every vCPU halts, jump the virtual clock to the
@@ -282,7 +380,9 @@ pub trait Responder: Send {
     fn on_line(&mut self, line: &str) -> Option<Vec<u8>>;
 }
 
-fn pump<R: Read + Send + 'static>(
+/// Copies `src` line by line into `transcript` (escapes removed), giving
+/// each line to `responder`, whose answer goes to `stdin`.
+pub(crate) fn pump<R: Read + Send + 'static>(
     src: R,
     transcript: Arc<Mutex<String>>,
     mut responder: Option<(Box<dyn Responder>, ChildStdin)>,

@@ -10,24 +10,30 @@
 //! | procman | [`PM_KILL`] | pid `u64` | 0 |
 //! | procman | [`PM_NAME_ATTACH`] | channel id `u64`, name | 0 |
 //! | procman | [`PM_NAME_OPEN`] | wait `u64` (0/1), name | status: a connection id, given to the caller |
-//! | procman | [`PM_IO_GRANT`] | — | 0 when the policy grants the caller its ports |
-//! | console | [`CON_WRITE`] | bytes | status: bytes written |
-//! | console | [`CON_READ`] | — | one line (without its end), status: its length |
+//! | procman | [`PM_IO_GRANT`] | — | 0 when the policy grants the caller its devices |
+//! | console, screen | [`CON_WRITE`] | bytes | status: bytes written |
+//! | console, screen | [`CON_READ`] | — | one line (without its end), status: its length |
+//! | console, screen | [`CON_INTR`] | — | status 0 once Ctrl-C is typed |
+//! | screen-input | [`CON_INPUT`] | bytes typed | status: bytes taken |
+//! | power | [`PWR_OFF`], [`PWR_REBOOT`] | — | no reply when it works |
+//! | usb*N* | [`USB_KBD_REPORT`] | — | slot `u64`, an 8-byte boot report |
 //!
 //! The process manager decides by the sender the kernel names, never by
 //! what a request claims (its policy is in `bin/procman.rs`): a process
 //! spawned through it is the requester's — charged to the requester's
 //! account, waited for and killed by the requester only (and killed by the
-//! operator, the shell it started); the system's services (the console,
-//! the shell) and the process manager itself are killed by nobody; a
-//! name is served by the process that attached it, and the names of the
-//! system's services only by those services; `NAME_OPEN` answers with a
-//! connection to the server, which the process manager gives the caller
-//! (`CONNECT_GIVE`), and with wait blocks until the name appears. Parked
-//! requests (waits for a process or a name) are bounded; past the bound a
-//! request fails with `Busy`. I/O ports are granted by program name from a
-//! fixed table (the console gets COM1, 0x3F8–0x3FF). The process manager's
-//! channel 0 is public: every process may attach to it.
+//! operators, the shells it started); the system's drivers may be killed
+//! by an operator (and are restarted), the shells and the process manager
+//! itself by nobody; a name is served by the process that attached it,
+//! and the system's names only by their services, some opened only by
+//! some services (a terminal's input by keyboard drivers, the power server
+//! by shells); `NAME_OPEN` answers with a connection to the server, which
+//! the process manager gives the caller (`CONNECT_GIVE`), and with wait
+//! blocks until the name appears. Parked requests (waits for a process or
+//! a name) are bounded; past the bound a request fails with `Busy`.
+//! Devices (ports, device memory, DMA) are granted to the drivers it
+//! started, each its own (`PM_IO_GRANT`). The process manager's channel 0
+//! is public: every process may attach to it.
 
 use alloc::vec::Vec;
 
@@ -202,10 +208,8 @@ impl Console {
     fn call(&self, f: impl Fn(u64) -> Result<u64, Error>) -> Result<u64, Error> {
         match f(self.coid.get()) {
             Err(Error::Gone | Error::NotFound) => {
-                let _ = ipc::disconnect(self.coid.get());
-                let coid = Procman(self.pm).name_open(self.name, true)?;
-                self.coid.set(coid);
-                f(coid)
+                self.reopen()?;
+                f(self.coid.get())
             }
             r => r,
         }
@@ -217,12 +221,20 @@ impl Console {
         self.call(|c| ipc::sendv(c, &[&op, bytes], &mut []))
     }
 
-    /// Reads one line into `buf`; returns its length.
+    /// Reads one line into `buf`; returns its length. Not retried: a
+    /// server that went away is `Gone`, and the caller, which may want to
+    /// prompt again on the new one, calls [`Console::reopen`].
     pub fn read_line(&self, buf: &mut [u8]) -> Result<usize, Error> {
         let op = CON_READ.to_le_bytes();
-        let cell = core::cell::RefCell::new(buf);
-        self.call(|c| ipc::send(c, &op, &mut cell.borrow_mut()[..]))
-            .map(|n| n as usize)
+        ipc::send(self.coid.get(), &op, buf).map(|n| n as usize)
+    }
+
+    /// Connects to the server of the name again (waiting for it).
+    pub fn reopen(&self) -> Result<(), Error> {
+        let _ = ipc::disconnect(self.coid.get());
+        let coid = Procman(self.pm).name_open(self.name, true)?;
+        self.coid.set(coid);
+        Ok(())
     }
 
     /// Waits until Ctrl-C is typed.

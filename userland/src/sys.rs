@@ -261,6 +261,23 @@ pub fn fb_info() -> Result<FbInfo, Error> {
     Ok(i)
 }
 
+/// The machine's memory now (needs the OBSERVE right).
+pub fn mem_info() -> Result<wyvern_abi::syscall::MemInfo, Error> {
+    let mut i = wyvern_abi::syscall::MemInfo::default();
+    call(
+        nr::HWINFO,
+        [
+            hwinfo::MEMORY,
+            &raw mut i as u64,
+            size_of::<wyvern_abi::syscall::MemInfo>() as u64,
+            0,
+            0,
+            0,
+        ],
+    )?;
+    Ok(i)
+}
+
 /// What ACPI says about PCI configuration space and power.
 pub fn acpi_info() -> Result<AcpiInfo, Error> {
     let mut i = AcpiInfo::default();
@@ -298,6 +315,15 @@ pub fn klog_read(buf: &mut [u8]) -> Result<usize, Error> {
     call(
         nr::KLOG_READ,
         args2(buf.as_mut_ptr() as u64, buf.len() as u64),
+    )
+    .map(|n| n as usize)
+}
+
+/// Takes kernel output into `buf` if there is any (0: none now).
+pub fn klog_read_now(buf: &mut [u8]) -> Result<usize, Error> {
+    call(
+        nr::KLOG_READ,
+        [buf.as_mut_ptr() as u64, buf.len() as u64, 1, 0, 0, 0],
     )
     .map(|n| n as usize)
 }

@@ -8,6 +8,7 @@
 mod bench;
 mod build;
 mod chart;
+mod input;
 mod run;
 mod test;
 
@@ -32,7 +33,7 @@ enum Command {
     Build(build::BuildArgs),
     /// Write the bootable UEFI disk image, e.g. for a USB stick.
     Image(build::ImageArgs),
-    /// Build, then boot Wyvern under QEMU with serial on this terminal.
+    /// Build, then boot Wyvern under QEMU with serial on this terminal (or a window, VNC).
     Run(run::RunArgs),
     /// Run every test: host unit tests of each crate, then every QEMU boot test.
     Test(test::TestArgs),

@@ -257,10 +257,14 @@ pub fn hand_over_framebuffer(user: bool) {
 }
 
 /// Takes up to `out.len()` bytes of the log ring from `pos` on (the
-/// reader's place, advanced), waiting (interruptibly, re-checking at least
-/// every second) while there are none; returns how many.
-/// Thread context; blocks.
-pub fn klog_read(pos: &core::sync::atomic::AtomicU64, out: &mut [u8]) -> Result<usize, lwkt::Wake> {
+/// reader's place, advanced), waiting if `wait` (interruptibly, re-checking
+/// at least every second) while there are none; returns how many.
+/// Thread context; blocks if `wait`.
+pub fn klog_read(
+    pos: &core::sync::atomic::AtomicU64,
+    out: &mut [u8],
+    wait: bool,
+) -> Result<usize, lwkt::Wake> {
     KLOG_READERS.store(true, Ordering::Relaxed);
     loop {
         let ident = klog_ident();
@@ -272,7 +276,7 @@ pub fn klog_read(pos: &core::sync::atomic::AtomicU64, out: &mut [u8]) -> Result<
         let n = st.klog.read(&mut at, out);
         pos.store(at, Ordering::Relaxed);
         drop(guard);
-        if n > 0 {
+        if n > 0 || !wait {
             return Ok(n);
         }
         let hz = crate::arch::timer::HZ;

@@ -25,8 +25,9 @@
 //!   told to read or write any physical address: granting DMA is full
 //!   trust in the driver**, and the process manager's policy gives it only
 //!   to the drivers of bus-mastering devices.
-//! * `HWINFO`: anybody; the framebuffer's geometry and what ACPI says of PCI
-//!   configuration space and power are not secrets.
+//! * `HWINFO`: anybody for the framebuffer's geometry and what ACPI says of
+//!   PCI configuration space and power (not secrets); the memory figures
+//!   need [`rights::OBSERVE`].
 //!
 //! # When a driver ends
 //!
@@ -39,7 +40,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use wyvern_abi::syscall::{
-    AcpiInfo, Error, FbInfo, MAX_DEVICE_GRANTS, MAX_DMA, devmap, fbformat, hwinfo, rights,
+    AcpiInfo, Error, FbInfo, MAX_DEVICE_GRANTS, MAX_DMA, MemInfo, devmap, fbformat, hwinfo, rights,
 };
 use x86_64::PhysAddr;
 use x86_64::structures::paging::PhysFrame;
@@ -285,7 +286,7 @@ pub fn dma_alloc(u: &UserThread, len: u64, phys_out: u64) -> Result<u64, Error> 
 }
 
 /// `HWINFO`.
-pub fn hwinfo(kind: u64, ptr: u64, len: u64) -> Result<u64, Error> {
+pub fn hwinfo(u: &UserThread, kind: u64, ptr: u64, len: u64) -> Result<u64, Error> {
     match kind {
         hwinfo::FRAMEBUFFER => {
             let fb = *FB.get().ok_or(Error::NotFound)?;
@@ -294,6 +295,19 @@ pub fn hwinfo(kind: u64, ptr: u64, len: u64) -> Result<u64, Error> {
         hwinfo::ACPI => {
             let info: AcpiInfo = crate::acpi::platform().info;
             write_struct(ptr, len, &info)
+        }
+        hwinfo::MEMORY => {
+            if u.process.rights() & rights::OBSERVE == 0 {
+                return Err(Error::Denied);
+            }
+            let (f, h) = (frame::stats(), crate::mm::heap::stats());
+            let m = MemInfo {
+                total_frames: f.total as u64,
+                free_frames: f.free as u64,
+                heap_bytes: h.allocated as u64,
+                heap_allocations: h.allocations as u64,
+            };
+            write_struct(ptr, len, &m)
         }
         _ => Err(Error::Invalid),
     }

@@ -67,7 +67,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::INTERRUPT_ATTACH => irq::attach(u, a[0], a[1], a[2]),
         nr::INTERRUPT_UNMASK => irq::unmask(u, a[0]),
         nr::INTERRUPT_DETACH => irq::detach(u, a[0]),
-        nr::KLOG_READ => klog_read(u, a[0], a[1]),
+        nr::KLOG_READ => klog_read(u, a[0], a[1], a[2]),
         nr::THREADS => observe(u).and_then(|()| threads(a[0], a[1])),
         nr::TRACE => observe(u).map(|()| {
             crate::trace::dump_all();
@@ -80,7 +80,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::MAP_DEVICE => super::device::map(u, a[0], a[1], a[2]),
         nr::DMA_ALLOC => super::device::dma_alloc(u, a[0], a[1]),
         nr::MSI_ATTACH => super::irq::msi_attach(u, a[0], a[1], a[2]),
-        nr::HWINFO => super::device::hwinfo(a[0], a[1], a[2]),
+        nr::HWINFO => super::device::hwinfo(u, a[0], a[1], a[2]),
         _ => Err(Error::NoSys),
     };
     frame.rax = abi::encode(r);
@@ -218,7 +218,10 @@ fn io_grant(u: &UserThread, pid: u64, first: u64, count: u64) -> Result<u64, Err
     Ok(0)
 }
 
-fn klog_read(u: &UserThread, ptr: u64, len: u64) -> Result<u64, Error> {
+fn klog_read(u: &UserThread, ptr: u64, len: u64, flags: u64) -> Result<u64, Error> {
+    if flags & !1 != 0 {
+        return Err(Error::Invalid);
+    }
     if u.process.io_key() == 0 && !u.process.devices.any() && !u.process.privileged() {
         return Err(Error::Denied);
     }
@@ -230,8 +233,8 @@ fn klog_read(u: &UserThread, ptr: u64, len: u64) -> Result<u64, Error> {
     // The buffer must be writable before bytes are taken from the ring
     // (at most 1 KiB: both ends are probed).
     uaccess::probe_write(ptr, n as u64)?;
-    let got =
-        crate::console::klog_read(&u.process.klog_pos, &mut buf[..n]).map_err(|_| Error::Killed)?;
+    let got = crate::console::klog_read(&u.process.klog_pos, &mut buf[..n], flags & 1 == 0)
+        .map_err(|_| Error::Killed)?;
     uaccess::write_bytes(ptr, &buf[..got])?;
     Ok(got as u64)
 }

@@ -39,8 +39,9 @@
 //!   once per process; the status is taken by the first wait after the end.
 //! - **Kill**: the requester of the spawn; and the operators (the shells
 //!   this process started) any process but the system's services — which
-//!   includes orphans the kernel re-parented here. The services and the
-//!   process manager are killed by nobody.
+//!   includes orphans the kernel re-parented here; and the operators a
+//!   driver (a service but a shell), which is then restarted. The shells
+//!   and the process manager are killed by nobody.
 //! - **Names**: the system's names ([`RESERVED_NAMES`]: `console`,
 //!   `screen`, `screen-input`, `power`, `usb*`) may be attached only by the
 //!   service they belong to; any other name by anyone, once. Some may be
@@ -541,7 +542,12 @@ fn serve(info: &wyvern_abi::syscall::MsgInfo, msg: &[u8]) -> Option<Result<u64, 
                 match s.children.get(&pid) {
                     Some(c) if c.status.is_some() => (false, false),
                     Some(c) => (
-                        c.service.is_none() && (c.owner == from || s.operators.contains(&from)),
+                        match c.service {
+                            None => c.owner == from || s.operators.contains(&from),
+                            // A driver, which the operator may restart
+                            // this way; never a shell.
+                            Some(k) => s.operators.contains(&from) && !k.starts_with("shell"),
+                        },
                         true,
                     ),
                     // Not ours by spawn: an orphan the kernel gave us, which

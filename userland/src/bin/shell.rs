@@ -7,8 +7,10 @@
 //! | command | does |
 //! |---|---|
 //! | `help` | lists the commands |
+//! | `echo TEXT` | says TEXT |
 //! | `ps` | every thread: CPU, process, priority, state, switches, name, what it sleeps on |
 //! | `cpus` | the CPUs online, with their ticks, threads and switches |
+//! | `mem` | memory: frames in use of the total, the kernel heap |
 //! | `stats` | every CPU's counters |
 //! | `trace` | every CPU's trace ring (printed by the kernel) |
 //! | `spawn NAME [ARG…]` | runs a program of the ramdisk through the process manager and waits for it (`&` at the end: does not wait) |
@@ -28,7 +30,7 @@ use alloc::vec;
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use wyvern_abi::syscall::{CpuStats, ThreadInfo, WaitStatus};
+use wyvern_abi::syscall::{CpuStats, Error, ThreadInfo, WaitStatus};
 use wyvern_user::svc::{Console, LINE_MAX, POWER, PWR_OFF, PWR_REBOOT, Procman};
 use wyvern_user::{ipc, process, sys, thread};
 
@@ -37,8 +39,10 @@ wyvern_user::entry!(main);
 const HELP: &str = "\
 commands:
   help              this list
+  echo TEXT         say TEXT
   ps                threads on every CPU: state, priority
   cpus              the CPUs online
+  mem               memory in use
   stats             every CPU's counters
   trace             every CPU's trace ring
   spawn NAME [ARG]  run a program (add & to not wait)
@@ -299,6 +303,10 @@ fn main(arg: &str) -> i64 {
         sh.prompt();
         let n = match sh.con.read_line(&mut line) {
             Ok(n) => n.min(line.len()),
+            Err(Error::Gone | Error::NotFound) if sh.con.reopen().is_ok() => {
+                // The console's server was restarted: prompt on the new one.
+                continue;
+            }
             Err(e) => {
                 sh.say(&format!("shell: console: {e}\n"));
                 sh.flush();
@@ -310,8 +318,22 @@ fn main(arg: &str) -> i64 {
         match cmd {
             "" => {}
             "help" => sh.say(HELP),
+            "echo" => {
+                sh.say(rest.trim());
+                sh.say("\n");
+            }
             "ps" => sh.ps(),
             "cpus" => sh.cpus(),
+            "mem" => match sys::mem_info() {
+                Ok(m) => sh.say(&format!(
+                    "mem: {} of {} KiB in use, kernel heap {} bytes in {} allocations\n",
+                    (m.total_frames - m.free_frames) * 4,
+                    m.total_frames * 4,
+                    m.heap_bytes,
+                    m.heap_allocations
+                )),
+                Err(e) => sh.say(&format!("mem: {e}\n")),
+            },
             "stats" => sh.stats(),
             "trace" => match sys::trace() {
                 Ok(_) => sh.say("trace: the kernel's log follows\n"),

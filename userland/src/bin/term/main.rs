@@ -310,6 +310,16 @@ fn main(_arg: &str) -> i64 {
         return 1;
     };
     let my_pid = sys::info().pid;
+    // What the kernel said before we came, drawn before anybody else can
+    // write: the boot log first, then the shell's prompt under it.
+    let mut backlog = [0u8; 1024];
+    while let Ok(n) = sys::klog_read_now(&mut backlog) {
+        if n == 0 {
+            break;
+        }
+        scr.write(&backlog[..n]);
+    }
+    scr.flush();
     if let Err(e) = thread::spawn(move || klog(me)) {
         println!("term: no kernel log thread: {e}");
         return 1;

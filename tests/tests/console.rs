@@ -1,0 +1,371 @@
+//! The console without COM1 (issue 14), at 1 and 8 CPUs: QEMU gives the
+//! guest no serial port (`-serial none`), so the shell must come up on the
+//! screen (the terminal server on the framebuffer) and read the keyboard.
+//! The host types through QEMU's `sendkey` and reads the screen through
+//! `screendump` (`wyvern_tests::machine`): what a person sees, decoded
+//! glyph by glyph with the font the terminal draws with.
+//!
+//! - PS/2: the prompt appears; `help` typed on the keyboard answers on the
+//!   screen; the keyboard driver and then the terminal server are killed
+//!   from the shell, procman restarts them, and typing works again on the
+//!   new terminal; `reboot` resets the machine (QEMU runs without
+//!   `-no-reboot`: QMP reports the guest's reset, and the prompt comes
+//!   back, where typing works); `poweroff` ends QEMU with status 0 through
+//!   ACPI (QMP `SHUTDOWN`, reason `guest-shutdown`).
+//! - USB: the same machine without an 8042 (`i8042=off`), the keyboard
+//!   behind an xHCI controller: the USB keyboard driver and then the xHCI
+//!   driver are killed and restarted, typing works again; `poweroff`.
+//! - Bad input: keys no layout knows, a flood of keys far past a line's
+//!   length, a tablet and a USB stick beside the keyboard: each device
+//!   that is not a keyboard is named and ignored, nothing crashes or
+//!   restarts, and a second round of the same input takes no memory the
+//!   first did not.
+//!
+//! Each step waits for a fresh mark (`echo markN`) before it types, so an
+//! answer is never taken from the screen of an earlier step. No serial
+//! transcript exists in these boots: a failure shows the screen as last
+//! read, QEMU's events and QEMU's own messages.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use wyvern_tests::apic_tests;
+use wyvern_tests::console_boot::ConsoleBoot;
+use wyvern_tests::harness::unique_temp;
+use wyvern_tests::machine::Machine;
+use wyvern_tests::qemu::Apic;
+
+/// The shell's prompt as a screen line shows it (trailing space trimmed).
+const PROMPT: &str = "wyvern>";
+/// From QEMU's start to the prompt (8 CPUs under TCG on a busy host).
+const BOOT: Duration = Duration::from_secs(240);
+/// From a command typed to its answer on the screen.
+const ANSWER: Duration = Duration::from_secs(30);
+/// From `poweroff` typed to QEMU's end.
+const POWEROFF: Duration = Duration::from_secs(60);
+
+/// Which keyboard the host types on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keyboard {
+    Ps2,
+    Usb,
+}
+
+/// The machine: no COM1, the VGA card, and the keyboard (USB: with no
+/// 8042 at all, so every key typed reaches the guest through the xHCI).
+fn machine(name: &str, cpus: u32, apic: Apic, kbd: Keyboard) -> ConsoleBoot {
+    let boot = ConsoleBoot::new(name, cpus)
+        .apic(apic)
+        .no_serial()
+        .vga_std()
+        .allow_reboot();
+    match kbd {
+        Keyboard::Ps2 => boot,
+        Keyboard::Usb => boot.machine_opt("i8042=off").usb_keyboard(),
+    }
+}
+
+/// A session on one machine: marks make each step's answer its own.
+struct Session {
+    m: Machine,
+    marks: u32,
+}
+
+impl Session {
+    /// Starts the machine and waits for the prompt (and, with a USB
+    /// keyboard, for the keyboard to be found: keys typed before are
+    /// QEMU's to drop).
+    fn start(boot: ConsoleBoot, kbd: Keyboard) -> Session {
+        let mut m = boot.start();
+        m.wait_screen("the shell's prompt", BOOT, |l| {
+            l.iter().any(|l| at_prompt(l))
+        });
+        if kbd == Keyboard::Usb {
+            m.wait_text(": keyboard (slot", BOOT);
+        }
+        Session { m, marks: 0 }
+    }
+
+    /// Types `echo markN` and waits for `markN` on the screen; returns the
+    /// mark.
+    fn mark(&mut self) -> String {
+        self.marks += 1;
+        let mark = format!("mark{}", self.marks);
+        self.m.type_text(&format!("echo {mark}\r"));
+        self.m
+            .wait_screen(&format!("`{mark}`"), ANSWER, |l| l.contains(&mark));
+        mark
+    }
+
+    /// Types `cmd` after a fresh mark and waits until its answer satisfies
+    /// `ok` and the prompt is back; returns the answer's lines.
+    fn run(&mut self, cmd: &str, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let mark = self.mark();
+        self.m.type_text(&format!("{cmd}\r"));
+        let echo = format!("{PROMPT} {cmd}");
+        let lines = self
+            .m
+            .wait_screen(&format!("the answer to `{cmd}`"), ANSWER, |l| {
+                answer(l, &mark, &echo, cmd)
+                    .is_some_and(|a| ok(a) && a.iter().any(|l| at_prompt(l)))
+            });
+        answer(&lines, &mark, &echo, cmd).expect("checked").to_vec()
+    }
+
+    /// `help` answers with the list.
+    fn help(&mut self) {
+        self.run("help", |a| {
+            a.first().is_some_and(|l| l.starts_with("commands:"))
+                && a.iter().any(|l| l.contains("help              this list"))
+        });
+    }
+
+    /// The pid of the process whose main thread `ps` lists as `name`.
+    fn pid_of(&mut self, name: &str) -> u64 {
+        let lines = self.run("ps", |a| {
+            a.iter().any(|l| l.contains(" threads (listed in"))
+        });
+        lines
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 6 && f[5] == name).then(|| f[1].parse::<u64>().ok())?
+            })
+            .next()
+            .unwrap_or_else(|| self.m.fail(format!("`ps` lists no `{name}`")))
+    }
+
+    /// Kills driver `name` from the shell and waits for procman's line
+    /// that it was restarted (pids are never reused: the line is this
+    /// kill's; a restarted terminal shows the kernel's log, not the marks).
+    fn restart(&mut self, name: &str) {
+        let pid = self.pid_of(name);
+        self.m.type_text(&format!("kill {pid}\r"));
+        let said = format!("procman: {name} (pid {pid})");
+        self.m
+            .wait_screen(&format!("`{name}` restarted"), ANSWER, |l| {
+                l.iter()
+                    .any(|l| l.contains(&said) && l.contains("restarted as pid"))
+            });
+    }
+
+    /// The memory the shell's `mem` reports in use, in KiB, and the kernel
+    /// heap's bytes.
+    fn mem(&mut self) -> (u64, u64) {
+        let a = self.run("mem", |a| a.iter().any(|l| l.starts_with("mem: ")));
+        let line = a.iter().find(|l| l.starts_with("mem: ")).expect("checked");
+        let nums: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        match nums.as_slice() {
+            [used, _total, heap, _allocs] => (*used, *heap),
+            _ => self.m.fail(format!("`mem` said `{line}`")),
+        }
+    }
+
+    /// Types `reboot`; waits for the guest's reset and the prompt after it.
+    fn reboot(&mut self) {
+        self.m.type_text("reboot\r");
+        self.m.wait_guest_resets(1, ANSWER);
+        self.m
+            .wait_screen("the prompt after the reboot", BOOT, |l| {
+                l.iter().any(|l| at_prompt(l)) && !l.iter().any(|l| l.starts_with("mark"))
+            });
+    }
+
+    /// Types `poweroff`; QEMU must end by an ACPI power-off.
+    fn poweroff(mut self) {
+        self.m.type_text("poweroff\r");
+        self.m.expect_poweroff(POWEROFF);
+    }
+}
+
+/// Whether a screen line is the shell's prompt (a driver's log line may
+/// follow it on the same line: kernel and driver output is drawn where
+/// the cursor is, as on any console).
+fn at_prompt(line: &str) -> bool {
+    line == PROMPT || line.starts_with("wyvern> ")
+}
+
+/// What follows the last `mark` line and the echo of `cmd` after it: the
+/// command's answer. The echo follows the prompt, or has a line of its own
+/// when a driver's log line came between the prompt and the typing.
+fn answer<'a>(lines: &'a [String], mark: &str, echo: &str, cmd: &str) -> Option<&'a [String]> {
+    let i = lines.iter().rposition(|l| l == mark)?;
+    let j = lines[i..].iter().position(|l| l == echo || l == cmd)? + i;
+    Some(&lines[j + 1..])
+}
+
+/// The PS/2 visit: type, restart the keyboard driver and the terminal,
+/// reboot, power off.
+fn ps2(boot: ConsoleBoot) {
+    let mut s = Session::start(boot, Keyboard::Ps2);
+    s.help();
+    s.restart("ps2kbd");
+    s.help();
+    s.restart("term");
+    s.help();
+    s.reboot();
+    s.help();
+    assert_eq!(s.m.guest_resets(), 1, "events: {:?}", s.m.events());
+    s.poweroff();
+}
+
+/// The USB visit: type, restart the keyboard driver and the controller's
+/// driver, power off.
+fn usb(boot: ConsoleBoot) {
+    let mut s = Session::start(boot, Keyboard::Usb);
+    s.help();
+    s.restart("usbkbd");
+    s.help();
+    s.restart("xhci");
+    s.m.wait_screen("the keyboard found again", ANSWER, |l| {
+        l.iter()
+            .rposition(|l| l.contains("xhci (pid"))
+            .is_some_and(|i| l[i..].iter().any(|l| l.contains(": keyboard (slot")))
+    });
+    s.help();
+    assert_eq!(s.m.guest_resets(), 0, "events: {:?}", s.m.events());
+    s.poweroff();
+}
+
+/// Keys no layout maps, then a flood far past a line's length, typed
+/// without pause.
+fn bad_input(s: &mut Session) {
+    for key in [
+        "f1",
+        "f12",
+        "menu",
+        "pause",
+        "sysrq",
+        "print",
+        "scroll_lock",
+        "num_lock",
+        "kp_divide",
+        "compose",
+        "stop",
+        "again",
+        "props",
+        "undo",
+        "front",
+        "copy",
+        "open",
+        "paste",
+        "find",
+        "cut",
+        "help",
+        "lang1",
+        "lang2",
+        "ro",
+        "hiragana",
+        "henkan",
+        "yen",
+        "audionext",
+        "audioprev",
+        "audiostop",
+        "audioplay",
+        "audiomute",
+        "volumeup",
+        "volumedown",
+        "mail",
+        "calculator",
+        "computer",
+        "ac_home",
+        "ac_back",
+        "ac_forward",
+        "ac_refresh",
+        "ac_bookmarks",
+        "power",
+        "sleep",
+        "wake",
+        "meta_l",
+        "meta_r",
+    ] {
+        s.m.send_key(key);
+    }
+    // Ctrl-C on a half-typed line drops it; then 300 keys at once.
+    s.m.type_text("abc\x03");
+    let flood: String = (0..300).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    s.m.type_text(&flood);
+    s.m.type_text("\r");
+    s.run("echo after the flood", |a| {
+        a.first().is_some_and(|l| l == "after the flood")
+    });
+}
+
+/// A blank raw disk for a USB stick, removed when dropped.
+struct BlankDisk(PathBuf);
+
+impl BlankDisk {
+    fn new(mib: usize) -> Self {
+        let path = unique_temp("stick", "img");
+        std::fs::write(&path, vec![0u8; mib << 20]).expect("writing a blank disk");
+        BlankDisk(path)
+    }
+}
+
+impl Drop for BlankDisk {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+apic_tests! {
+    fn ps2_keyboard_at_1_cpu(apic) {
+        ps2(machine("console-ps2", 1, apic, Keyboard::Ps2));
+    }
+
+    fn ps2_keyboard_at_8_cpus(apic) {
+        ps2(machine("console-ps2", 8, apic, Keyboard::Ps2));
+    }
+
+    fn usb_keyboard_at_1_cpu(apic) {
+        usb(machine("console-usb", 1, apic, Keyboard::Usb));
+    }
+
+    fn usb_keyboard_at_8_cpus(apic) {
+        usb(machine("console-usb", 8, apic, Keyboard::Usb));
+    }
+
+    /// A tablet and a USB stick beside the USB keyboard (and the PS/2
+    /// one, both typed on): bad input twice, the second round costing no
+    /// memory; nothing restarted; the machine still powers off.
+    fn bad_input_and_devices_that_are_not_keyboards(apic) {
+        let stick = BlankDisk::new(4);
+        let boot = ConsoleBoot::new("console-bad", 8)
+            .apic(apic)
+            .no_serial()
+            .vga_std()
+            .usb_keyboard()
+            .usb_device("usb-tablet")
+            .usb_storage(&stick.0);
+        let mut s = Session::start(boot, Keyboard::Usb);
+        s.m.wait_text("xhci: port", ANSWER);
+        let screen = s.m.screen_text();
+        for what in ["HID device", "mass-storage"] {
+            if !screen.iter().any(|l| l.contains(what) && l.contains("ignored")) {
+                s.m.fail(format!("no line says the {what} is ignored"));
+            }
+        }
+        bad_input(&mut s);
+        let (used1, heap1) = s.mem();
+        bad_input(&mut s);
+        let (used2, heap2) = s.mem();
+        if used2 > used1 || heap2 > heap1 {
+            s.m.fail(format!(
+                "the second round of bad input took memory: {used1} -> {used2} KiB in use, \
+                 kernel heap {heap1} -> {heap2} bytes"
+            ));
+        }
+        let screen = s.m.screen_text();
+        if let Some(l) = screen
+            .iter()
+            .find(|l| l.contains("restarted") || l.contains("PANIC") || l.contains("panicked"))
+        {
+            s.m.fail(format!("bad input broke something: {l}"));
+        }
+        s.help();
+        s.poweroff();
+    }
+}
