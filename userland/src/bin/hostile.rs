@@ -407,6 +407,44 @@ fn rights_check() -> i64 {
     check("KILL pid 2", sys::kill(2), Error::NotFound);
     // The process manager's calls.
     check("IO_GRANT", sys::io_grant(me.pid, 0x3f8, 8), Error::Denied);
+    // Devices: nothing granted, so nothing to map, no DMA, no interrupt.
+    check(
+        "DEVICE_GRANT",
+        sys::device_grant(me.pid, 0xfee0_0000, 4096, 0),
+        Error::Denied,
+    );
+    if let Ok(fb) = sys::fb_info() {
+        check(
+            "MAP_DEVICE of the framebuffer",
+            sys::map_device(fb.phys, 4096, 0),
+            Error::Denied,
+        );
+    }
+    check(
+        "MAP_DEVICE of RAM",
+        sys::map_device(0x10_0000, 4096, 0),
+        Error::Denied,
+    );
+    check(
+        "DMA_ALLOC",
+        sys::dma_alloc(4096).map(|(v, _)| v),
+        Error::Denied,
+    );
+    if let Ok(c) = ipc::channel_create() {
+        if let Ok(coid) = ipc::connect(0, c) {
+            check(
+                "MSI_ATTACH",
+                sys::msi_attach(coid, 1).map(|(h, _)| h),
+                Error::Denied,
+            );
+            check(
+                "INTERRUPT_ATTACH 1",
+                sys::interrupt_attach(1, coid, 1),
+                Error::Denied,
+            );
+        }
+        let _ = ipc::channel_destroy(c);
+    }
     check(
         "SET_RIGHTS",
         sys::set_rights(me.pid, rights::ALL, Priority::Realtime),
@@ -450,6 +488,22 @@ fn rights_check() -> i64 {
         Error::NotFound,
     );
     check("PM_IO_GRANT", p.io_grant(), Error::Denied);
+    // The system's names: served only by their services, some opened only
+    // by some services (typing into the operator's shell, powering off).
+    for name in ["screen", "screen-input", "power", "usb0"] {
+        check(
+            &format!("NAME_ATTACH {name}"),
+            p.name_attach(name, 0),
+            Error::Denied,
+        );
+    }
+    for name in ["screen-input", "power", "usb0"] {
+        check(
+            &format!("NAME_OPEN {name}"),
+            p.name_open(name, false),
+            Error::Denied,
+        );
+    }
     // What a child may get: never more than we have.
     let opts = SpawnOpts {
         rights: rights::ALL,
