@@ -256,29 +256,42 @@ pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
 
 /// Performs a preemption that was refused earlier, if it is still due and now
 /// allowed. Thread context outside critical sections, or the end of a trap.
+///
+/// Iterative: what interrupts deferred while the preemptor ran (it may have
+/// been raised again before it blocked — an interrupt storm) is replayed
+/// here and the next preemption done in this loop, never through a nested
+/// `crit_exit` → `splz` → `preempt_pending`, which under a storm grew the
+/// preempted thread's stack without bound (the boot CPU's idle stack
+/// overflowed so).
 pub(crate) fn preempt_pending<M: Machine>() {
     let cpu = M::mycpu();
-    let cand = cpu
-        .preempt_candidate
-        .swap(ptr::null_mut(), Ordering::Relaxed);
-    let Some(ntd) = deref(cand) else {
-        return;
-    };
-    let td = cpu.curthread();
-    if td.crit_depth() != 0 || cpu.in_interrupt() {
-        cpu.preempt_candidate.store(cand, Ordering::Relaxed);
-        return;
-    }
-    // Still runnable here, not running, and still better than us?
-    if ntd.cpu() == cpu.index()
-        && ntd.has(flags::RUNQ)
-        && !ntd.has(flags::RUNNING)
-        && ntd.has(flags::PREEMPTABLE)
-        && ntd.priority() > td.priority()
-    {
-        let g = crit_enter::<M>();
+    loop {
+        let cand = cpu
+            .preempt_candidate
+            .swap(ptr::null_mut(), Ordering::Relaxed);
+        let Some(ntd) = deref(cand) else {
+            return;
+        };
+        let td = cpu.curthread();
+        if td.crit_depth() != 0 || cpu.in_interrupt() {
+            cpu.preempt_candidate.store(cand, Ordering::Relaxed);
+            return;
+        }
+        // Still runnable here, not running, and still better than us?
+        if !(ntd.cpu() == cpu.index()
+            && ntd.has(flags::RUNQ)
+            && !ntd.has(flags::RUNNING)
+            && ntd.has(flags::PREEMPTABLE)
+            && ntd.priority() > td.priority())
+        {
+            return;
+        }
+        crit_inc(td);
         preempt(ntd, 1);
-        drop(g);
+        if cpu.reqflags() & rqf::IDLECHECK_MASK != 0 {
+            crate::intr::run_deferred::<M>(cpu);
+        }
+        crate::crit::crit_dec_noyield(td);
     }
 }
 

@@ -720,3 +720,78 @@ fn cpusync_from_a_thread_reaches_every_cpu() {
         assert!(current::<S>().has(flags::RUNNING));
     });
 }
+
+static STORM_TD: AtomicUsize = AtomicUsize::new(0);
+static STORM_LEFT: AtomicU32 = AtomicU32::new(0);
+/// The interrupted thread's stack pointer before the storm, and the
+/// deepest the storm's handler found that stack.
+static STORM_TOP: AtomicUsize = AtomicUsize::new(0);
+static STORM_DEEPEST: AtomicUsize = AtomicUsize::new(0);
+
+fn storm_interrupt(_v: u8) {
+    let here = 0u8;
+    let sp = core::ptr::from_ref(&here) as usize;
+    let top = STORM_TOP.load(Ordering::SeqCst);
+    if top != 0 && sp < top {
+        STORM_DEEPEST.fetch_max(top - sp, Ordering::SeqCst);
+    }
+    if let Some(td) = crate::slab::deref(STORM_TD.load(Ordering::SeqCst) as *mut Thread<S>) {
+        crate::schedule::<S>(td);
+    }
+}
+
+/// An interrupt storm: each time the interrupt thread blocks, its next
+/// interrupt is already raised, so the thread it preempted finds deferred
+/// work again the moment the preemption returns. Replaying it must not
+/// nest: the preempted thread's stack stays as deep after 2,000 rounds as
+/// after one (a machine whose device interrupts came this fast overflowed
+/// its boot CPU's idle stack through `preempt_pending` → `crit_exit` →
+/// `splz` → `preempt_pending` …).
+#[test]
+fn an_interrupt_storm_does_not_deepen_the_preempted_stack() {
+    const ROUNDS: u32 = 2000;
+    run(1, None, || {
+        let m = this_machine();
+        m.devices.lock().unwrap().push((9, storm_interrupt));
+        STORM_LEFT.store(ROUNDS, Ordering::SeqCst);
+        let top = 0u8;
+        STORM_TOP.store(core::ptr::from_ref(&top) as usize, Ordering::SeqCst);
+        Builder::new("storm")
+            .priority(pri::INT)
+            .preemptable()
+            .spawn::<S>(|| {
+                loop {
+                    let g = crit_enter::<S>();
+                    STORM_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                    if STORM_LEFT.load(Ordering::SeqCst) == 0 {
+                        STORM_TD.store(0, Ordering::SeqCst);
+                        break;
+                    }
+                    STORM_LEFT.fetch_sub(1, Ordering::SeqCst);
+                    // The next interrupt comes before this one ends (taken
+                    // inside this critical section: deferred on the CPU).
+                    this_machine().raise(0, 9);
+                    poll();
+                    crate::sched::deschedule_self(&g);
+                    crate::switch::<S>();
+                    drop(g);
+                }
+            })
+            .unwrap();
+        let t = std::time::Instant::now();
+        while STORM_LEFT.load(Ordering::SeqCst) > 0 || STORM_TD.load(Ordering::SeqCst) != 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "the storm never ended"
+            );
+            let g = crit_enter::<S>();
+            poll();
+            drop(g);
+        }
+        let deepest = STORM_DEEPEST.load(Ordering::SeqCst);
+        assert!(
+            deepest < 32 << 10,
+            "after {ROUNDS} rounds the preempted thread's stack is {deepest} bytes deep"
+        );
+    });
+}

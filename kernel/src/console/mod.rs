@@ -205,7 +205,12 @@ impl Write for Writer<'_> {
 pub fn _print(args: fmt::Arguments) {
     let guard = CONSOLE.acquire();
     let _ = Writer { guard: &guard }.write_fmt(args);
-    let wake = KLOG_READERS.load(Ordering::Relaxed) && !guard.nested && guard.irq;
+    // Not in panic mode: the report must not schedule anything (nor fill
+    // the trace ring it is about to print with its own wakeups).
+    let wake = KLOG_READERS.load(Ordering::Relaxed)
+        && !guard.nested
+        && guard.irq
+        && !PANIC_MODE.load(Ordering::Relaxed);
     drop(guard);
     if wake {
         lwkt::wakeup::<crate::sched::X86>(klog_ident());

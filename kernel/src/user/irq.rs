@@ -104,8 +104,12 @@ fn irq_pulse(chan: &UChannel, code: u32, irq: u8) {
 /// ISA IRQs a driver may not have.
 const RESERVED: [u8; 4] = [0, 2, 8, 9];
 
+/// IRQ `irq`'s attachment slot and source; `route`: route the IRQ now if
+/// nobody has (only an attach that passed its permission checks may: a
+/// route costs an interrupt thread and reprograms the I/O APIC).
 fn slot(
     irq: u64,
+    route: bool,
 ) -> Result<
     (
         &'static TokenCell<Option<Attach>>,
@@ -117,7 +121,12 @@ fn slot(
     if usize::from(irq8) >= IRQS || RESERVED.contains(&irq8) {
         return Err(Error::Invalid);
     }
-    let src = crate::intr::isa_source_routed(irq8).ok_or(Error::NotFound)?;
+    let src = if route {
+        crate::intr::isa_source_routed(irq8)
+    } else {
+        crate::intr::isa_source(irq8)
+    }
+    .ok_or(Error::NotFound)?;
     Ok((ATTACHED.get(irq as usize).ok_or(Error::Invalid)?, src))
 }
 
@@ -128,7 +137,7 @@ pub fn attach(u: &UserThread, irq: u64, coid: u64, code: u64) -> Result<u64, Err
     }
     let code = u32::try_from(code).map_err(|_| Error::Invalid)?;
     let chan = u.process.ipc.conn(coid)?;
-    let (slot, src) = slot(irq)?;
+    let (slot, src) = slot(irq, true)?;
     let pid = u.process.pid;
     slot.with(|a| {
         if a.is_some() {
@@ -155,7 +164,7 @@ pub fn unmask(u: &UserThread, irq: u64) -> Result<u64, Error> {
     if irq >= MSI_BASE {
         return msi_unmask(u, irq);
     }
-    let (slot, src) = slot(irq)?;
+    let (slot, src) = slot(irq, false)?;
     let send = slot.with(|a| {
         let a = a
             .as_mut()
@@ -187,7 +196,7 @@ fn release(p: &Process, irq: usize) -> bool {
     if !slot.with(|a| a.as_ref().is_some_and(|a| a.pid == pid)) {
         return false;
     }
-    let Ok((slot, src)) = self::slot(irq as u64) else {
+    let Ok((slot, src)) = self::slot(irq as u64, false) else {
         return false;
     };
     let mine = slot.with(|a| {

@@ -163,6 +163,7 @@ fn nmi(frame: &mut TrapFrame) {
 
 fn double_fault(frame: &mut TrapFrame) {
     let cr2 = cpu::read_cr2();
+    crate::console::enter_panic_mode();
     if let Some(stack) = mm::stack::guard_page_owner(cr2) {
         println!(
             "KERNEL STACK OVERFLOW on CPU {}: {stack}, guard page hit at {cr2:#x}",
@@ -188,8 +189,11 @@ fn page_fault_cause(error: u64) -> &'static str {
     }
 }
 
-/// Prints the report of a trap: what, where, registers, backtrace.
+/// Prints the report of a fatal trap: what, where, registers, backtrace.
+/// Panic mode first, so the report goes straight to COM1 and the screen
+/// even when a user driver has them (their drivers will not run again).
 pub fn report(frame: &TrapFrame, addr: Option<u64>) {
+    crate::console::enter_panic_mode();
     let base = mm::kernel_image_base();
     println!(
         "FATAL TRAP: {} (vector {}) error={:#x} on CPU {}{}",
