@@ -6,7 +6,7 @@
 //! glyph by glyph with the font the terminal draws with.
 //!
 //! - PS/2: the prompt appears; `help` typed on the keyboard answers on the
-//!   screen; the keyboard driver and then the terminal server are killed
+//!   screen; Ctrl-C ends the program the shell waits for; the keyboard driver and then the terminal server are killed
 //!   from the shell, procman restarts them, and typing works again on the
 //!   new terminal; `reboot` resets the machine (QEMU runs without
 //!   `-no-reboot`: QMP reports the guest's reset, and the prompt comes
@@ -120,6 +120,24 @@ impl Session {
         });
     }
 
+    /// Starts `sleep 600` from the shell and ends it with Ctrl-C typed on
+    /// the keyboard: the shell reports it killed and prompts again.
+    fn ctrl_c(&mut self) {
+        let mark = self.mark();
+        self.m.type_text("spawn sleep 600\r");
+        // The shell waits for it: give the spawn a moment, then Ctrl-C.
+        std::thread::sleep(Duration::from_secs(2));
+        self.m.send_key("ctrl-c");
+        self.m.wait_screen("`sleep` ended by Ctrl-C", ANSWER, |l| {
+            l.iter().rposition(|l| *l == mark).is_some_and(|i| {
+                let a = &l[i..];
+                a.iter()
+                    .position(|l| l.starts_with("sleep (pid ") && !l.contains("exited"))
+                    .is_some_and(|j| a[j + 1..].iter().any(|l| at_prompt(l)))
+            })
+        });
+    }
+
     /// The pid of the process whose main thread `ps` lists as `name`.
     fn pid_of(&mut self, name: &str) -> u64 {
         let lines = self.run("ps", |a| {
@@ -202,6 +220,7 @@ fn answer<'a>(lines: &'a [String], mark: &str, echo: &str, cmd: &str) -> Option<
 fn ps2(boot: ConsoleBoot) {
     let mut s = Session::start(boot, Keyboard::Ps2);
     s.help();
+    s.ctrl_c();
     s.restart("ps2kbd");
     s.help();
     s.restart("term");
