@@ -689,6 +689,30 @@ fn token_stack_overflow_is_a_clear_panic() {
     run(1, None, || hold_tokens(&MANY));
 }
 
+/// Asking for a token exclusively while holding it shared would spin
+/// forever (the request waits for every shared holder, this thread among
+/// them): a panic naming both instead.
+#[test]
+#[should_panic(expected = "asks for token `upgraded` exclusively while holding it shared")]
+fn upgrading_ones_own_shared_token_is_a_clear_panic() {
+    static TOK: Token = Token::new("upgraded");
+    run(1, None, || {
+        let _s = crate::gettoken_shared::<S>(&TOK);
+        let _x = crate::gettoken::<S>(&TOK);
+    });
+}
+
+/// Recursion stays allowed: exclusively, then shared, then exclusively.
+#[test]
+fn an_exclusive_holder_may_take_its_token_again_in_any_mode() {
+    static TOK: Token = Token::new("recursive");
+    run(1, None, || {
+        let _x = crate::gettoken::<S>(&TOK);
+        let _s = crate::gettoken_shared::<S>(&TOK);
+        let _x2 = crate::gettoken::<S>(&TOK);
+    });
+}
+
 #[test]
 #[should_panic(expected = "token rank violation")]
 fn rank_checker_catches_inverted_order() {

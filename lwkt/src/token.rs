@@ -179,7 +179,38 @@ impl<M: Machine> TokenStack<M> {
 /// Tries to take `r.token()` for `td` in mode `mode` (DragonFly's
 /// `_lwkt_trytokref`).
 fn try_ref<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
+    if mode & EXCLUSIVE != 0 {
+        no_upgrade(td, r);
+    }
     try_word(r, mode, |p| td.tokens.owns(p), td.tokens.len())
+}
+
+/// Panics if `td` asks for `r`'s token exclusively while an earlier
+/// reference of its own holds it shared (and none exclusively): the
+/// exclusive request waits for every shared holder to let go, this thread
+/// among them, so it would spin forever (DragonFly forbids the upgrade
+/// too). A thread that holds the token exclusively may take it again in
+/// any mode (recursion).
+fn no_upgrade<M: Machine>(td: &Thread<M>, r: &TokRef) {
+    let tok = r.token();
+    let mut shared = false;
+    for x in td.tokens.live() {
+        if ptr::eq(x, r) {
+            break;
+        }
+        if ptr::eq(x.token(), tok) {
+            if x.mode.load(Ordering::Relaxed) & EXCLUSIVE != 0 {
+                return;
+            }
+            shared = true;
+        }
+    }
+    assert!(
+        !shared,
+        "thread `{}` asks for token `{}` exclusively while holding it shared: an upgrade deadlocks",
+        td.name().as_str(),
+        tok.name()
+    );
 }
 
 /// The count-word protocol of [`try_ref`]: `mine(p)` says whether token

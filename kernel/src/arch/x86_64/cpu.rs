@@ -31,8 +31,10 @@ pub fn read_rflags() -> u64 {
 pub fn interrupts_save_disable() -> bool {
     let was = interrupts_enabled();
     // SAFETY: `cli` only clears RFLAGS.IF; the caller restores it with
-    // `interrupts_restore`.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    // `interrupts_restore`. Not `nomem`: the compiler must not move memory
+    // accesses across it (what follows relies on running with interrupts
+    // off, what precedes on running with them on).
+    unsafe { asm!("cli", options(nostack)) };
     was
 }
 
@@ -41,23 +43,26 @@ pub fn interrupts_save_disable() -> bool {
 #[inline(always)]
 pub fn interrupts_restore(enabled: bool) {
     if enabled {
-        // SAFETY: `sti` sets RFLAGS.IF, returning to the state the caller saved.
-        unsafe { asm!("sti", options(nomem, nostack)) };
+        // SAFETY: `sti` sets RFLAGS.IF, returning to the state the caller
+        // saved; a compiler barrier like `cli`.
+        unsafe { asm!("sti", options(nostack)) };
     }
 }
 
 /// Enables maskable interrupts.
 #[inline(always)]
 pub fn interrupts_enable() {
-    // SAFETY: `sti` sets RFLAGS.IF; handlers are installed before any CPU calls this.
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    // SAFETY: `sti` sets RFLAGS.IF; handlers are installed before any CPU
+    // calls this. A compiler barrier (not `nomem`), like `cli`.
+    unsafe { asm!("sti", options(nostack)) };
 }
 
 /// Disables maskable interrupts.
 #[inline(always)]
 pub fn interrupts_disable() {
-    // SAFETY: `cli` only clears RFLAGS.IF.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    // SAFETY: `cli` only clears RFLAGS.IF. A compiler barrier (not
+    // `nomem`): accesses the caller makes with interrupts off stay after it.
+    unsafe { asm!("cli", options(nostack)) };
 }
 
 /// Enables interrupts and halts until the next one, atomically: `sti` takes
@@ -66,8 +71,11 @@ pub fn interrupts_disable() {
 /// loop check for work with interrupts off and then sleep without a lost wakeup.
 #[inline(always)]
 pub fn enable_and_halt() {
-    // SAFETY: `sti; hlt` enables interrupts and waits for one; handlers are installed.
-    unsafe { asm!("sti", "hlt", options(nomem, nostack)) };
+    // SAFETY: `sti; hlt` enables interrupts and waits for one; handlers are
+    // installed. Not `nomem`: the idle loop's last look at its run queue,
+    // made with interrupts off, must stay before it, and what an interrupt
+    // handler wrote must be read again after it.
+    unsafe { asm!("sti", "hlt", options(nostack)) };
 }
 
 /// Halts with interrupts disabled, forever: the end of a CPU that must stop
