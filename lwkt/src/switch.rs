@@ -204,6 +204,30 @@ pub fn switch_return<M: Machine>(otd: &'static Thread<M>) {
     }
 }
 
+/// Records `ntd` as the thread to preempt for when that becomes possible,
+/// unless the one recorded already is at least as good: the best goes
+/// first, and `preempt_pending` finds the others on the run queue after it.
+fn set_candidate<M: Machine>(cpu: &Cpu<M>, ntd: &'static Thread<M>) {
+    let cur = deref(cpu.preempt_candidate.load(Ordering::Relaxed));
+    if cur.is_some_and(|c| !ptr::eq(c, ntd) && c.priority() >= ntd.priority()) {
+        return;
+    }
+    cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
+}
+
+/// The best thread on this CPU's run queue if it may preempt the current
+/// one (preemptable, better, not running, holding no tokens): what a
+/// candidate slot that kept only the best woken thread did not record.
+fn next_candidate<M: Machine>(cpu: &Cpu<M>) -> Option<&'static Thread<M>> {
+    let td = cpu.curthread();
+    cpu.runq.best().filter(|b| {
+        b.has(flags::PREEMPTABLE)
+            && !b.has(flags::RUNNING)
+            && b.priority() > td.priority()
+            && b.tokens.is_empty()
+    })
+}
+
 /// Tries to preempt the current thread in favour of `ntd`, which was just
 /// made runnable on this CPU. `depth` is the critical-section depth the
 /// caller itself holds (preemption is allowed only if that is all of it).
@@ -220,7 +244,7 @@ pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
     }
     if cpu.in_interrupt() {
         // Asked from a hard-interrupt handler: `doreti` does it.
-        cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
+        set_candidate(cpu, ntd);
         return;
     }
     if td.crit_depth() > depth || !ntd.tokens.is_empty() || ntd.cpu() != cpu.index() {
@@ -229,7 +253,7 @@ pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
             crate::Event::PreemptMiss,
             u64::from(ntd.index.load(Ordering::Relaxed)),
         );
-        cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
+        set_candidate(cpu, ntd);
         return;
     }
     if ptr::eq(td, ntd) || td.has(flags::PREEMPT_LOCK) || ntd.has(flags::PREEMPT_LOCK) {
@@ -290,6 +314,12 @@ pub(crate) fn preempt_pending<M: Machine>() {
         preempt(ntd, 1);
         if cpu.reqflags() & rqf::IDLECHECK_MASK != 0 {
             crate::intr::run_deferred::<M>(cpu);
+        }
+        // Others woken with it, which the slot did not keep.
+        if cpu.preempt_candidate.load(Ordering::Relaxed).is_null()
+            && let Some(next) = next_candidate(cpu)
+        {
+            cpu.preempt_candidate.store(tdptr(next), Ordering::Relaxed);
         }
         crate::crit::crit_dec_noyield(td);
     }

@@ -819,3 +819,45 @@ fn an_interrupt_storm_does_not_deepen_the_preempted_stack() {
         );
     });
 }
+
+static TWO_TD: [AtomicUsize; 2] = [const { AtomicUsize::new(0) }; 2];
+static TWO_RAN: [AtomicBool; 2] = [const { AtomicBool::new(false) }; 2];
+
+/// Two preemptable threads made runnable inside one critical section both
+/// run at its end, before the thread that left it goes on: the second
+/// does not take the first one's place as the thread to preempt for.
+#[test]
+fn two_threads_woken_in_one_critical_section_both_preempt() {
+    run(1, None, || {
+        for i in 0..2 {
+            Builder::new("waker")
+                .priority(pri::INT - i as u8)
+                .preemptable()
+                .spawn::<S>(move || {
+                    let g = crit_enter::<S>();
+                    crate::sched::deschedule_self(&g);
+                    TWO_TD[i].store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                    crate::switch::<S>();
+                    drop(g);
+                    TWO_RAN[i].store(true, Ordering::SeqCst);
+                })
+                .unwrap();
+        }
+        wait_until("both threads to block", || {
+            TWO_TD.iter().all(|t| t.load(Ordering::SeqCst) != 0)
+        });
+        let g = crit_enter::<S>();
+        for t in &TWO_TD {
+            let td = crate::slab::deref(t.load(Ordering::SeqCst) as *mut Thread<S>).unwrap();
+            crate::schedule::<S>(td);
+        }
+        assert!(!TWO_RAN.iter().any(|r| r.load(Ordering::SeqCst)));
+        drop(g);
+        let ran: Vec<bool> = TWO_RAN.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+        assert_eq!(
+            ran,
+            [true, true],
+            "which preempted at the critical section's end"
+        );
+    });
+}
