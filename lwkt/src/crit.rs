@@ -117,8 +117,18 @@ pub fn splz<M: Machine>() {
     let cpu = M::mycpu();
     let td = cpu.curthread();
     debug_assert!(!cpu.in_interrupt(), "splz from a hard-interrupt handler");
-    crit_inc(td);
-    crate::intr::run_deferred::<M>(cpu);
-    crit_dec_noyield(td);
+    loop {
+        crit_inc(td);
+        crate::intr::run_deferred::<M>(cpu);
+        M::interrupt_window();
+        crit_dec_noyield(td);
+        // An interrupt taken after the replay's last look and before the
+        // decrement was deferred again: nobody else would replay it (with
+        // the tick stopped, not for ever). Outside the section now, any
+        // later one is taken directly, so this look is the last needed.
+        if cpu.reqflags.load(Ordering::Relaxed) & rqf::IDLECHECK_MASK == 0 {
+            break;
+        }
+    }
     crate::switch::preempt_pending::<M>();
 }

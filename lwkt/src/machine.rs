@@ -105,6 +105,13 @@ pub trait Machine: ipi::Platform + Sized + Send + Sync + 'static {
     #[inline(always)]
     fn trace(_event: Event, _arg: u64) {}
 
+    /// A point where real hardware may deliver an interrupt and a simulated
+    /// machine must be able to (the end of `splz`'s replay, before its
+    /// critical section ends: the race window a test has to reach). Real
+    /// machines do nothing here.
+    #[inline(always)]
+    fn interrupt_window() {}
+
     /// Handles device interrupt `vector` (typically: schedules its interrupt
     /// thread). Called from the hard-interrupt path, or from [`crate::splz`]
     /// when the interrupt arrived inside a critical section; either way inside

@@ -235,6 +235,10 @@ impl Machine for Sim {
         word.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    fn interrupt_window() {
+        window();
+    }
+
     fn dispatch_device(vector: u8) {
         let f = machine()
             .devices

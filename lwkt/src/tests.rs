@@ -861,3 +861,53 @@ fn two_threads_woken_in_one_critical_section_both_preempt() {
         );
     });
 }
+
+static LATE_TD: AtomicUsize = AtomicUsize::new(0);
+static LATE_RAN: AtomicBool = AtomicBool::new(false);
+
+fn late_first(_v: u8) {
+    // The second interrupt comes while the first is being replayed, after
+    // the replay loop's last look.
+    this_machine().raise(0, 11);
+}
+
+fn late_second(_v: u8) {
+    if let Some(td) = crate::slab::deref(LATE_TD.load(Ordering::SeqCst) as *mut Thread<S>) {
+        crate::schedule::<S>(td);
+    }
+}
+
+/// An interrupt that arrives at the very end of `splz`'s replay (after its
+/// loop's last look, before its critical section ends) is replayed too,
+/// not left recorded until some later critical section ends.
+#[test]
+fn an_interrupt_at_the_end_of_splz_is_not_left_behind() {
+    run(1, None, || {
+        let m = this_machine();
+        m.devices.lock().unwrap().push((10, late_first));
+        m.devices.lock().unwrap().push((11, late_second));
+        Builder::new("late")
+            .priority(pri::INT)
+            .preemptable()
+            .spawn::<S>(|| {
+                let g = crit_enter::<S>();
+                crate::sched::deschedule_self(&g);
+                LATE_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                crate::switch::<S>();
+                drop(g);
+                LATE_RAN.store(true, Ordering::SeqCst);
+            })
+            .unwrap();
+        wait_until("the thread to block", || {
+            LATE_TD.load(Ordering::SeqCst) != 0
+        });
+        let g = crit_enter::<S>();
+        m.raise(0, 10);
+        poll();
+        drop(g);
+        assert!(
+            LATE_RAN.load(Ordering::SeqCst),
+            "the second interrupt's thread did not run at the critical section's end"
+        );
+    });
+}
