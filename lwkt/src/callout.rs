@@ -14,7 +14,7 @@
 //! armed (`&'static`): threads carry theirs.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::Machine;
 use crate::crit::crit_enter;
@@ -34,6 +34,10 @@ pub struct Callout<M: Machine> {
     arg: AtomicUsize,
     /// CPU it is armed on, `NO_CPU` when idle. Local to that CPU.
     cpu: AtomicU32,
+    /// Taken off the wheel by softclock, not yet called: a `stop` or
+    /// `reset` meanwhile clears it, and softclock then does not call it.
+    /// Local to the CPU it was armed on.
+    taken: AtomicBool,
 }
 
 fn cderef<M: Machine>(p: *mut Callout<M>) -> Option<&'static Callout<M>> {
@@ -60,6 +64,7 @@ impl<M: Machine> Callout<M> {
             func: AtomicUsize::new(0),
             arg: AtomicUsize::new(0),
             cpu: AtomicU32::new(NO_CPU),
+            taken: AtomicBool::new(false),
         }
     }
 
@@ -160,6 +165,7 @@ impl<M: Machine> Wheel<M> {
             if c.deadline.load(Ordering::Relaxed) <= now {
                 self.remove(c);
                 c.cpu.store(NO_CPU, Ordering::Relaxed);
+                c.taken.store(true, Ordering::Relaxed);
                 return Some(c);
             }
             p = cderef(c.next.load(Ordering::Relaxed));
@@ -184,6 +190,8 @@ pub fn reset<M: Machine>(c: &'static Callout<M>, ticks: u64, func: fn(usize), ar
     if on != NO_CPU {
         cpu.callouts.remove(c);
     }
+    // A call softclock took for the old arming will not happen.
+    c.taken.store(false, Ordering::Relaxed);
     c.deadline
         .store(cpu.ticks() + ticks.max(1), Ordering::Relaxed);
     c.func.store(func as usize, Ordering::Relaxed);
@@ -193,7 +201,10 @@ pub fn reset<M: Machine>(c: &'static Callout<M>, ticks: u64, func: fn(usize), ar
     drop(g);
 }
 
-/// Disarms `c`; returns whether it was armed. A callout whose function is
+/// Disarms `c`; returns whether it was armed — or taken off the wheel by
+/// softclock and not yet called, which it then is not (so a sleeper whose
+/// `stop` says false knows its timeout function ran or runs now, and one
+/// whose `stop` says true knows it never will). A callout whose function is
 /// already running is not waited for.
 ///
 /// Any context on the callout's CPU; never blocks.
@@ -202,8 +213,9 @@ pub fn stop<M: Machine>(c: &'static Callout<M>) -> bool {
     let cpu = M::mycpu();
     let on = c.cpu.load(Ordering::Relaxed);
     if on == NO_CPU {
+        let was_taken = c.taken.swap(false, Ordering::Relaxed);
         drop(g);
-        return false;
+        return was_taken;
     }
     assert_eq!(
         on, cpu.index,
@@ -214,6 +226,35 @@ pub fn stop<M: Machine>(c: &'static Callout<M>) -> bool {
     c.cpu.store(NO_CPU, Ordering::Relaxed);
     drop(g);
     true
+}
+
+/// Calls `c`, which softclock took off the wheel, unless a `stop` or
+/// `reset` came in between (a sleeper woken otherwise stops its timeout,
+/// and may already sleep again with the same callout re-armed: calling it
+/// then timed out the new sleep at once). The check and the call happen
+/// in one critical section, so nothing on this CPU slips between them;
+/// the function may block (take tokens) as before.
+///
+/// Thread context on the callout's CPU.
+pub(crate) fn fire_taken<M: Machine>(c: &'static Callout<M>) {
+    let g = crit_enter::<M>();
+    if c.taken.swap(false, Ordering::Relaxed) {
+        c.call();
+    }
+    drop(g);
+}
+
+/// Takes `c` off the wheel as softclock does when it is due (for a test
+/// that then runs the interleaving softclock's critical section allows).
+///
+/// Requires critical section; on the callout's CPU.
+#[cfg(test)]
+pub(crate) fn take_for_test<M: Machine>(c: &'static Callout<M>) {
+    let cpu = M::mycpu();
+    assert_eq!(c.cpu.load(Ordering::Relaxed), cpu.index);
+    cpu.callouts.remove(c);
+    c.cpu.store(NO_CPU, Ordering::Relaxed);
+    c.taken.store(true, Ordering::Relaxed);
 }
 
 /// The softclock thread of a CPU: runs due callouts, then sleeps until the
@@ -235,9 +276,10 @@ pub(crate) fn softclock_main<M: Machine>() {
         let next = (first..=now).find_map(|t| wheel.take_due((t % WHEEL as u64) as usize, now));
         match next {
             Some(c) => {
-                // Run it outside our critical section: it may take tokens.
+                // Let what waited for our critical section run first (it
+                // may stop or re-arm `c`: see `fire_taken`).
                 drop(g);
-                c.call();
+                fire_taken(c);
             }
             None => {
                 wheel.done.store(now, Ordering::Relaxed);

@@ -911,3 +911,57 @@ fn an_interrupt_at_the_end_of_splz_is_not_left_behind() {
         );
     });
 }
+
+static RACER_TD: AtomicUsize = AtomicUsize::new(0);
+static RACER_WAKES: Mutex<Vec<Wake>> = Mutex::new(Vec::new());
+const FIRST: usize = 0x5100;
+const SECOND: usize = 0x5200;
+
+/// The sleep-timeout race: softclock takes a sleeper's timeout off the
+/// wheel and leaves its critical section before calling it; meanwhile the
+/// sleeper is woken, stops its timeout and sleeps again with the same
+/// callout re-armed. The taken call must not time out the new sleep.
+#[test]
+fn a_timeout_taken_but_not_yet_called_does_not_end_the_next_sleep() {
+    run(1, None, || {
+        Builder::new("racer")
+            .priority(pri::INT)
+            .spawn::<S>(|| {
+                RACER_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                let w = crate::tsleep::<S>(FIRST, 0, "first", 1000);
+                RACER_WAKES.lock().unwrap().push(w);
+                let w = crate::tsleep::<S>(SECOND, 0, "second", 1000);
+                RACER_WAKES.lock().unwrap().push(w);
+            })
+            .unwrap();
+        let racer =
+            || crate::slab::deref(RACER_TD.load(Ordering::SeqCst) as *mut Thread<S>).unwrap();
+        let asleep_on = |ident: usize| {
+            let td = racer();
+            td.has(flags::TSLEEPQ) && td.sleep_ident.load(Ordering::SeqCst) == ident
+        };
+        wait_until("the first sleep", || {
+            RACER_TD.load(Ordering::SeqCst) != 0 && asleep_on(FIRST)
+        });
+        // Softclock's critical section: the timeout is due and taken.
+        let g = crit_enter::<S>();
+        crate::callout::take_for_test(&racer().timeout);
+        drop(g);
+        // Before softclock calls it, the sleeper is woken and sleeps again.
+        crate::wakeup::<S>(FIRST);
+        wait_until("the second sleep", || asleep_on(SECOND));
+        // Softclock goes on with what it took.
+        crate::callout::fire_taken(&racer().timeout);
+        poll();
+        assert_eq!(
+            *RACER_WAKES.lock().unwrap(),
+            [Wake::Woken],
+            "the second sleep ended by the first one's timeout"
+        );
+        crate::wakeup::<S>(SECOND);
+        wait_until("the second wakeup", || {
+            RACER_WAKES.lock().unwrap().len() == 2
+        });
+        assert_eq!(*RACER_WAKES.lock().unwrap(), [Wake::Woken, Wake::Woken]);
+    });
+}
