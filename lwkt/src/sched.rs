@@ -58,16 +58,33 @@ pub fn schedule<M: Machine>(td: &'static Thread<M>) {
             crate::switch::preempt(td, 1);
         }
     } else if owner != NO_CPU as usize {
-        M::world()
-            .ipi
-            .send(owner, schedule_remote::<M>, tdptr(td) as usize, 0);
+        M::world().ipi.send(
+            owner,
+            schedule_remote::<M>,
+            tdptr(td) as usize,
+            generation(td),
+        );
     }
     drop(g);
 }
 
+/// `td`'s generation, for a message about it: the slot may be freed and
+/// reused before the message arrives, and the receiver must then drop it
+/// rather than act on the slot's new thread.
+fn generation<M: Machine>(td: &Thread<M>) -> usize {
+    td.generation.load(Ordering::Acquire) as usize
+}
+
+/// The thread a message about `(arg, generation)` names, if it is still
+/// that thread.
+pub(crate) fn still<M: Machine>(arg: usize, generation: usize) -> Option<&'static Thread<M>> {
+    deref(arg as *mut Thread<M>)
+        .filter(|td| td.generation.load(Ordering::Acquire) as usize == generation)
+}
+
 /// IPI-dispatch context, on the CPU a schedule request was sent to.
-fn schedule_remote<M: Machine>(arg: usize, _: usize) {
-    if let Some(td) = deref(arg as *mut Thread<M>) {
+pub(crate) fn schedule_remote<M: Machine>(arg: usize, generation: usize) {
+    if let Some(td) = still::<M>(arg, generation) {
         // If it moved on, `schedule` forwards the request to its new owner.
         schedule::<M>(td);
     }
@@ -97,15 +114,18 @@ pub fn deschedule<M: Machine>(td: &'static Thread<M>) {
     if td.cpu() == cpu.index() {
         dequeue(cpu, td);
     } else {
-        M::world()
-            .ipi
-            .send(td.cpu(), deschedule_remote::<M>, tdptr(td) as usize, 0);
+        M::world().ipi.send(
+            td.cpu(),
+            deschedule_remote::<M>,
+            tdptr(td) as usize,
+            generation(td),
+        );
     }
     drop(g);
 }
 
-fn deschedule_remote<M: Machine>(arg: usize, _: usize) {
-    if let Some(td) = deref(arg as *mut Thread<M>) {
+pub(crate) fn deschedule_remote<M: Machine>(arg: usize, generation: usize) {
+    if let Some(td) = still::<M>(arg, generation) {
         deschedule::<M>(td);
     }
 }
@@ -143,19 +163,20 @@ pub fn setpri<M: Machine>(td: &'static Thread<M>, p: u8) {
     if td.cpu() == cpu.index() {
         set_priority(cpu, td, p);
     } else {
+        // The priority rides in the low byte, the generation above it.
         M::world().ipi.send(
             td.cpu(),
             setpri_remote::<M>,
             tdptr(td) as usize,
-            usize::from(p),
+            generation(td) << 8 | usize::from(p),
         );
     }
     drop(g);
 }
 
-fn setpri_remote<M: Machine>(arg: usize, p: usize) {
-    if let Some(td) = deref(arg as *mut Thread<M>) {
-        setpri::<M>(td, p as u8);
+pub(crate) fn setpri_remote<M: Machine>(arg: usize, word: usize) {
+    if let Some(td) = still::<M>(arg, word >> 8) {
+        setpri::<M>(td, word as u8);
     }
 }
 

@@ -965,3 +965,74 @@ fn a_timeout_taken_but_not_yet_called_does_not_end_the_next_sleep() {
         assert_eq!(*RACER_WAKES.lock().unwrap(), [Wake::Woken, Wake::Woken]);
     });
 }
+
+static SLOT_TD: AtomicUsize = AtomicUsize::new(0);
+static SLOT_WOKE: AtomicBool = AtomicBool::new(false);
+
+/// A schedule, deschedule or setpri message that arrives after its thread
+/// exited and the slot went to a new thread does nothing to the new one
+/// (the messages carry the thread's generation, as `interrupt` keeps a
+/// reference). The late arrival is played by calling the messages'
+/// handlers with what the sender put in them.
+#[test]
+fn a_late_message_for_an_exited_thread_leaves_the_slots_new_thread_alone() {
+    run(1, None, || {
+        // The first thread: blocks, is woken, exits.
+        Builder::new("first")
+            .spawn::<S>(|| {
+                let g = crit_enter::<S>();
+                crate::sched::deschedule_self(&g);
+                SLOT_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                crate::switch::<S>();
+                drop(g);
+            })
+            .unwrap();
+        wait_until("the first thread to block", || {
+            SLOT_TD.load(Ordering::SeqCst) != 0
+        });
+        let first = SLOT_TD.swap(0, Ordering::SeqCst);
+        let td = crate::slab::deref(first as *mut Thread<S>).unwrap();
+        let old_generation = td.generation.load(Ordering::SeqCst) as usize;
+        let old_priority = td.priority();
+        crate::schedule::<S>(td);
+        wait_until("the first thread to exit", || {
+            td.generation.load(Ordering::SeqCst) as usize != old_generation
+        });
+        // The second thread takes the slot and blocks.
+        Builder::new("second")
+            .spawn::<S>(|| {
+                let g = crit_enter::<S>();
+                crate::sched::deschedule_self(&g);
+                SLOT_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                crate::switch::<S>();
+                drop(g);
+                SLOT_WOKE.store(true, Ordering::SeqCst);
+            })
+            .unwrap();
+        wait_until("the second thread to block", || {
+            SLOT_TD.load(Ordering::SeqCst) != 0
+        });
+        assert_eq!(
+            SLOT_TD.load(Ordering::SeqCst),
+            first,
+            "the second thread did not reuse the slot (the test needs it to)"
+        );
+        // The first thread's messages arrive late.
+        let g = crit_enter::<S>();
+        crate::sched::setpri_remote::<S>(first, old_generation << 8 | usize::from(pri::INT));
+        crate::sched::schedule_remote::<S>(first, old_generation);
+        drop(g);
+        for _ in 0..10 {
+            crate::yield_now::<S>();
+        }
+        assert!(
+            !SLOT_WOKE.load(Ordering::SeqCst),
+            "a message for the exited thread woke the slot's new thread"
+        );
+        assert_eq!(td.priority(), old_priority, "and set its priority");
+        crate::schedule::<S>(td);
+        wait_until("the second thread to run", || {
+            SLOT_WOKE.load(Ordering::SeqCst)
+        });
+    });
+}
