@@ -40,6 +40,23 @@ pub(crate) fn dequeue<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) 
     }
 }
 
+/// The CPU where an operation on `td` must be done, if not this one: its
+/// owner — or, while it migrates away from this CPU (switched out here,
+/// not yet adopted there: `td.cpu` still names this CPU), its destination.
+/// A message to the destination sent from here travels behind the adoption
+/// message this CPU sent when the thread switched out (one FIFO per CPU
+/// pair, in order), so it finds the thread adopted; done here instead, it
+/// would act on a thread no run queue of this CPU holds, racing the new
+/// owner. Requires critical section.
+pub(crate) fn elsewhere<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) -> Option<usize> {
+    let on = td.cpu();
+    if on != cpu.index() {
+        return Some(on);
+    }
+    (td.has(flags::MIGRATING) && !ptr::eq(td, cpu.curthread()))
+        .then(|| td.migrate_dest.load(Ordering::Relaxed) as usize)
+}
+
 /// Makes `td` runnable. On this CPU it is enqueued at once, and preempts the
 /// current thread if it is preemptable and of higher priority; on another CPU
 /// the owner is sent a message.
@@ -111,15 +128,15 @@ pub fn deschedule_self<M: Machine>(_g: &CritGuard<M>) {
 pub fn deschedule<M: Machine>(td: &'static Thread<M>) {
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
-    if td.cpu() == cpu.index() {
-        dequeue(cpu, td);
-    } else {
+    if let Some(owner) = elsewhere(cpu, td) {
         M::world().ipi.send(
-            td.cpu(),
+            owner,
             deschedule_remote::<M>,
             tdptr(td) as usize,
             generation(td),
         );
+    } else {
+        dequeue(cpu, td);
     }
     drop(g);
 }
@@ -160,16 +177,16 @@ pub fn setpri<M: Machine>(td: &'static Thread<M>, p: u8) {
     assert!(p <= pri::MAX, "priority {p} out of range");
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
-    if td.cpu() == cpu.index() {
-        set_priority(cpu, td, p);
-    } else {
+    if let Some(owner) = elsewhere(cpu, td) {
         // The priority rides in the low byte, the generation above it.
         M::world().ipi.send(
-            td.cpu(),
+            owner,
             setpri_remote::<M>,
             tdptr(td) as usize,
             generation(td) << 8 | usize::from(p),
         );
+    } else {
+        set_priority(cpu, td, p);
     }
     drop(g);
 }
@@ -199,6 +216,7 @@ pub fn migrate_self<M: Machine>(to: usize) {
     dequeue(cpu, td);
     cpu.allq_remove(td);
     td.migrate_to.store(to as u32, Ordering::Relaxed);
+    td.migrate_dest.store(to as u32, Ordering::Relaxed);
     M::trace(crate::Event::Migrate, to as u64);
     crate::switch::switch::<M>();
     // Running on `to` now.

@@ -397,7 +397,12 @@ fn interrupt_on_owner<M: Machine>(arg: usize) {
     };
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
-    if td.cpu() == cpu.index() {
+    if let Some(owner) = crate::sched::elsewhere(cpu, td) {
+        // Its owner's, or (migrating) its destination's: `flags` are
+        // written by one CPU at a time.
+        M::world().ipi.send(owner, interrupt_remote::<M>, arg, 0);
+        drop(g);
+    } else {
         td.set(flags::INTR_REQ);
         if td.has(flags::INTR_SLEEP) && td.has(flags::TSLEEPQ) {
             remove_from_sleepq(cpu, td);
@@ -406,9 +411,6 @@ fn interrupt_on_owner<M: Machine>(arg: usize) {
         drop(g);
         // Release the message's reference (see `interrupt`).
         drop(crate::ThreadRef::adopt(td));
-    } else {
-        M::world().ipi.send(td.cpu(), interrupt_remote::<M>, arg, 0);
-        drop(g);
     }
 }
 

@@ -1036,3 +1036,59 @@ fn a_late_message_for_an_exited_thread_leaves_the_slots_new_thread_alone() {
         });
     });
 }
+
+static MIG_TD: AtomicUsize = AtomicUsize::new(0);
+static MIG_RAN: AtomicBool = AtomicBool::new(false);
+static MIG_HOLDING: AtomicBool = AtomicBool::new(false);
+static MIG_RELEASE: AtomicBool = AtomicBool::new(false);
+
+/// An operation on a thread between its switch-out on the old CPU and its
+/// adoption by the new one goes to the new owner (behind the adoption), not
+/// to the old CPU, where it found no run queue holding the thread: a
+/// deschedule in that window used to be lost, and the thread ran.
+#[test]
+fn a_deschedule_during_a_migration_reaches_the_new_owner() {
+    run(2, None, || {
+        // CPU 1 stays in a critical section: the adoption waits.
+        Builder::new("holder")
+            .cpu(1)
+            .spawn::<S>(|| {
+                let g = crit_enter::<S>();
+                MIG_HOLDING.store(true, Ordering::SeqCst);
+                while !MIG_RELEASE.load(Ordering::SeqCst) {
+                    poll();
+                    std::thread::yield_now();
+                }
+                drop(g);
+            })
+            .unwrap();
+        wait_until("CPU 1 to hold", || MIG_HOLDING.load(Ordering::SeqCst));
+        Builder::new("mover")
+            .cpu(0)
+            .spawn::<S>(|| {
+                MIG_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                crate::migrate_self::<S>(1);
+                MIG_RAN.store(true, Ordering::SeqCst);
+            })
+            .unwrap();
+        let mover = || crate::slab::deref(MIG_TD.load(Ordering::SeqCst) as *mut Thread<S>);
+        wait_until("the mover to switch out of CPU 0", || {
+            mover().is_some_and(|td| td.has(flags::MIGRATING) && !td.has(flags::RUNNING))
+        });
+        let td = mover().unwrap();
+        crate::deschedule::<S>(td);
+        MIG_RELEASE.store(true, Ordering::SeqCst);
+        for _ in 0..50 {
+            poll();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(
+            !MIG_RAN.load(Ordering::SeqCst),
+            "the thread ran: the deschedule during its migration was lost"
+        );
+        crate::schedule::<S>(td);
+        wait_until("the mover to run on CPU 1", || {
+            MIG_RAN.load(Ordering::SeqCst)
+        });
+    });
+}

@@ -168,6 +168,9 @@ pub struct Thread<M: Machine> {
     pub(crate) preempted: AtomicPtr<Thread<M>>,
     /// Target CPU of a migration in progress. Local.
     pub(crate) migrate_to: AtomicU32,
+    /// Where it is migrating (set with `MIGRATING`, kept until adopted):
+    /// where operations on it go meanwhile (`sched::elsewhere`).
+    pub(crate) migrate_dest: AtomicU32,
     /// Free-list link in the slab's caches. Local to the cache's owner.
     pub(crate) free_next: AtomicPtr<Thread<M>>,
     /// References from [`ThreadRef`]s, plus [`REFS_DEAD`] once the thread has
@@ -212,6 +215,7 @@ impl<M: Machine> Thread<M> {
             wmesg: AtomicU64::new(0),
             preempted: AtomicPtr::new(ptr::null_mut()),
             migrate_to: AtomicU32::new(NO_CPU),
+            migrate_dest: AtomicU32::new(NO_CPU),
             free_next: AtomicPtr::new(ptr::null_mut()),
             refs: AtomicU32::new(0),
             switches: AtomicU64::new(0),
