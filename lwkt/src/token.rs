@@ -179,9 +179,6 @@ impl<M: Machine> TokenStack<M> {
 /// Tries to take `r.token()` for `td` in mode `mode` (DragonFly's
 /// `_lwkt_trytokref`).
 fn try_ref<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
-    if mode & EXCLUSIVE != 0 {
-        no_upgrade(td, r);
-    }
     try_word(r, mode, |p| td.tokens.owns(p), td.tokens.len())
 }
 
@@ -191,7 +188,12 @@ fn try_ref<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
 /// among them, so it would spin forever (DragonFly forbids the upgrade
 /// too). A thread that holds the token exclusively may take it again in
 /// any mode (recursion).
-fn no_upgrade<M: Machine>(td: &Thread<M>, r: &TokRef) {
+#[cold]
+#[inline(never)]
+fn no_upgrade<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) {
+    if mode & EXCLUSIVE == 0 {
+        return;
+    }
     let tok = r.token();
     let mut shared = false;
     for x in td.tokens.live() {
@@ -318,7 +320,19 @@ pub(crate) fn get_all<M: Machine>(td: &Thread<M>, sorted: bool) -> bool {
     }
     for (n, &i) in order.iter().enumerate() {
         let r = &live[i];
-        if !try_ref(td, r, r.mode.load(Ordering::Relaxed)) {
+        let mode = r.mode.load(Ordering::Relaxed);
+        if !try_ref(td, r, mode) {
+            // A refused exclusive request while the token is held shared
+            // may be an upgrade, which would be refused for ever: checked
+            // here, where a waiting thread is retried, off the
+            // acquisition's fast path (and not at all while another thread
+            // holds the token exclusively).
+            if mode & EXCLUSIVE != 0 && n > 0 {
+                let count = r.token().count.load(Ordering::Relaxed);
+                if count & EXCLUSIVE == 0 && count >= INCR {
+                    no_upgrade(td, r, mode);
+                }
+            }
             r.token().collide();
             for &j in order[..n].iter().rev() {
                 rel_ref(&live[j]);
