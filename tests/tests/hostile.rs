@@ -107,7 +107,10 @@ impl Script {
                 let mut pids: Vec<u64> = self
                     .ps_rows
                     .iter()
-                    .filter(|(_, n)| n == "hostile")
+                    // Pid 0: a thread of an ending process that has left
+                    // its process already (`ps` shows it briefly), not one
+                    // to kill.
+                    .filter(|(p, n)| n == "hostile" && *p != 0)
                     .map(|(p, _)| *p)
                     .collect();
                 pids.sort_unstable();
