@@ -313,12 +313,16 @@ pub fn hwinfo(u: &UserThread, kind: u64, ptr: u64, len: u64) -> Result<u64, Erro
     }
 }
 
-fn write_struct<T: Copy>(ptr: u64, len: u64, v: &T) -> Result<u64, Error> {
+/// Copies `v` to user address `ptr` (a buffer of `len` bytes); returns the
+/// bytes written. `T` must be a `repr(C)` struct of `u64`s (an ABI answer:
+/// `FbInfo`, `AcpiInfo`, `MemInfo`, `MsiTarget`), so that every byte is
+/// initialized.
+pub(super) fn write_struct<T: Copy>(ptr: u64, len: u64, v: &T) -> Result<u64, Error> {
     let n = size_of::<T>();
     if (len as usize) < n {
         return Err(Error::Invalid);
     }
-    // SAFETY: `T` is a `repr(C)` struct of `u64`s (`FbInfo`, `AcpiInfo`):
+    // SAFETY: `T` is a `repr(C)` struct of `u64`s (the function's contract):
     // every byte is initialized.
     let bytes = unsafe { core::slice::from_raw_parts(core::ptr::from_ref(v).cast::<u8>(), n) };
     super::uaccess::write_bytes(ptr, bytes)?;
@@ -378,11 +382,11 @@ fn quiesce_function(ecam: u64, first_bus: u64, page: u64) {
     }
     let addr = 0x8000_0000u32 | (bus as u32) << 16 | (((off >> 12) & 0xff) as u32) << 8;
     let _g = PCI_CF8.lock();
+    // Register 0 is the vendor/device id, register 4 the command (low 16
+    // bits) and status (high 16 bits, write-one-to-clear: written back as
+    // zeros).
     // SAFETY: configuration mechanism 1: the address port selects a
-    // register, the data port reads or writes it; the lock keeps the pair
-    // together. Register 0 is the vendor/device id, register 4 the command
-    // (low 16 bits) and status (high 16 bits, write-one-to-clear: written
-    // back as zeros).
+    // register, the data port reads or writes it; the lock keeps the pair.
     unsafe {
         use x86_64::instructions::port::Port;
         let mut a = Port::<u32>::new(0xcf8);

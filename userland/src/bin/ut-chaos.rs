@@ -233,10 +233,10 @@ fn main(a: &str) -> i64 {
                         | nr::SET_CPU
                 ) {
                     let a = [r.next_u64(), r.below(256), r.next_u64(), r.below(8), 0, 0];
+                    // The excluded calls are those that could touch our
+                    // memory (unmap, detach) or that would block or end us.
                     // SAFETY: no argument is an address of ours (random
-                    // words and small numbers), so the call touches nothing
-                    // this program uses; the excluded calls are those that
-                    // could (unmap, detach) or that would block or end us.
+                    // words and small numbers): nothing of ours is touched.
                     let raw = unsafe { sys::raw(n, a) };
                     if let Err(e) = abi::decode(raw) {
                         ensure!(

@@ -30,10 +30,10 @@ pub fn read_rflags() -> u64 {
 #[inline(always)]
 pub fn interrupts_save_disable() -> bool {
     let was = interrupts_enabled();
+    // Not `nomem`: the compiler must not move memory accesses across it
+    // (what follows relies on interrupts off, what precedes on them on).
     // SAFETY: `cli` only clears RFLAGS.IF; the caller restores it with
-    // `interrupts_restore`. Not `nomem`: the compiler must not move memory
-    // accesses across it (what follows relies on running with interrupts
-    // off, what precedes on running with them on).
+    // `interrupts_restore`.
     unsafe { asm!("cli", options(nostack)) };
     was
 }
@@ -71,10 +71,11 @@ pub fn interrupts_disable() {
 /// loop check for work with interrupts off and then sleep without a lost wakeup.
 #[inline(always)]
 pub fn enable_and_halt() {
+    // Not `nomem`: the idle loop's last look at its run queue, made with
+    // interrupts off, stays before it, and what a handler wrote is read
+    // again after it.
     // SAFETY: `sti; hlt` enables interrupts and waits for one; handlers are
-    // installed. Not `nomem`: the idle loop's last look at its run queue,
-    // made with interrupts off, must stay before it, and what an interrupt
-    // handler wrote must be read again after it.
+    // installed.
     unsafe { asm!("sti", "hlt", options(nostack)) };
 }
 

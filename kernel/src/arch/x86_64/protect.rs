@@ -51,10 +51,10 @@ fn init_pat() {
     const IA32_PAT: u32 = 0x277;
     const POWER_ON: u64 = 0x0007_0406_0007_0406;
     let value = (POWER_ON & !(0xff << 8)) | (0x01 << 8);
-    // SAFETY: only entry 1 changes, from WT to WC; no mapping uses it (the
-    // kernel maps MMIO with PCD and PWT, entry 3; user device mappings are
-    // the only users, made after every CPU ran this). The other entries
-    // keep their values.
+    // The kernel maps MMIO with PCD and PWT (entry 3); user device mappings,
+    // made after every CPU ran this, are entry 1's only users.
+    // SAFETY: only entry 1 changes, from WT to WC, while no mapping uses it;
+    // the other entries keep their values.
     unsafe { x86_64::registers::model_specific::Msr::new(IA32_PAT).write(value) };
     PAT.store(true, Ordering::Relaxed);
 }

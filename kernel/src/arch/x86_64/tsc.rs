@@ -188,10 +188,10 @@ impl Pit {
         let mut gate = Port::<u8>::new(0x61);
         let mut cmd = Port::<u8>::new(0x43);
         let mut ch2 = Port::<u8>::new(0x42);
+        // On a machine without a PIT the writes go nowhere and reads give
+        // all ones, which the measurement refuses as a counter that stops.
         // SAFETY: ports 0x42/0x43/0x61 are the PIT and the system control
-        // port on a PC; channel 2 drives only the speaker, kept off. On a
-        // machine without a PIT the writes go nowhere and reads give all ones,
-        // which the measurement refuses as a counter that does not count.
+        // port on a PC; channel 2 drives only the speaker, kept off.
         unsafe {
             let g = gate.read();
             gate.write((g & !0x02) | 0x01); // gate high, speaker off

@@ -267,10 +267,9 @@ fn open_screen(pm: &Procman) -> Result<Screen, i64> {
     let Ok(len) = usize::try_from(info.size) else {
         return Err(1);
     };
-    // SAFETY: `map_device` mapped `info.size` bytes of the framebuffer at
-    // `va` (non-null, in this process's space) for good: nothing unmaps it
-    // and nothing else of this process touches it, so this is its only
-    // reference.
+    // Nothing unmaps the mapping, and nothing else of this process touches it.
+    // SAFETY: `map_device` mapped `info.size` bytes at `va` (non-null) for
+    // good; this is the only reference to them.
     let fb: &'static mut [u8] = unsafe { core::slice::from_raw_parts_mut(va as *mut u8, len) };
     match Screen::new(fb, &info) {
         Ok(s) => {
