@@ -7,6 +7,7 @@
 //! * [`thread`]: threads of the process, with closures and join handles.
 //! * [`process`]: children started from the ramdisk, and waiting for them.
 //! * [`ipc`]: channels, connections, messages and pulses.
+//! * [`port`]: I/O port access for drivers.
 //! * [`svc`]: the process manager's and the console's protocols and clients.
 //! * [`keymap`]: scan codes and USB boot reports to the bytes a terminal
 //!   would send (US layout).
@@ -27,6 +28,7 @@ pub mod heap;
 pub mod io;
 pub mod ipc;
 pub mod keymap;
+pub mod port;
 pub mod process;
 pub mod rng;
 pub mod svc;

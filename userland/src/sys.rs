@@ -244,55 +244,30 @@ pub fn msi_attach(coid: u64, code: u64) -> Result<(u64, MsiTarget), Error> {
     Ok((h, t))
 }
 
-/// The boot framebuffer.
-pub fn fb_info() -> Result<FbInfo, Error> {
-    let mut i = FbInfo::default();
+/// `HWINFO` of `kind`, whose answer is a `T` (a `repr(C)` struct of
+/// `u64`s).
+fn hwinfo<T: Default>(kind: u64) -> Result<T, Error> {
+    let mut i = T::default();
     call(
         nr::HWINFO,
-        [
-            hwinfo::FRAMEBUFFER,
-            &raw mut i as u64,
-            size_of::<FbInfo>() as u64,
-            0,
-            0,
-            0,
-        ],
+        [kind, &raw mut i as u64, size_of::<T>() as u64, 0, 0, 0],
     )?;
     Ok(i)
+}
+
+/// The boot framebuffer.
+pub fn fb_info() -> Result<FbInfo, Error> {
+    hwinfo(hwinfo::FRAMEBUFFER)
 }
 
 /// The machine's memory now (needs the OBSERVE right).
 pub fn mem_info() -> Result<wyvern_abi::syscall::MemInfo, Error> {
-    let mut i = wyvern_abi::syscall::MemInfo::default();
-    call(
-        nr::HWINFO,
-        [
-            hwinfo::MEMORY,
-            &raw mut i as u64,
-            size_of::<wyvern_abi::syscall::MemInfo>() as u64,
-            0,
-            0,
-            0,
-        ],
-    )?;
-    Ok(i)
+    hwinfo(hwinfo::MEMORY)
 }
 
 /// What ACPI says about PCI configuration space and power.
 pub fn acpi_info() -> Result<AcpiInfo, Error> {
-    let mut i = AcpiInfo::default();
-    call(
-        nr::HWINFO,
-        [
-            hwinfo::ACPI,
-            &raw mut i as u64,
-            size_of::<AcpiInfo>() as u64,
-            0,
-            0,
-            0,
-        ],
-    )?;
-    Ok(i)
+    hwinfo(hwinfo::ACPI)
 }
 
 /// Turns ISA IRQ `irq` into pulses with `code` through connection `coid`.

@@ -51,15 +51,51 @@ use crate::sync::TokenCell;
 /// ISA IRQs a driver may attach.
 const IRQS: usize = 16;
 
+/// Whether an attached interrupt's next occurrence delivers a pulse: one
+/// pulse outstanding at most, an interrupt while disarmed remembered as one
+/// (for IRQs and MSI vectors alike). Under the attachment's token.
+struct Arming {
+    /// The next interrupt delivers a pulse.
+    armed: bool,
+    /// An interrupt came while disarmed.
+    missed: bool,
+}
+
+impl Arming {
+    const ARMED: Arming = Arming {
+        armed: true,
+        missed: false,
+    };
+
+    /// An interrupt came: whether to deliver its pulse now.
+    fn fire(&mut self) -> bool {
+        if self.armed {
+            self.armed = false;
+            true
+        } else {
+            self.missed = true;
+            false
+        }
+    }
+
+    /// The driver re-arms: whether a pulse is due now (one came meanwhile).
+    fn rearm(&mut self) -> bool {
+        if self.missed {
+            self.missed = false;
+            true
+        } else {
+            self.armed = true;
+            false
+        }
+    }
+}
+
 /// A driver's attachment.
 struct Attach {
     pid: u64,
     chan: Arc<UChannel>,
     code: u32,
-    /// The next interrupt delivers a pulse.
-    armed: bool,
-    /// An interrupt came while disarmed.
-    missed: bool,
+    arming: Arming,
 }
 
 static ATTACHED: [TokenCell<Option<Attach>>; IRQS] = [const { TokenCell::new(None) }; IRQS];
@@ -73,13 +109,7 @@ pub fn fire(irq: u8) -> bool {
     };
     let send = slot.with(|a| {
         let a = a.as_mut()?;
-        if a.armed {
-            a.armed = false;
-            Some(Some((a.chan.clone(), a.code)))
-        } else {
-            a.missed = true;
-            Some(None)
-        }
+        Some(a.arming.fire().then(|| (a.chan.clone(), a.code)))
     });
     let Some(send) = send else {
         return false;
@@ -147,8 +177,7 @@ pub fn attach(u: &UserThread, irq: u64, coid: u64, code: u64) -> Result<u64, Err
             pid,
             chan,
             code,
-            armed: true,
-            missed: false,
+            arming: Arming::ARMED,
         });
         Ok(())
     })?;
@@ -170,13 +199,7 @@ pub fn unmask(u: &UserThread, irq: u64) -> Result<u64, Error> {
             .as_mut()
             .filter(|a| a.pid == u.process.pid)
             .ok_or(Error::NotFound)?;
-        if a.missed {
-            a.missed = false;
-            Ok(Some((a.chan.clone(), a.code)))
-        } else {
-            a.armed = true;
-            Ok(None)
-        }
+        Ok(a.arming.rearm().then(|| (a.chan.clone(), a.code)))
     })?;
     crate::intr::unmask(src);
     if let Some((chan, code)) = send {
@@ -251,10 +274,7 @@ struct MsiAttach {
     pid: u64,
     chan: Arc<UChannel>,
     code: u32,
-    /// The next interrupt delivers a pulse.
-    armed: bool,
-    /// An interrupt came while disarmed.
-    missed: bool,
+    arming: Arming,
 }
 
 static MSI: [TokenCell<Option<MsiAttach>>; MSI_SLOTS] = [const { TokenCell::new(None) }; MSI_SLOTS];
@@ -279,13 +299,7 @@ pub fn fire_msi(i: usize) {
     };
     let send = slot.with(|a| {
         let a = a.as_mut()?;
-        if a.armed {
-            a.armed = false;
-            Some(msi_pulse(a, i))
-        } else {
-            a.missed = true;
-            None
-        }
+        a.arming.fire().then(|| msi_pulse(a, i))
     });
     if let Some((chan, p)) = send {
         // Reserved: one pulse per vector at most is outstanding.
@@ -321,8 +335,7 @@ pub fn msi_attach(u: &UserThread, coid: u64, code: u64, out: u64) -> Result<u64,
                 pid,
                 chan: chan.take().expect("taken once"),
                 code,
-                armed: true,
-                missed: false,
+                arming: Arming::ARMED,
             });
             true
         });
@@ -343,11 +356,7 @@ pub fn msi_attach(u: &UserThread, coid: u64, code: u64, out: u64) -> Result<u64,
         address: 0xfee0_0000 | u64::from(apic_id) << 12,
         data: u64::from(vector),
     };
-    // SAFETY: `MsiTarget` is two `u64`s, all bytes initialized.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(core::ptr::from_ref(&t).cast::<u8>(), size_of::<MsiTarget>())
-    };
-    if let Err(e) = super::uaccess::write_bytes(out, bytes) {
+    if let Err(e) = super::device::write_struct(out, size_of::<MsiTarget>() as u64, &t) {
         msi_release(pid, i);
         return Err(e);
     }
@@ -362,13 +371,7 @@ fn msi_unmask(u: &UserThread, handle: u64) -> Result<u64, Error> {
             .as_mut()
             .filter(|a| a.pid == u.process.pid)
             .ok_or(Error::NotFound)?;
-        if a.missed {
-            a.missed = false;
-            Ok(Some(msi_pulse(a, i)))
-        } else {
-            a.armed = true;
-            Ok(None)
-        }
+        Ok(a.arming.rearm().then(|| msi_pulse(a, i)))
     })?;
     if let Some((chan, p)) = send {
         let _ = chan.pulse(p, true);

@@ -36,20 +36,14 @@ const IRQ: u64 = 4;
 const PULSE_IRQ: u32 = 1;
 
 fn inb(port: u16) -> u8 {
-    let v: u8;
     // SAFETY: the process manager granted this process COM1's ports; an
     // `in` from them only reads the UART's registers.
-    unsafe {
-        core::arch::asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack));
-    }
-    v
+    unsafe { wyvern_user::port::in8(port) }
 }
 
 fn outb(port: u16, v: u8) {
     // SAFETY: as in `inb`; an `out` to them drives the UART.
-    unsafe {
-        core::arch::asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack));
-    }
+    unsafe { wyvern_user::port::out8(port, v) }
 }
 
 fn put(b: u8) {

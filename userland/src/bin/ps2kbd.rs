@@ -103,21 +103,15 @@ const OUTBOX_MAX: usize = 1024;
 const LOG_MAX: u64 = 4;
 
 fn inb(port: u16) -> u8 {
-    let v: u8;
     // SAFETY: the process manager granted this process the i8042's ports
     // (0x60, 0x64); an `in` from them only reads the controller.
-    unsafe {
-        core::arch::asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack));
-    }
-    v
+    unsafe { wyvern_user::port::in8(port) }
 }
 
 fn outb(port: u16, v: u8) {
     // SAFETY: as in `inb`; an `out` to them commands the controller or the
     // keyboard behind it.
-    unsafe {
-        core::arch::asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack));
-    }
+    unsafe { wyvern_user::port::out8(port, v) }
 }
 
 /// Waits until `ready()` or `ms` milliseconds passed; true if ready.

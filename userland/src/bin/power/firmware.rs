@@ -47,29 +47,16 @@ impl Io {
         if !self.allows(port, width) {
             return None;
         }
-        let v: u32;
         // SAFETY: the process manager granted `[port, port + width)` to this
         // program (`Io::granted` mirrors its policy, `allows` checked the
-        // range); an `in` touches no memory of this process.
-        unsafe {
-            v = match width {
-                1 => {
-                    let b: u8;
-                    core::arch::asm!("in al, dx", in("dx") port, out("al") b, options(nomem, nostack));
-                    b.into()
-                }
-                2 => {
-                    let w: u16;
-                    core::arch::asm!("in ax, dx", in("dx") port, out("ax") w, options(nomem, nostack));
-                    w.into()
-                }
-                _ => {
-                    let d: u32;
-                    core::arch::asm!("in eax, dx", in("dx") port, out("eax") d, options(nomem, nostack));
-                    d
-                }
-            };
-        }
+        // range); reading ACPI's registers is what the AML asked for.
+        let v = unsafe {
+            match width {
+                1 => wyvern_user::port::in8(port).into(),
+                2 => wyvern_user::port::in16(port).into(),
+                _ => wyvern_user::port::in32(port),
+            }
+        };
         Some(v)
     }
 
@@ -78,19 +65,13 @@ impl Io {
         if !self.allows(port, width) {
             return false;
         }
-        // SAFETY: as in `read`: the range is granted, and an `out` touches no
-        // memory of this process (what it does to the machine is the point).
+        // SAFETY: as in `read`: the range is granted (what the write does
+        // to the machine is the point).
         unsafe {
             match width {
-                1 => {
-                    core::arch::asm!("out dx, al", in("dx") port, in("al") v as u8, options(nomem, nostack))
-                }
-                2 => {
-                    core::arch::asm!("out dx, ax", in("dx") port, in("ax") v as u16, options(nomem, nostack))
-                }
-                _ => {
-                    core::arch::asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack))
-                }
+                1 => wyvern_user::port::out8(port, v as u8),
+                2 => wyvern_user::port::out16(port, v as u16),
+                _ => wyvern_user::port::out32(port, v),
             }
         }
         true
