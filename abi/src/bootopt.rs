@@ -81,7 +81,7 @@ pub enum TscRef {
 
 /// Keys a mode reads for its own parameters (all take unsigned integers).
 pub const PARAM_KEYS: &[&str] = &[
-    "seconds", "iters", "reps", "percent", "rate", "cpus", "seed",
+    "seconds", "iters", "reps", "percent", "rate", "cpus", "seed", "global",
 ];
 
 /// The parsed options. Borrowed from the text they were parsed from.

@@ -29,7 +29,7 @@
 //! | 11 | [`nr::MAP`] | len, [`prot`] bits | address of `len` bytes of zeroed memory |
 //! | 12 | [`nr::UNMAP`] | address, len | 0 |
 //! | 13 | [`nr::SET_PRIORITY`] | thread id (0: self), [`Priority`] | 0; [`Error::Denied`] above the process's ceiling |
-//! | 14 | [`nr::SET_CPU`] | CPU index | 0, running on that CPU from now on |
+//! | 14 | [`nr::SET_CPU`] | CPU index, or [`ANY_CPU`] | 0, running on that CPU from now on, pinned there (the balancer leaves it); [`ANY_CPU`]: unpinned, where it is |
 //! | 15 | [`nr::INFO`] | `*mut Info` | 0 |
 //! | 16 | [`nr::STATS`] | `*mut CpuStats`, count | number of CPUs written; needs [`rights::OBSERVE`] |
 //! | 17 | [`nr::CHANNEL_CREATE`] | [`chan`] flags | channel id |
@@ -155,7 +155,8 @@ pub mod nr {
     pub const UNMAP: u64 = 12;
     /// Sets a thread's priority.
     pub const SET_PRIORITY: u64 = 13;
-    /// Moves the calling thread to a CPU (threads stay where they are put).
+    /// Moves the calling thread to a CPU and pins it there (the user
+    /// scheduler's balancer no longer moves it); [`super::ANY_CPU`] unpins.
     pub const SET_CPU: u64 = 14;
     /// Who and where the caller is.
     pub const INFO: u64 = 15;
@@ -224,6 +225,10 @@ pub mod nr {
 /// instruction can end at the boundary — `sysret` to a non-canonical address
 /// faults in the kernel on Intel CPUs.)
 pub const USER_TOP: u64 = 0x0000_7fff_ffff_f000;
+
+/// `SET_CPU`'s argument that unpins the calling thread: it stays where it
+/// is, and the user scheduler's balancer may move it again.
+pub const ANY_CPU: u64 = u64::MAX;
 
 /// Longest `DEBUG_WRITE`, `SPAWN` name or argument, in bytes.
 pub const MAX_IO: u64 = 64 * 1024;
@@ -524,16 +529,27 @@ pub struct ThreadInfo {
     pub cpu: u64,
     /// Its process (0: a kernel thread).
     pub pid: u64,
-    /// Its scheduling priority now (the kernel's scale, 0 idle to 31).
+    /// Its scheduling priority now (the kernel's scale, 0 idle to 31): a
+    /// user thread's user priority, whatever level it runs at in the
+    /// kernel meanwhile.
     pub priority: u64,
     /// [`ThreadInfo::RUNNING`], [`ThreadInfo::RUNNABLE`],
-    /// [`ThreadInfo::SLEEPING`] or [`ThreadInfo::BLOCKED`].
+    /// [`ThreadInfo::SLEEPING`], [`ThreadInfo::BLOCKED`] or
+    /// [`ThreadInfo::WAITING`].
     pub state: u64,
     /// Switches to it so far.
     pub switches: u64,
     /// Its name and, when sleeping, what it sleeps on (NUL-padded).
     pub name: [u8; 16],
     pub wmesg: [u8; 8],
+    /// Its thread id in its process (0: a kernel thread).
+    pub tid: u64,
+    /// Clock ticks it was charged as its CPU's current user thread.
+    pub ticks: u64,
+    /// Its decaying CPU-use estimate (ticks; halves every second).
+    pub estcpu: u64,
+    /// [`ThreadInfo::PINNED`], [`ThreadInfo::USER_TURN`].
+    pub flags: u64,
 }
 
 impl ThreadInfo {
@@ -541,6 +557,14 @@ impl ThreadInfo {
     pub const RUNNABLE: u64 = 1;
     pub const SLEEPING: u64 = 2;
     pub const BLOCKED: u64 = 3;
+    /// Ready to run user code, waiting for its CPU's user turn (another
+    /// user thread has it).
+    pub const WAITING: u64 = 4;
+    /// Flag: pinned to its CPU by `SET_CPU`: the balancer never moves it.
+    pub const PINNED: u64 = 1 << 0;
+    /// Flag: its CPU's current user thread (the one that may run user code
+    /// there).
+    pub const USER_TURN: u64 = 1 << 1;
 }
 
 /// One CPU's counters (`STATS`): the kernel's scheduler and IPI counters.

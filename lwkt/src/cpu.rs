@@ -170,6 +170,8 @@ pub struct Cpu<M: Machine> {
     pub(crate) softclock: AtomicPtr<Thread<M>>,
     /// Scheduler clock ticks taken (the callout wheel's time).
     pub(crate) ticks: AtomicU64,
+    /// The user scheduler's side of this CPU.
+    pub usched: crate::usched::UserSched<M>,
     /// Counters.
     pub stats: CpuStats,
 }
@@ -195,6 +197,7 @@ impl<M: Machine> Cpu<M> {
             callouts: Wheel::new(),
             softclock: AtomicPtr::new(ptr::null_mut()),
             ticks: AtomicU64::new(0),
+            usched: crate::usched::UserSched::new(),
             stats: CpuStats {
                 switches: Counter::new(),
                 preempt_hit: Counter::new(),

@@ -22,6 +22,8 @@
 //! * [`sema`] — semaphore with the signal-before-sleep race handled.
 //! * [`token`] — serializing tokens, pool tokens, rank checking.
 //! * [`intr`] — the hard-interrupt side: deferral, clock, IPI vector, `doreti`.
+//! * [`usched`] — the user scheduler: one current user thread per CPU,
+//!   fairness by a decaying CPU estimate, balancing by IPI messages.
 //! * [`ipc`] — synchronous message passing: channels, send/receive/reply,
 //!   pulses, the same-CPU handoff fast path, priority inheritance.
 //!
@@ -60,12 +62,15 @@ pub mod switch;
 mod sync;
 pub mod thread;
 pub mod token;
+pub mod usched;
 pub mod world;
 
 #[cfg(all(test, not(loom)))]
 mod sim;
 #[cfg(all(test, not(loom)))]
 mod tests;
+#[cfg(all(test, not(loom)))]
+mod usched_tests;
 
 pub use cpu::{Cpu, CpuStats, CpuStatsSnapshot, bootstrap_cpu, rqf};
 pub use crit::{CritGuard, crit_enter, in_crit, splz};

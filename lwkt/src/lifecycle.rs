@@ -36,6 +36,8 @@ pub struct Builder<'a> {
     cpu: Option<usize>,
     pri: u8,
     preemptable: bool,
+    /// User priority of a user thread (0: a kernel thread).
+    user: u8,
 }
 
 impl<'a> Builder<'a> {
@@ -46,6 +48,7 @@ impl<'a> Builder<'a> {
             cpu: None,
             pri: pri::KERN_DAEMON,
             preemptable: false,
+            user: 0,
         }
     }
 
@@ -66,6 +69,20 @@ impl<'a> Builder<'a> {
     /// (interrupt threads).
     pub fn preemptable(mut self) -> Self {
         self.preemptable = true;
+        self
+    }
+
+    /// Makes it a user thread of user priority `p` (`pri::USER_IDLE` to
+    /// `pri::USER_REAL`, or a boost above): it starts in the kernel at
+    /// [`pri::KERN_USER`] and runs user code only in its CPU's user turn
+    /// ([`crate::usched::acquire`]). Its CPU-use estimate starts at its
+    /// creator's.
+    pub fn user(mut self, p: u8) -> Self {
+        assert!(
+            p > pri::IDLE && p <= pri::MAX,
+            "user priority {p} out of range"
+        );
+        self.user = p;
         self
     }
 
@@ -126,6 +143,7 @@ fn spawn<M: Machine>(b: Builder<'_>, f: crate::thread::Entry) -> Result<ThreadRe
         flags::SLAB | if b.preemptable { flags::PREEMPTABLE } else { 0 },
         Ordering::Relaxed,
     );
+    crate::usched::init_thread(cpu, td, b.user);
     // New threads start inside the critical section `switch` holds for them;
     // `thread_start` leaves it.
     td.critcount.store(1, Ordering::Relaxed);
@@ -194,6 +212,9 @@ pub fn exit<M: Machine>() -> ! {
     crit_inc(td);
     crate::sleep::remove_from_sleepq(cpu, td);
     crate::sched::dequeue(cpu, td);
+    if ptr::eq(cpu.usched.cur_ptr(), td) {
+        crate::usched::release(cpu, td);
+    }
     cpu.allq_remove(td);
     td.set(flags::EXITING);
     cpu.stats.exited.inc();

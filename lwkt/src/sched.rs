@@ -18,16 +18,28 @@ use crate::slab::{deref, ptr as tdptr};
 use crate::thread::{NO_CPU, Thread, flags, pri};
 
 /// Puts `td`, owned by `cpu`, on its run queue unless it is there already,
-/// migrating or exiting; asks for a reschedule if it is now the best.
-/// Requires critical section on `cpu`.
+/// migrating or exiting; asks for a reschedule if it is now the best. A
+/// user thread raised to kernel level goes through the user scheduler
+/// (`usched::enqueue_raised`). Requires critical section on `cpu`.
 pub(crate) fn enqueue<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) {
-    if td.has(flags::RUNQ | flags::MIGRATING | flags::EXITING) {
+    if td.has(flags::RUNQ | flags::MIGRATING | flags::EXITING | flags::UKERN) {
+        if !td.has(flags::RUNQ | flags::MIGRATING | flags::EXITING) {
+            crate::usched::enqueue_raised(cpu, td);
+        }
         return;
     }
     debug_assert_eq!(td.cpu(), cpu.index(), "enqueue on a foreign CPU: {td:?}");
     td.set(flags::RUNQ);
+    push(cpu, td, true);
+}
+
+/// Queues `td` (marked RUNQ) at the tail of its level; asks for a
+/// reschedule if it is now the best and `resched` says it may. Requires
+/// critical section on `cpu`.
+#[inline(always)]
+pub(crate) fn push<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, resched: bool) {
     cpu.runq.push_tail(td);
-    if cpu.runq.best().is_some_and(|b| ptr::eq(b, td)) {
+    if resched && cpu.runq.best().is_some_and(|b| ptr::eq(b, td)) {
         cpu.need_resched();
     }
 }
@@ -160,13 +172,38 @@ pub fn setpri_self<M: Machine>(p: u8) {
     drop(g);
 }
 
+/// Sets `td`'s priority: a kernel thread's LWKT level, a user thread's user
+/// priority — and its level with it unless it is raised to kernel level
+/// (`usched`). Requires critical section on `td`'s CPU.
 fn set_priority<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, p: u8) {
-    if td.has(flags::RUNQ) {
-        dequeue(cpu, td);
-        td.pri.store(p, Ordering::Relaxed);
-        enqueue(cpu, td);
+    let level = if td.is_user() {
+        td.upri.store(p, Ordering::Relaxed);
+        if td.has(flags::UKERN) {
+            p.max(pri::KERN_USER)
+        } else {
+            p
+        }
     } else {
+        p
+    };
+    set_level(cpu, td, level);
+}
+
+/// Sets `td`'s LWKT level, requeued at the tail of it if it is queued.
+/// Requires critical section on `td`'s CPU.
+pub(crate) fn set_level<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, p: u8) {
+    if !td.has(flags::RUNQ) {
         td.pri.store(p, Ordering::Relaxed);
+        return;
+    }
+    cpu.runq.remove(td);
+    td.pri.store(p, Ordering::Relaxed);
+    cpu.runq.push_tail(td);
+    // The running thread needs a reschedule only if something else is now
+    // better; another, if it is now the best.
+    let best = cpu.runq.best().is_some_and(|b| ptr::eq(b, td));
+    if best != td.has(flags::RUNNING) {
+        cpu.need_resched();
     }
 }
 

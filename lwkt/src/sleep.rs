@@ -239,6 +239,7 @@ fn prepare_sleep<M: Machine>(
 /// The part of a sleep after the thread runs again: woken, timed out, or
 /// scheduled directly. Threads do not migrate while asleep, so this is still
 /// the CPU it slept on. Requires critical section.
+#[inline(always)]
 fn finish_sleep<M: Machine>(td: &'static Thread<M>) -> Wake {
     let cpu = M::mycpu();
     if td.has(flags::TIMEOUT_ARMED) {
@@ -316,6 +317,7 @@ pub(crate) fn can_handoff<M: Machine>(
 /// Requires critical section: the caller's only one, entered before
 /// [`can_handoff`] said yes, and not left since; the caller holds no tokens
 /// and is on its sleep queue for `ident` ([`tsleep_interlock`]). Blocks.
+#[inline(always)]
 pub(crate) fn tsleep_handoff<M: Machine>(
     g: &CritGuard<M>,
     ident: usize,
@@ -343,7 +345,7 @@ pub(crate) fn tsleep_handoff<M: Machine>(
     }
     crate::sched::deschedule_self(g);
     remove_from_sleepq(cpu, to);
-    to.pri.store(to_pri, Ordering::Relaxed);
+    crate::usched::handoff(cpu, td, to, to_pri);
     // Queued as a running thread is (so it may pick itself later), without
     // asking for a reschedule: it is about to run.
     to.set(flags::RUNQ);
@@ -408,6 +410,7 @@ fn interrupt_on_owner<M: Machine>(arg: usize) {
             remove_from_sleepq(cpu, td);
             crate::sched::schedule::<M>(td);
         }
+        crate::usched::interrupt_waiting(cpu, td);
         drop(g);
         // Release the message's reference (see `interrupt`).
         drop(crate::ThreadRef::adopt(td));

@@ -134,7 +134,12 @@ pub fn switch<M: Machine>() {
     debug_assert!(td.has(flags::RUNNING));
     crit_inc(td);
     crate::token::release_all(td);
-    let ntd = next_thread(cpu, td);
+    let ntd = if !td.has(flags::RUNQ) && ptr::eq(cpu.usched.cur_ptr(), td) {
+        // The current user thread blocks: its turn goes (`usched`).
+        crate::usched::switch_away(cpu, td)
+    } else {
+        next_thread(cpu, td)
+    };
     if !ptr::eq(ntd, td) {
         switch_to(cpu, td, ntd);
     }
@@ -398,6 +403,7 @@ pub(crate) fn hardclock<M: Machine>(cpu: &'static Cpu<M>) {
     } else if !cpu.runq.is_empty() {
         cpu.need_resched();
     }
+    crate::usched::clock(cpu);
     if cpu.callouts.due(cpu.ticks())
         && let Some(sc) = deref(cpu.softclock.load(Ordering::Relaxed))
     {

@@ -89,6 +89,16 @@ pub mod flags {
     pub const INTR_REQ: u32 = 1 << 13;
     /// In an interruptible sleep now.
     pub const INTR_SLEEP: u32 = 1 << 14;
+    /// A user thread without its CPU's user turn in the kernel (it blocked
+    /// there, or is new): it runs raised to [`super::pri::KERN_USER`],
+    /// above user priority — or, woken while the running thread holds the
+    /// turn and would keep it, behind that thread at its own level — until
+    /// it has the turn back ([`crate::usched`]).
+    pub const UKERN: u32 = 1 << 15;
+    /// On its CPU's user-scheduler queue, waiting for its user turn.
+    pub const UQ: u32 = 1 << 16;
+    /// Kept on its CPU by its own choice: the balancer never moves it.
+    pub const PINNED: u32 = 1 << 17;
 }
 
 /// Index value meaning "none".
@@ -171,6 +181,21 @@ pub struct Thread<M: Machine> {
     /// Where it is migrating (set with `MIGRATING`, kept until adopted):
     /// where operations on it go meanwhile (`sched::elsewhere`).
     pub(crate) migrate_dest: AtomicU32,
+    /// User scheduling ([`crate::usched`]): the user priority (0: a kernel
+    /// thread). Local.
+    pub(crate) upri: AtomicU8,
+    /// Decaying CPU-use estimate, in ticks. Local.
+    pub(crate) estcpu: AtomicU32,
+    /// The decay period (its CPU's ticks / `usched::DECAY_TICKS`) `estcpu`
+    /// was last decayed to. Local.
+    pub(crate) est_epoch: AtomicU64,
+    /// Ticks it was charged as its CPU's user thread. Local (read anywhere).
+    pub(crate) uticks: AtomicU64,
+    /// User-scheduler queue links. Local.
+    pub(crate) uq_next: AtomicPtr<Thread<M>>,
+    pub(crate) uq_prev: AtomicPtr<Thread<M>>,
+    /// The CPU the balancer sent it to ([`NO_CPU`]: none). Local.
+    pub(crate) umove: AtomicU32,
     /// Free-list link in the slab's caches. Local to the cache's owner.
     pub(crate) free_next: AtomicPtr<Thread<M>>,
     /// References from [`ThreadRef`]s, plus [`REFS_DEAD`] once the thread has
@@ -216,6 +241,13 @@ impl<M: Machine> Thread<M> {
             preempted: AtomicPtr::new(ptr::null_mut()),
             migrate_to: AtomicU32::new(NO_CPU),
             migrate_dest: AtomicU32::new(NO_CPU),
+            upri: AtomicU8::new(0),
+            estcpu: AtomicU32::new(0),
+            est_epoch: AtomicU64::new(0),
+            uticks: AtomicU64::new(0),
+            uq_next: AtomicPtr::new(ptr::null_mut()),
+            uq_prev: AtomicPtr::new(ptr::null_mut()),
+            umove: AtomicU32::new(NO_CPU),
             free_next: AtomicPtr::new(ptr::null_mut()),
             refs: AtomicU32::new(0),
             switches: AtomicU64::new(0),
@@ -235,6 +267,31 @@ impl<M: Machine> Thread<M> {
     /// The priority.
     pub fn priority(&self) -> u8 {
         self.pri.load(Ordering::Relaxed)
+    }
+
+    /// Its scheduling priority as priority inheritance and the views see
+    /// it: a user thread's user priority (whatever level it runs at in the
+    /// kernel), a kernel thread's priority.
+    pub fn sched_priority(&self) -> u8 {
+        match self.upri.load(Ordering::Relaxed) {
+            0 => self.pri.load(Ordering::Relaxed),
+            p => p,
+        }
+    }
+
+    /// Whether it is a user thread (made with [`crate::Builder::user`]).
+    pub fn is_user(&self) -> bool {
+        self.upri.load(Ordering::Relaxed) != 0
+    }
+
+    /// Clock ticks charged to it as its CPU's current user thread.
+    pub fn user_ticks(&self) -> u64 {
+        self.uticks.load(Ordering::Relaxed)
+    }
+
+    /// Its decaying CPU-use estimate (ticks).
+    pub fn estcpu(&self) -> u32 {
+        self.estcpu.load(Ordering::Relaxed)
     }
 
     /// The flags (`flags::*`), as the owning CPU last wrote them.

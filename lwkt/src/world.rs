@@ -21,6 +21,11 @@ pub struct World<M: Machine> {
     pub slab: Slab<M>,
     /// Per sleep bucket, the CPUs that may have sleepers in it (see `sleep`).
     pub(crate) sleep_cpus: Box<[AtomicCpuSet]>,
+    /// CPUs with user threads waiting for a turn (`usched`'s pulls look
+    /// here).
+    pub(crate) overloaded: AtomicCpuSet,
+    /// How many CPUs `overloaded` holds (one load for the common "none").
+    pub(crate) noverloaded: core::sync::atomic::AtomicU32,
 }
 
 /// Builds the scheduler's global state for `cpus` (index order) and returns it
@@ -39,6 +44,8 @@ pub fn init<M: Machine>(cpus: Vec<&'static Cpu<M>>) -> &'static World<M> {
         ipi: Ipi::new(n),
         slab: Slab::new(),
         sleep_cpus: (0..BUCKETS).map(|_| AtomicCpuSet::with_cpus(n)).collect(),
+        overloaded: AtomicCpuSet::with_cpus(n),
+        noverloaded: core::sync::atomic::AtomicU32::new(0),
     }))
 }
 
@@ -56,4 +63,5 @@ pub fn start_cpu<M: Machine>() {
         crate::slab::ptr(sc.thread()),
         core::sync::atomic::Ordering::Relaxed,
     );
+    crate::usched::set_online(cpu);
 }

@@ -66,6 +66,7 @@ pub struct TestBoot {
     disk: Disk,
     extra: Vec<String>,
     framebuffer: bool,
+    icount: Option<u32>,
 }
 
 impl TestBoot {
@@ -84,6 +85,7 @@ impl TestBoot {
             disk: Disk::Sata,
             extra: Vec::new(),
             framebuffer: false,
+            icount: None,
         }
     }
 
@@ -110,6 +112,15 @@ impl TestBoot {
     /// Attaches the image as this kind of disk.
     pub fn disk(mut self, disk: Disk) -> Self {
         self.disk = disk;
+        self
+    }
+
+    /// Runs the guest under `-icount shift=N`: one host thread, the guest
+    /// clock driven by instructions, so every CPU gets the same time (a
+    /// test of fair shares must not measure the host's scheduling of
+    /// vCPU threads).
+    pub fn icount(mut self, shift: u32) -> Self {
+        self.icount = Some(shift);
         self
     }
 
@@ -182,6 +193,7 @@ impl TestBoot {
         boot.machine = self.machine.clone();
         boot.disk = self.disk;
         boot.extra = self.extra.clone();
+        boot.icount = self.icount;
         boot.monitor = Some(unique_temp("monitor", "sock"));
         self.must_contain
             .push(format!("local APIC: {} mode", self.apic.name()));

@@ -35,6 +35,11 @@ pub static TESTS: &[SelfTest] = &[
         run: user_spawn,
     },
     SelfTest {
+        name: "user-usched",
+        expect: Expect::Return,
+        run: user_usched,
+    },
+    SelfTest {
         name: "ipc",
         expect: Expect::Return,
         run: ipc,
@@ -127,6 +132,42 @@ fn user() {
         process::count() == 0,
         "{} processes left in the table",
         process::count()
+    );
+}
+
+/// `ut-usched`: the user scheduler spreads 16 busy threads started on CPU 0
+/// over every CPU, shares the CPUs fairly among them, and leaves a pinned
+/// thread where it was put.
+fn user_usched() {
+    // Under icount (boot option `global=1`) every CPU gets the same guest
+    // time, so shares compare across all threads; otherwise among
+    // CPU-mates.
+    let mode = if crate::bootopts::load().param("global") == Some(1) {
+        "16 global"
+    } else {
+        "16 local"
+    };
+    let st = run("ut-usched", mode);
+    check!(
+        exited_ok(&st),
+        "ut-usched ended with {st:?} (see its lines above)"
+    );
+    let stats = crate::percpu::online()
+        .map(|c| {
+            let s = &c.lwkt.usched.stats;
+            (
+                s.turns.get(),
+                s.pushes.get(),
+                s.pulls.get(),
+                s.arrivals.get(),
+            )
+        })
+        .fold((0, 0, 0, 0), |a, b| {
+            (a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)
+        });
+    println!(
+        "user-usched: ok; user turns {}, pushes {}, pull requests {}, arrivals {}",
+        stats.0, stats.1, stats.2, stats.3
     );
 }
 

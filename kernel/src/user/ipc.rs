@@ -574,7 +574,7 @@ pub fn read_write(u: &UserThread, a: [u64; 6], write: bool) -> Result<u64, Error
 pub fn send_pulse(u: &UserThread, coid: u64, code: u64, value: u64) -> Result<u64, Error> {
     let code = u32::try_from(code).map_err(|_| Error::Invalid)?;
     let c = u.process.ipc.conn(coid)?;
-    let pri = lwkt::current::<X86>().priority();
+    let pri = lwkt::current::<X86>().sched_priority();
     c.chan
         .pulse(
             Pulse {

@@ -13,7 +13,8 @@
 //!   state, load the incoming one's address space, kernel stack top and FPU
 //!   state.
 //! * [`before_user_return`] — on every way back to user mode: a reschedule
-//!   due, or the end of a killed process.
+//!   due, the CPU's user turn (`lwkt::usched`), or the end of a killed
+//!   process.
 //! * [`fault`] — a user-mode exception kills the process with one report line.
 //! * [`process`] — processes, spawning, exit, wait, kill, threads.
 //! * [`syscall`] — the system call table.
@@ -102,6 +103,12 @@ pub fn pid_of(td: &Thread<X86>) -> u64 {
     user_of(td).map_or(0, |u| u.process.pid)
 }
 
+/// The thread id of thread `td` in its process (0 for a kernel thread), under
+/// the conditions of [`pid_of`].
+pub fn tid_of(td: &Thread<X86>) -> u64 {
+    user_of(td).map_or(0, |u| u.tid)
+}
+
 /// The current thread's user context, if it is a user thread.
 ///
 /// Thread context.
@@ -183,9 +190,11 @@ fn spawn_thread(name: &str, cpu: usize, mut s: Start) -> Option<lwkt::ThreadRef<
     // Every allocation of the new thread is made here, where failing is an
     // error for the caller, not in the thread, where it could only panic.
     s.user = Some(Box::try_new_uninit().ok()?);
+    let upri = s.base_pri.load(Ordering::Relaxed);
     let arg = Box::into_raw(Box::try_new(s).ok()?);
     match lwkt::Builder::new(name)
-        .priority(lwkt::pri::USER)
+        .priority(lwkt::pri::KERN_USER)
+        .user(upri)
         .cpu(cpu)
         .spawn_fn::<X86>(thread_main, arg as usize)
     {
@@ -233,6 +242,7 @@ fn thread_main(arg: usize) {
         .store(core::ptr::from_ref(u) as usize, Ordering::Relaxed);
     load(u);
     drop(g);
+    take_turn();
     if u.process.dying() {
         exit_current(None)
     }
@@ -286,8 +296,12 @@ pub fn exit_current(code: Option<i64>) -> ! {
 /// thread owes first — a preemption or reschedule due (`doreti`), and the end
 /// of its process if it is being killed. Returns when the thread may go back
 /// to user mode with `frame`.
+#[inline]
 pub fn before_user_return(frame: &mut TrapFrame) {
     lwkt::doreti::<X86>(true);
+    if !lwkt::usched::may_return::<X86>() {
+        take_turn();
+    }
     if let Some(u) = current()
         && u.process.dying()
     {
@@ -295,6 +309,21 @@ pub fn before_user_return(frame: &mut TrapFrame) {
         exit_current(None)
     }
     debug_assert!(frame.user_mode());
+}
+
+/// Takes this CPU's user turn (`lwkt::usched`), waiting for it if another
+/// user thread has it; returns without it only if the process is ending
+/// (the caller then ends the thread). The current thread is a user thread.
+#[cold]
+#[inline(never)]
+fn take_turn() {
+    while !lwkt::usched::acquire::<X86>() {
+        if current().is_some_and(|u| u.process.dying()) {
+            return;
+        }
+        // An interrupt that was not a kill: nothing to end.
+        lwkt::clear_interrupt::<X86>();
+    }
 }
 
 /// A not-present fault at user address `addr` of the current user thread:

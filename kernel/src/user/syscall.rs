@@ -25,6 +25,7 @@ use crate::{percpu, stats};
 /// `rsi`, `rdx`, `r10`, `r8`, `r9`) and puts the result in `rax`.
 ///
 /// Thread context of a user thread, interrupts enabled.
+#[inline(always)]
 pub fn dispatch(frame: &mut TrapFrame) {
     let u = current().expect("a system call from a kernel thread");
     let a = [
@@ -40,7 +41,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::SPAWN => spawn(u, a),
         nr::WAIT => wait(u, a[0], a[1]),
         nr::YIELD => {
-            lwkt::yield_now::<X86>();
+            // The CPU's user turn, to the best waiting thread of at least
+            // this one's priority (on the way out).
+            lwkt::usched::yield_user::<X86>();
             Ok(0)
         }
         nr::SLEEP => sleep(a[0]),
@@ -285,6 +288,7 @@ fn list_threads(arg: usize) {
     let c = percpu::mycpu();
     debug_assert_eq!(c.index(), list.cpu);
     let running = c.lwkt.curthread();
+    let turn = c.lwkt.usched.current();
     c.lwkt.for_each_thread(|td| {
         if list.all.len() >= list.count {
             return;
@@ -296,6 +300,8 @@ fn list_threads(arg: usize) {
             ThreadInfo::RUNNABLE
         } else if f & lwkt::flags::TSLEEPQ != 0 {
             ThreadInfo::SLEEPING
+        } else if f & lwkt::flags::UQ != 0 {
+            ThreadInfo::WAITING
         } else {
             ThreadInfo::BLOCKED
         };
@@ -303,11 +309,23 @@ fn list_threads(arg: usize) {
         list.all.push(ThreadInfo {
             cpu: u64::from(c.index()),
             pid: super::pid_of(td),
-            priority: u64::from(td.priority()),
+            priority: u64::from(td.sched_priority()),
             state,
             switches: td.switch_count(),
             name: padded(td.name().as_str()),
             wmesg: padded(td.wmesg().as_str()),
+            tid: super::tid_of(td),
+            ticks: td.user_ticks(),
+            estcpu: u64::from(td.estcpu()),
+            flags: if f & lwkt::flags::PINNED != 0 {
+                ThreadInfo::PINNED
+            } else {
+                0
+            } | if turn.is_some_and(|t| core::ptr::eq(t, td)) {
+                ThreadInfo::USER_TURN
+            } else {
+                0
+            },
         });
     });
 }
@@ -322,7 +340,7 @@ fn padded<const N: usize>(s: &str) -> [u8; N] {
 
 fn sleep(ns: u64) -> Result<u64, Error> {
     if ns == 0 {
-        lwkt::yield_now::<X86>();
+        lwkt::usched::yield_user::<X86>();
         return Ok(0);
     }
     // The first tick may come at once: one more than the time spans (BSD's
@@ -413,10 +431,16 @@ fn set_priority(u: &UserThread, tid: u64, p: u64) -> Result<u64, Error> {
 }
 
 fn set_cpu(cpu: u64) -> Result<u64, Error> {
+    if cpu == wyvern_abi::syscall::ANY_CPU {
+        lwkt::usched::pin::<X86>(false);
+        return Ok(0);
+    }
     if !percpu::cpu(u32::try_from(cpu).map_err(|_| Error::Invalid)?).is_some_and(|c| c.is_online())
     {
         return Err(Error::Invalid);
     }
+    // Pinned: the user scheduler's balancer leaves it there.
+    lwkt::usched::pin::<X86>(true);
     lwkt::migrate_self::<X86>(cpu as usize);
     Ok(0)
 }
@@ -428,7 +452,7 @@ fn info(u: &UserThread, ptr: u64) -> Result<u64, Error> {
         pid: u.process.pid,
         tid: u.tid,
         hz: timer::HZ,
-        priority: u64::from(lwkt::current::<X86>().priority()),
+        priority: u64::from(lwkt::current::<X86>().sched_priority()),
         procman: process::procman(),
     };
     uaccess::write(ptr, &i)?;

@@ -398,7 +398,7 @@ impl<M: Machine, P: Payload> State<M, P> {
     /// `pri` if it is below it.
     pub fn boost(&self, pri: u8) {
         if let Some(r) = &self.last_receiver
-            && r.priority() < pri
+            && r.sched_priority() < pri
         {
             crate::setpri::<M>(r.thread(), pri);
         }

@@ -10,8 +10,9 @@ use crate::Machine;
 use crate::sleep::{INTERLOCKED, INTERRUPTIBLE, Wake};
 
 /// Sets the current thread's priority if it differs.
+#[inline(always)]
 fn set_own_pri<M: Machine>(p: u8) {
-    if crate::current::<M>().priority() != p {
+    if crate::current::<M>().sched_priority() != p {
         crate::setpri_self::<M>(p);
     }
 }

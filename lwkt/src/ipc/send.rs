@@ -22,7 +22,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             !M::mycpu().in_interrupt(),
             "ipc send from a hard-interrupt handler"
         );
-        let s = Sender::new(crate::current::<M>().priority(), who, smsg, rmsg);
+        let s = Sender::new(crate::current::<M>().sched_priority(), who, smsg, rmsg);
         if !self.send_fast(&s) {
             self.send_slow(&s)?;
         }

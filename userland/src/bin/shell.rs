@@ -94,12 +94,15 @@ impl Shell {
             Ok(n) => n,
             Err(e) => return self.say(&format!("ps: {e}\n")),
         };
-        let mut out = String::from("CPU   PID PRI STATE      SWITCHES NAME             WAIT\n");
+        let mut out = String::from(
+            "CPU   PID PRI STATE      SWITCHES NAME               TID   TICKS   EST PIN WAIT\n",
+        );
         for i in &t[..n] {
             let state = match i.state {
                 ThreadInfo::RUNNING => "running",
                 ThreadInfo::RUNNABLE => "runnable",
                 ThreadInfo::SLEEPING => "sleeping",
+                ThreadInfo::WAITING => "waiting",
                 _ => "blocked",
             };
             let name = cstr(&i.name);
@@ -108,9 +111,23 @@ impl Shell {
             } else {
                 ""
             };
+            let (tid, ticks, est) = if i.pid == 0 {
+                ("-".into(), "-".into(), "-".into())
+            } else {
+                (
+                    format!("{}", i.tid),
+                    format!("{}", i.ticks),
+                    format!("{}", i.estcpu),
+                )
+            };
+            let pin = if i.flags & ThreadInfo::PINNED != 0 {
+                "pin"
+            } else {
+                "-"
+            };
             out += &format!(
-                "{:>3} {:>5} {:>3} {:<9} {:>9} {:<16} {}\n",
-                i.cpu, i.pid, i.priority, state, i.switches, name, wmesg
+                "{:>3} {:>5} {:>3} {:<9} {:>9} {:<16} {:>5} {:>7} {:>5} {:>3} {}\n",
+                i.cpu, i.pid, i.priority, state, i.switches, name, tid, ticks, est, pin, wmesg
             );
         }
         let ms = (sys::clock_ns() - t0) / 1_000_000;

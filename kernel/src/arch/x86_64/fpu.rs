@@ -142,6 +142,7 @@ impl FpuState {
     ///
     /// The CPU's FPU registers hold this thread's state (it was restored or
     /// first loaded on this CPU and no other user thread ran since).
+    #[inline(always)]
     pub unsafe fn save(&self) {
         let p = self.area;
         if XSAVEOPT.load(Ordering::Relaxed) {
@@ -166,6 +167,7 @@ impl FpuState {
     /// # Safety
     ///
     /// The thread this state belongs to is about to run on this CPU.
+    #[inline(always)]
     pub unsafe fn restore(&self) {
         let p = self.area;
         if XSAVE.load(Ordering::Relaxed) {

@@ -103,6 +103,15 @@ unsafe extern "C" fn trap_dispatch(frame: *mut TrapFrame) {
     }
     if vector < 32 {
         exception::handle(frame);
+        // A user-mode exception that returns (a stack grown on demand) goes
+        // back the way every other return to user mode does: `doreti` and
+        // the user turn (the handler may have blocked and given it up). Not
+        // the machine's own (NMI, double fault, machine check): they may
+        // not block.
+        if frame.user_mode() && !matches!(vector, 2 | 8 | 18) && crate::sched::ready() {
+            super::cpu::interrupts_disable();
+            crate::user::before_user_return(frame);
+        }
         return;
     }
     let handler = HANDLERS[vector].load(Ordering::Acquire);
