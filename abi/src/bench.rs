@@ -182,6 +182,13 @@ pub const SPECS: &[Spec] = &[
         user: true,
         about: "null round trips, a client and its server on each CPU, all CPUs at once (flat = scaling)",
     },
+    Spec {
+        name: "usched-pull",
+        unit: "move",
+        cpus: Cpus::Pair,
+        user: false,
+        about: "the user scheduler's balancer: CPU 1's user side goes idle, asks the boot CPU (threads waiting there for its user turn) for one, and the thread moves and takes CPU 1's turn",
+    },
 ];
 
 /// The benchmark called `name`.

@@ -80,6 +80,7 @@ static WORKLOADS: &[(&str, u64, Workload)] = &[
     ("ipc-rtt-cross", 2_000, workloads::ipc_rtt_cross),
     ("ipc-pulse", 5_000, workloads::ipc_pulse),
     ("ipc-null", 2_000, workloads::ipc_null),
+    ("usched-pull", 500, workloads::usched_pull),
 ];
 
 fn bench(spec: &'static Spec) -> Bench {

@@ -462,3 +462,136 @@ pub fn ipc_pulse(n: u64, _k: usize) -> Rep {
 pub fn ipc_null(n: u64, k: usize) -> Rep {
     user_bench_on("ipc-null", n, k as u64, n * k as u64)
 }
+
+/// The user scheduler's balancer (`usched-pull`): `n` threads wait for the
+/// boot CPU's user turn, which a holder keeps (halting between interrupts,
+/// so it adds only what serving the requests costs); CPU 1's user side goes
+/// idle, it asks the boot CPU for a thread, the thread is taken off the
+/// queue, woken, migrates to CPU 1 and takes the turn there — and blocks,
+/// so CPU 1 asks for the next. One operation is one move: the request, the
+/// hand-over, the migration, the adoption and the new turn. (The threads are
+/// kernel threads made as user threads: the user scheduler is all that
+/// runs, no user mode.)
+pub fn usched_pull(n: u64, _k: usize) -> Rep {
+    const TO: usize = 1;
+    parties::run(&[TO], move |_, gate| {
+        struct Shared {
+            holding: AtomicBool,
+            done: AtomicBool,
+            arrived: AtomicU64,
+            start: AtomicU64,
+            end: AtomicU64,
+        }
+        let sh = Arc::new(Shared {
+            holding: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            arrived: AtomicU64::new(0),
+            start: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+        });
+        let ident = |sh: &Arc<Shared>| core::ptr::from_ref(&sh.done) as usize;
+        let user = |name: &'static str, cpu: usize| {
+            Builder::new(name)
+                .cpu(cpu)
+                .priority(lwkt::pri::KERN_USER)
+                .user(lwkt::pri::USER)
+        };
+        // Sleeps until the end (a thread whose turn is over, or the
+        // starter), then leaves.
+        fn rest(sh: &Shared, ident: usize) {
+            while !sh.done.load(Ordering::Acquire) {
+                lwkt::tsleep_interlock::<X86>(ident);
+                if sh.done.load(Ordering::Acquire) {
+                    lwkt::tsleep_cancel::<X86>();
+                    break;
+                }
+                lwkt::tsleep::<X86>(ident, lwkt::INTERLOCKED, "rest", 0);
+            }
+        }
+        let s = sh.clone();
+        let holder = user("holder", 0)
+            .spawn::<X86>(move || {
+                assert!(lwkt::usched::acquire::<X86>());
+                s.holding.store(true, Ordering::Release);
+                // Keeps the turn: never blocks, halts between interrupts,
+                // lets the threads woken here (above it) run.
+                while !s.done.load(Ordering::Acquire) {
+                    lwkt::yield_now::<X86>();
+                    cpu::interrupts_disable();
+                    if s.done.load(Ordering::Acquire)
+                        || percpu::mycpu().lwkt.resched_wanted()
+                        || percpu::mycpu().lwkt.reqflags() & lwkt::rqf::IDLECHECK_MASK != 0
+                    {
+                        cpu::interrupts_enable();
+                    } else {
+                        cpu::enable_and_halt();
+                    }
+                }
+            })
+            .expect("holder");
+        while !sh.holding.load(Ordering::Acquire) {
+            lwkt::yield_now::<X86>();
+            cpu::pause();
+        }
+        let movers: Vec<_> = (0..n)
+            .map(|_| {
+                let s = sh.clone();
+                user("mover", 0)
+                    .spawn::<X86>(move || {
+                        // Waits on the boot CPU, is pulled, takes CPU 1's turn.
+                        assert!(lwkt::usched::acquire::<X86>());
+                        assert_eq!(percpu::cpu_index() as usize, TO);
+                        if s.arrived.fetch_add(1, Ordering::AcqRel) + 1 == n {
+                            s.end.store(cpu::rdtsc(), Ordering::Release);
+                            lwkt::wakeup::<X86>(core::ptr::from_ref(&s.end) as usize);
+                        }
+                        rest(&s, ident(&s));
+                    })
+                    .expect("mover")
+            })
+            .collect();
+        let boot = &percpu::cpu(0).expect("boot CPU").lwkt;
+        while u64::from(boot.usched.waiting()) < n {
+            lwkt::yield_now::<X86>();
+            cpu::pause();
+        }
+        gate.wait();
+        let s = sh.clone();
+        let starter = user("starter", TO)
+            .spawn::<X86>(move || {
+                assert!(lwkt::usched::acquire::<X86>());
+                s.start.store(cpu::rdtsc(), Ordering::Release);
+                // Blocks: CPU 1's user side is idle, and asks.
+                rest(&s, ident(&s));
+            })
+            .expect("starter");
+        // Asleep until the last move (this thread is above the movers on
+        // CPU 1, and must not add instructions meanwhile).
+        let fin = core::ptr::from_ref(&sh.end) as usize;
+        loop {
+            lwkt::tsleep_interlock::<X86>(fin);
+            if sh.end.load(Ordering::Acquire) != 0 {
+                lwkt::tsleep_cancel::<X86>();
+                break;
+            }
+            lwkt::tsleep::<X86>(fin, lwkt::INTERLOCKED, "moves", 0);
+        }
+        sh.done.store(true, Ordering::Release);
+        lwkt::wakeup::<X86>(ident(&sh));
+        // The holder halts between interrupts, and the tick is off: an
+        // empty message wakes it to see `done`.
+        let g = lwkt::crit_enter::<X86>();
+        sched::world().ipi.send(0, |_, _| {}, 0, 0);
+        drop(g);
+        starter.join();
+        for m in movers {
+            m.join();
+        }
+        holder.join();
+        Some(Span {
+            start: sh.start.load(Ordering::Acquire),
+            end: sh.end.load(Ordering::Acquire),
+            ops: n,
+        })
+    })
+}
