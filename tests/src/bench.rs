@@ -259,6 +259,12 @@ fn behaviour(r: &Raw, reps: u32) -> Vec<String> {
             need(c("exited") >= total, "fewer threads exited than operations");
         }
         "null-syscall" => need(c("syscalls") >= total, "fewer system calls than operations"),
+        // A move is a pull request to the boot CPU and the adoption message
+        // back to CPU 1, and the thread switched out there and in here.
+        "usched-pull" => need(
+            c("ipi_sent") >= 2 * total && c("switches") >= 2 * total,
+            "fewer than two IPI messages (the pull, the adoption) or two switches a move",
+        ),
         "process-spawn-exit" => {
             need(
                 c("created") >= total,
@@ -531,7 +537,7 @@ mod tests {
     fn expected_sets() {
         let all = expected("all", 8).unwrap();
         assert_eq!(all.first().map(|(s, k)| (s.name, *k)), Some(("switch", 1)));
-        assert_eq!(all.len(), 34);
+        assert_eq!(all.len(), 35);
         assert_eq!(expected("quick", 1).unwrap().len(), 15);
         assert!(expected("switch,nope", 8).is_none());
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
