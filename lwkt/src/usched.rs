@@ -712,6 +712,10 @@ pub(crate) fn interrupt_waiting<M: Machine>(cpu: &'static Cpu<M>, td: &'static T
 ///
 /// Thread context, on a user thread.
 pub fn yield_user<M: Machine>() {
+    debug_assert!(
+        !M::mycpu().in_interrupt(),
+        "yield_user from a hard interrupt"
+    );
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
     if ptr::eq(cpu.usched.cur_ptr(), g.thread()) {
@@ -726,6 +730,7 @@ pub fn yield_user<M: Machine>() {
 ///
 /// Thread context.
 pub fn pin<M: Machine>(pinned: bool) {
+    debug_assert!(!M::mycpu().in_interrupt(), "pin from a hard interrupt");
     let g = crit_enter::<M>();
     let td = g.thread();
     if pinned {
