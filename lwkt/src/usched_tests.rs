@@ -28,17 +28,35 @@ fn user_return() {
 /// A user thread that works until `stop`, counting passes in `work`.
 fn busy(cpu: usize, upri: u8, stop: &Arc<AtomicBool>, work: &Arc<AtomicU64>) -> ThreadRef<S> {
     let (stop, work) = (stop.clone(), work.clone());
-    Builder::new("busy")
+    user_thread("busy", cpu, upri, false, move || {
+        while !stop.load(Ordering::Relaxed) {
+            work.fetch_add(1, Ordering::Relaxed);
+            std::thread::yield_now();
+            user_return();
+        }
+    })
+}
+
+/// A user thread of user priority `upri` on `cpu` (pinned there if
+/// `pinned`) that takes its first turn, as a new user thread does, and
+/// then runs `f`.
+fn user_thread(
+    name: &'static str,
+    cpu: usize,
+    upri: u8,
+    pinned: bool,
+    f: impl FnOnce() + Send + 'static,
+) -> ThreadRef<S> {
+    Builder::new(name)
         .cpu(cpu)
         .priority(pri::KERN_USER)
         .user(upri)
         .spawn::<S>(move || {
-            assert!(acquire::<S>());
-            while !stop.load(Ordering::Relaxed) {
-                work.fetch_add(1, Ordering::Relaxed);
-                std::thread::yield_now();
-                user_return();
+            if pinned {
+                crate::usched::pin::<S>(true);
             }
+            assert!(acquire::<S>());
+            f();
         })
         .unwrap()
 }
@@ -108,23 +126,16 @@ fn a_pinned_thread_stays_and_the_others_move_around_it() {
         let w = Arc::new(AtomicU64::new(0));
         let pinned_on_0 = Arc::new(AtomicBool::new(true));
         let (s2, p2, w2) = (stop.clone(), pinned_on_0.clone(), w.clone());
-        let pinned = Builder::new("pinned")
-            .cpu(0)
-            .priority(pri::KERN_USER)
-            .user(pri::USER)
-            .spawn::<S>(move || {
-                crate::usched::pin::<S>(true);
-                assert!(acquire::<S>());
-                while !s2.load(Ordering::Relaxed) {
-                    if current::<S>().cpu() != 0 {
-                        p2.store(false, Ordering::Relaxed);
-                    }
-                    w2.fetch_add(1, Ordering::Relaxed);
-                    std::thread::yield_now();
-                    user_return();
+        let pinned = user_thread("pinned", 0, pri::USER, true, move || {
+            while !s2.load(Ordering::Relaxed) {
+                if current::<S>().cpu() != 0 {
+                    p2.store(false, Ordering::Relaxed);
                 }
-            })
-            .unwrap();
+                w2.fetch_add(1, Ordering::Relaxed);
+                std::thread::yield_now();
+                user_return();
+            }
+        });
         let others: Vec<ThreadRef<S>> = (0..3).map(|_| busy(0, pri::USER, &stop, &w)).collect();
         wait_for("the spread", Duration::from_secs(30), || {
             per_cpu(&others, 2)[1] >= 1 && pinned.has(flags::RUNQ | flags::UQ)
@@ -180,32 +191,24 @@ fn a_pinned_user_thread_that_sleeps_every_tick_starves_nobody() {
         let out2 = out.clone();
         // The creator is itself a user thread, pinned on CPU 0, that wakes
         // every tick to look (as ut-usched's main thread).
-        let main = Builder::new("main")
-            .cpu(0)
-            .priority(pri::KERN_USER)
-            .user(pri::USER)
-            .spawn::<S>(move || {
-                crate::usched::pin::<S>(true);
-                assert!(acquire::<S>());
-                let stop = Arc::new(AtomicBool::new(false));
-                let work: Vec<Arc<AtomicU64>> =
-                    (0..9).map(|_| Arc::new(AtomicU64::new(0))).collect();
-                let threads: Vec<ThreadRef<S>> =
-                    work.iter().map(|w| busy(0, pri::USER, &stop, w)).collect();
-                let t = Instant::now();
-                while work.iter().any(|w| w.load(Ordering::Relaxed) < 50)
-                    && t.elapsed() < Duration::from_secs(20)
-                {
-                    crate::tsleep::<S>(0x5eed, 0, "look", 1);
-                    user_return();
-                }
-                stop.store(true, Ordering::Relaxed);
-                for t in threads {
-                    t.join();
-                }
-                *out2.lock().unwrap() = work.iter().map(|w| w.load(Ordering::Relaxed)).collect();
-            })
-            .unwrap();
+        let main = user_thread("main", 0, pri::USER, true, move || {
+            let stop = Arc::new(AtomicBool::new(false));
+            let work: Vec<Arc<AtomicU64>> = (0..9).map(|_| Arc::new(AtomicU64::new(0))).collect();
+            let threads: Vec<ThreadRef<S>> =
+                work.iter().map(|w| busy(0, pri::USER, &stop, w)).collect();
+            let t = Instant::now();
+            while work.iter().any(|w| w.load(Ordering::Relaxed) < 50)
+                && t.elapsed() < Duration::from_secs(20)
+            {
+                crate::tsleep::<S>(0x5eed, 0, "look", 1);
+                user_return();
+            }
+            stop.store(true, Ordering::Relaxed);
+            for t in threads {
+                t.join();
+            }
+            *out2.lock().unwrap() = work.iter().map(|w| w.load(Ordering::Relaxed)).collect();
+        });
         main.join();
         out.lock().unwrap().clone()
     });
