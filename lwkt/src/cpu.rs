@@ -9,7 +9,7 @@
 //! same CPU cannot split.
 
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::Machine;
 use crate::callout::Wheel;
@@ -63,13 +63,21 @@ impl Counter {
 pub struct CpuStats {
     /// Thread switches (DragonFly's `switch_count`).
     pub switches: Counter,
-    /// Preemptions performed (at once or at the end of a critical section).
+    /// Preemptions granted, as DragonFly's `preempt_hit`: a preemptable
+    /// thread made runnable got the CPU from the thread it was better than at
+    /// once — or at the end of the hard interrupt that made it runnable, where
+    /// DragonFly's interrupt path preempts — or was already running ahead of
+    /// it in a preemption chain. Each attempt counts once (see `switch`).
     pub preempt_hit: Counter,
-    /// Preemptions refused (the current thread was in a critical section, or
-    /// the candidate was not of higher priority).
+    /// Preemptions refused when asked, as DragonFly's `preempt_miss`: the
+    /// thread was not better, the current one was in a critical section, the
+    /// candidate needs tokens, or it belongs to another CPU. A refused thread
+    /// may still get the CPU when the critical section ends: that is a
+    /// switch, not also a hit.
     pub preempt_miss: Counter,
-    /// Preemptions refused for a reason that should not arise (a preemption
-    /// chain already holding the thread, the thread preempting itself).
+    /// Preemptions refused for a reason that should not arise, as
+    /// DragonFly's `preempt_weird`: a thread preempting itself, or either
+    /// thread already locked in a preemption chain.
     pub preempt_weird: Counter,
     /// Times the idle loop halted the CPU.
     pub idle_halts: Counter,
@@ -157,6 +165,10 @@ pub struct Cpu<M: Machine> {
     pub(crate) pending_irqs: [AtomicU64; 4],
     /// A preemptable thread scheduled while we could not switch to it.
     pub(crate) preempt_candidate: AtomicPtr<Thread<M>>,
+    /// The candidate's attempt was refused and counted a miss already (its
+    /// switch at the section's end counts nothing); otherwise it was asked
+    /// for in a hard interrupt and is counted when `doreti` decides it.
+    pub(crate) preempt_refused: AtomicBool,
     /// Threads owned by this CPU.
     pub(crate) allq_head: AtomicPtr<Thread<M>>,
     pub(crate) nthreads: AtomicU32,
@@ -190,6 +202,7 @@ impl<M: Machine> Cpu<M> {
             pending_ticks: AtomicU32::new(0),
             pending_irqs: [const { AtomicU64::new(0) }; 4],
             preempt_candidate: AtomicPtr::new(ptr::null_mut()),
+            preempt_refused: AtomicBool::new(false),
             allq_head: AtomicPtr::new(ptr::null_mut()),
             nthreads: AtomicU32::new(0),
             cache: ThreadCache::new(),

@@ -21,9 +21,18 @@
 //! lower-priority thread that is outside any critical section and holds no
 //! cpusync. The preemptor is switched to directly; the preempted thread keeps
 //! its tokens, is marked PREEMPT_LOCK, and is switched back to as soon as the
-//! preemptor blocks (the `preempted` chain). A preemption wanted while it is
-//! not allowed is counted as a miss and happens at the end of the critical
-//! section, or at the end of the hard interrupt that asked for it.
+//! preemptor blocks (the `preempted` chain). One asked for by a hard
+//! interrupt happens at the interrupt's end (`doreti`). One refused because
+//! the current thread is in a critical section gets the CPU when the section
+//! ends — a switch, as DragonFly's reschedule gives it then.
+//!
+//! The counters mean what DragonFly's `lwkt.preempt_*` mean, each attempt
+//! counted once, when it is decided: `preempt_hit` — granted (at once, at the
+//! end of the hard interrupt that asked, or the thread was already running
+//! ahead in a preemption chain); `preempt_miss` — refused (not better, a
+//! critical section, tokens, another CPU's thread), even if the thread runs
+//! at the section's end; `preempt_weird` — a thread preempting itself or one
+//! already locked in a chain.
 //!
 //! # Round robin
 //!
@@ -212,12 +221,16 @@ pub fn switch_return<M: Machine>(otd: &'static Thread<M>) {
 /// Records `ntd` as the thread to preempt for when that becomes possible,
 /// unless the one recorded already is at least as good: the best goes
 /// first, and `preempt_pending` finds the others on the run queue after it.
-fn set_candidate<M: Machine>(cpu: &Cpu<M>, ntd: &'static Thread<M>) {
+/// `refused`: its attempt was counted a miss already. Returns whether `ntd`
+/// was recorded.
+fn set_candidate<M: Machine>(cpu: &Cpu<M>, ntd: &'static Thread<M>, refused: bool) -> bool {
     let cur = deref(cpu.preempt_candidate.load(Ordering::Relaxed));
     if cur.is_some_and(|c| !ptr::eq(c, ntd) && c.priority() >= ntd.priority()) {
-        return;
+        return false;
     }
     cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
+    cpu.preempt_refused.store(refused, Ordering::Relaxed);
+    true
 }
 
 /// The best thread on this CPU's run queue if it may preempt the current
@@ -233,44 +246,99 @@ fn next_candidate<M: Machine>(cpu: &Cpu<M>) -> Option<&'static Thread<M>> {
     })
 }
 
+/// Why a preemption is not done now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Refusal {
+    /// Not now, perhaps later: DragonFly's `preempt_miss`.
+    Miss,
+    /// Should not arise: DragonFly's `preempt_weird`.
+    Weird,
+}
+
+/// DragonFly's `lwkt_preempt` tests, in its order: whether the current
+/// thread `td` may be preempted by `ntd` now, given the critical-section
+/// depth `depth` the caller itself holds. `Ok(false)`: `ntd` is already
+/// running ahead of `td` in a preemption chain (DragonFly counts that a hit
+/// and has nothing to do).
+fn may_preempt<M: Machine>(
+    cpu: &Cpu<M>,
+    td: &'static Thread<M>,
+    ntd: &'static Thread<M>,
+    depth: u32,
+) -> Result<bool, Refusal> {
+    if ntd.priority() <= td.priority()
+        || td.crit_depth() > depth
+        || ntd.cpu() != cpu.index()
+        || !ntd.tokens.is_empty()
+    {
+        return Err(Refusal::Miss);
+    }
+    if ptr::eq(td, ntd) || td.has(flags::PREEMPT_LOCK) || ntd.has(flags::PREEMPT_LOCK) {
+        return Err(Refusal::Weird);
+    }
+    if deref(ntd.preempted.load(Ordering::Relaxed)).is_some() {
+        return Ok(false);
+    }
+    if ntd.has(flags::RUNNING) {
+        return Err(Refusal::Weird);
+    }
+    Ok(true)
+}
+
 /// Tries to preempt the current thread in favour of `ntd`, which was just
 /// made runnable on this CPU. `depth` is the critical-section depth the
 /// caller itself holds (preemption is allowed only if that is all of it).
-/// Counts a hit, a miss or a weird case; a miss leaves `ntd` as the
-/// candidate to preempt at the end of the critical section. Returns whether
-/// it preempted (and the preemptor has blocked since).
+/// Returns whether it preempted (and the preemptor has blocked since).
+///
+/// Counts each attempt once, with DragonFly's meanings (`CpuStats`): a hit,
+/// a miss or a weird case. A miss leaves `ntd` as the candidate to switch to
+/// at the end of the critical section (a switch, not also a hit). From a
+/// hard-interrupt handler nothing is decided: `ntd` becomes the candidate
+/// and `doreti` decides and counts.
 ///
 /// Requires critical section (of depth `depth`).
 pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) -> bool {
     let cpu = M::mycpu();
     let td = cpu.curthread();
-    if ntd.priority() <= td.priority() {
-        cpu.stats.preempt_miss.inc();
+    if cpu.in_interrupt() && ntd.priority() > td.priority() {
+        // Asked from a hard-interrupt handler: `doreti` does it. One it
+        // will not do (a better candidate is recorded) is a miss now.
+        if !set_candidate(cpu, ntd, false) {
+            cpu.stats.preempt_miss.inc();
+        }
         return false;
     }
-    if cpu.in_interrupt() {
-        // Asked from a hard-interrupt handler: `doreti` does it.
-        set_candidate(cpu, ntd);
-        return false;
+    match may_preempt(cpu, td, ntd, depth) {
+        Err(Refusal::Miss) => {
+            cpu.stats.preempt_miss.inc();
+            M::trace(
+                crate::Event::PreemptMiss,
+                u64::from(ntd.index.load(Ordering::Relaxed)),
+            );
+            if ntd.priority() > td.priority() && ntd.cpu() == cpu.index() {
+                set_candidate(cpu, ntd, true);
+            }
+            false
+        }
+        Err(Refusal::Weird) => {
+            cpu.stats.preempt_weird.inc();
+            false
+        }
+        Ok(false) => {
+            cpu.stats.preempt_hit.inc();
+            false
+        }
+        Ok(true) => {
+            cpu.stats.preempt_hit.inc();
+            preempt_to(cpu, td, ntd);
+            true
+        }
     }
-    if td.crit_depth() > depth || !ntd.tokens.is_empty() || ntd.cpu() != cpu.index() {
-        cpu.stats.preempt_miss.inc();
-        M::trace(
-            crate::Event::PreemptMiss,
-            u64::from(ntd.index.load(Ordering::Relaxed)),
-        );
-        set_candidate(cpu, ntd);
-        return false;
-    }
-    if ptr::eq(td, ntd) || td.has(flags::PREEMPT_LOCK) || ntd.has(flags::PREEMPT_LOCK) {
-        cpu.stats.preempt_weird.inc();
-        return false;
-    }
-    if deref(ntd.preempted.load(Ordering::Relaxed)).is_some() || ntd.has(flags::RUNNING) {
-        cpu.stats.preempt_weird.inc();
-        return false;
-    }
-    cpu.stats.preempt_hit.inc();
+}
+
+/// Switches from `td` to `ntd` as a preemption, and back once `ntd` blocks.
+/// Requires critical section (of the depth `may_preempt` allowed).
+fn preempt_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'static Thread<M>) {
     M::trace(
         crate::Event::Preempt,
         u64::from(ntd.index.load(Ordering::Relaxed)),
@@ -282,11 +350,12 @@ pub(crate) fn preempt<M: Machine>(ntd: &'static Thread<M>, depth: u32) -> bool {
     debug_assert!(td.has(flags::PREEMPT_DONE));
     ntd.preempted.store(ptr::null_mut(), Ordering::Relaxed);
     td.clear(flags::PREEMPT_LOCK | flags::PREEMPT_DONE);
-    true
 }
 
-/// Performs a preemption that was refused earlier, if it is still due and now
-/// allowed. Thread context outside critical sections, or the end of a trap.
+/// Performs a preemption that was deferred, if it is still due and now
+/// allowed: one asked for by a hard interrupt (decided and counted here),
+/// or one refused earlier (counted then; done here without counting).
+/// Thread context outside critical sections, or the end of a trap.
 ///
 /// Iterative: what interrupts deferred while the preemptor ran (it may have
 /// been raised again before it blocked — an interrupt storm) is replayed
@@ -303,6 +372,7 @@ pub(crate) fn preempt_pending<M: Machine>() {
         let Some(ntd) = deref(cand) else {
             return;
         };
+        let refused = cpu.preempt_refused.load(Ordering::Relaxed);
         let td = cpu.curthread();
         if td.crit_depth() != 0 || cpu.in_interrupt() {
             cpu.preempt_candidate.store(cand, Ordering::Relaxed);
@@ -315,19 +385,34 @@ pub(crate) fn preempt_pending<M: Machine>() {
             && ntd.has(flags::PREEMPTABLE)
             && ntd.priority() > td.priority())
         {
+            if !refused {
+                cpu.stats.preempt_miss.inc();
+            }
             return;
         }
         crit_inc(td);
-        let switched = preempt(ntd, 1);
+        let switched = if refused {
+            // Counted a miss when refused: the switch it gets now is not
+            // also a hit.
+            let ok = may_preempt(cpu, td, ntd, 1) == Ok(true);
+            if ok {
+                preempt_to(cpu, td, ntd);
+            }
+            ok
+        } else {
+            preempt(ntd, 1)
+        };
         if cpu.reqflags() & rqf::IDLECHECK_MASK != 0 {
             crate::intr::run_deferred::<M>(cpu);
         }
-        // Others woken with it, which the slot did not keep.
+        // Others woken with it, which the slot did not keep: their attempts
+        // were decided (misses) when the slot refused them.
         if switched
             && cpu.preempt_candidate.load(Ordering::Relaxed).is_null()
             && let Some(next) = next_candidate(cpu)
         {
             cpu.preempt_candidate.store(tdptr(next), Ordering::Relaxed);
+            cpu.preempt_refused.store(true, Ordering::Relaxed);
         }
         crate::crit::crit_dec_noyield(td);
         // A refused preemption (a miss leaves its candidate for the next

@@ -175,7 +175,8 @@ static PREEMPT_TOKEN: Token = Token::new("victim");
 
 /// The test device's interrupt thread preempts a busy thread that never
 /// yields (a hit; the victim resumes still holding its token); inside a
-/// critical section the preemption waits (a miss) and happens at the end.
+/// critical section the preemption is refused (a miss) and the interrupt
+/// thread runs at the section's end.
 fn preempt() {
     let c = ncpus() - 1;
     crate::intr::testdev_attach(c, count_handled);
@@ -207,7 +208,8 @@ fn preempt() {
             "lost the token across the preemption"
         );
         // 2. Inside a critical section: the interrupt is deferred, the
-        //    preemption refused, and both happen when the section ends.
+        //    preemption refused, and the interrupt thread runs when the
+        //    section ends.
         let g = lwkt::crit_enter::<X86>();
         let before = HANDLED.load(Ordering::SeqCst);
         let h1 = me.lwkt.stats.preempt_hit.get();
@@ -229,9 +231,11 @@ fn preempt() {
             me.lwkt.stats.preempt_miss.get() > m0,
             "deferred preemption not counted as a miss"
         );
+        // Refused once (a miss); the switch at the section's end is not
+        // also a hit (DragonFly's meaning of the counters).
         check!(
-            me.lwkt.stats.preempt_hit.get() > h1,
-            "deferred preemption did not happen"
+            me.lwkt.stats.preempt_hit.get() == h1,
+            "a refused preemption was counted a hit too"
         );
         check!(
             PREEMPT_TOKEN.is_held(),
