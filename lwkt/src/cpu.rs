@@ -93,6 +93,10 @@ pub struct CpuStats {
     /// Threads this CPU could not run because it could not get all their
     /// tokens (DragonFly's `v_lock_colls`).
     pub token_collisions: Counter,
+    /// Passes over the run queue that took tokens in address order, after
+    /// [`crate::switch::SPIN_LOOPS`] passes found every runnable thread's
+    /// tokens held.
+    pub token_sorted: Counter,
     /// Threads woken on this CPU.
     pub wakeups: Counter,
     /// Sleeps that handed the CPU straight to the thread they woke
@@ -117,6 +121,7 @@ pub struct CpuStatsSnapshot {
     pub irqs_replayed: u64,
     pub ipiq_replayed: u64,
     pub token_collisions: u64,
+    pub token_sorted: u64,
     pub wakeups: u64,
     pub handoffs: u64,
     pub created: u64,
@@ -137,6 +142,7 @@ impl CpuStats {
             irqs_replayed: self.irqs_replayed.get(),
             ipiq_replayed: self.ipiq_replayed.get(),
             token_collisions: self.token_collisions.get(),
+            token_sorted: self.token_sorted.get(),
             wakeups: self.wakeups.get(),
             handoffs: self.handoffs.get(),
             created: self.created.get(),
@@ -169,6 +175,11 @@ pub struct Cpu<M: Machine> {
     /// switch at the section's end counts nothing); otherwise it was asked
     /// for in a hard interrupt and is counted when `doreti` decides it.
     pub(crate) preempt_refused: AtomicBool,
+    /// Passes over the run queue in a row that could run nothing because
+    /// every runnable thread's tokens were held, across the idle thread's
+    /// retries too (a blocked thread's switch retries through it); zero
+    /// again once a thread gets its tokens or nothing is runnable.
+    pub(crate) contended: AtomicU32,
     /// Threads owned by this CPU.
     pub(crate) allq_head: AtomicPtr<Thread<M>>,
     pub(crate) nthreads: AtomicU32,
@@ -203,6 +214,7 @@ impl<M: Machine> Cpu<M> {
             pending_irqs: [const { AtomicU64::new(0) }; 4],
             preempt_candidate: AtomicPtr::new(ptr::null_mut()),
             preempt_refused: AtomicBool::new(false),
+            contended: AtomicU32::new(0),
             allq_head: AtomicPtr::new(ptr::null_mut()),
             nthreads: AtomicU32::new(0),
             cache: ThreadCache::new(),
@@ -222,6 +234,7 @@ impl<M: Machine> Cpu<M> {
                 irqs_replayed: Counter::new(),
                 ipiq_replayed: Counter::new(),
                 token_collisions: Counter::new(),
+                token_sorted: Counter::new(),
                 wakeups: Counter::new(),
                 handoffs: Counter::new(),
                 created: Counter::new(),

@@ -8,8 +8,12 @@
 //! may pick itself); if none, the idle thread. The outgoing thread's tokens are
 //! released first and the incoming thread's reacquired before it runs. A
 //! thread that cannot have its tokens is passed over and counted as a token
-//! collision; after [`SPIN_LOOPS`] failed passes the scheduler acquires tokens
-//! in address order, so threads wanting {A, B} and {B, A} both progress.
+//! collision; after [`SPIN_LOOPS`] failed passes in a row the scheduler
+//! acquires tokens in address order, so threads wanting {A, B} and {B, A}
+//! both progress. The count is the CPU's, not the call's: a thread that
+//! blocked is switched away from through the idle thread, whose retries go
+//! on counting. Between failed passes the CPU backs off exponentially (up to
+//! 256 pauses), serving its IPIs.
 //!
 //! The bookkeeping that must happen *after* the outgoing thread's stack is no
 //! longer in use — clearing its RUNNING flag, finishing its migration, reaping
@@ -54,6 +58,10 @@ use crate::thread::{Thread, flags};
 /// Failed passes over the run queue before tokens are taken in address order.
 pub const SPIN_LOOPS: u32 = 10;
 
+/// The longest backoff between two failed passes: `1 << BACKOFF_SHIFT`
+/// pauses (256, DragonFly's spinlock `BACKOFF_LIMIT`).
+const BACKOFF_SHIFT: u32 = 8;
+
 /// The running thread.
 ///
 /// Any context.
@@ -68,15 +76,25 @@ pub(crate) fn choose_next<M: Machine>(
     cpu: &'static Cpu<M>,
     td: &'static Thread<M>,
 ) -> &'static Thread<M> {
-    let mut spinning = 0u32;
+    // Failed passes in a row, this CPU's: the idle thread's retries for a
+    // blocked thread count too, so they reach the sorted fallback as well.
+    let mut spinning = cpu.contended.load(Ordering::Relaxed);
     loop {
         cpu.clear_resched();
         let Some(first) = cpu.runq.best() else {
+            cpu.contended.store(0, Ordering::Relaxed);
             return &cpu.thread0;
         };
+        let sorted = spinning >= SPIN_LOOPS;
+        if sorted {
+            cpu.stats.token_sorted.inc();
+        }
         let mut cand = Some(first);
         while let Some(ntd) = cand {
-            if ntd.tokens.is_empty() || crate::token::get_all(ntd, spinning >= SPIN_LOOPS) {
+            if ntd.tokens.is_empty() || crate::token::get_all(ntd, sorted) {
+                if spinning != 0 {
+                    cpu.contended.store(0, Ordering::Relaxed);
+                }
                 return ntd;
             }
             cpu.stats.token_collisions.inc();
@@ -86,23 +104,34 @@ pub(crate) fn choose_next<M: Machine>(
             );
             cand = cpu.runq.next_after(ntd);
         }
-        // Every runnable thread wants a token someone else holds. If the
-        // current thread is not runnable, get off its stack through the idle
-        // thread (which must not halt: RESCHED keeps it looping).
+        spinning = spinning.saturating_add(1);
+        cpu.contended.store(spinning, Ordering::Relaxed);
+        // Every runnable thread wants a token someone else holds: back off
+        // exponentially before the next pass (DragonFly does since 2018), so
+        // CPUs contending for the same tokens stop colliding in lockstep
+        // and the holders' CPUs get their turn on a machine whose vCPUs
+        // share a host thread.
+        backoff::<M>(spinning);
+        // If the current thread is not runnable, get off its stack through
+        // the idle thread (which must not halt: RESCHED keeps it looping; it
+        // retries with the count kept above).
         if !td.has(flags::RUNQ) {
             cpu.need_resched();
-            // The idle thread retries at once: pause first, so the holder's
-            // CPU gets its turn on a machine whose vCPUs share a host thread.
-            M::pause();
             return &cpu.thread0;
         }
-        spinning = spinning.saturating_add(1);
         // We still run `td` (it is queued), so deferred work may run here: a
         // CPU spinning for a token must keep serving IPIs — the holder may be
         // waiting on one of ours (DragonFly's `splz_check` in this loop).
         if !cpu.in_interrupt() {
             crate::intr::run_deferred::<M>(cpu);
         }
+    }
+}
+
+/// Pauses `2^min(spinning - 1, BACKOFF_SHIFT)` times after the
+/// `spinning`-th failed pass in a row.
+fn backoff<M: Machine>(spinning: u32) {
+    for _ in 0..1u32 << spinning.saturating_sub(1).min(BACKOFF_SHIFT) {
         M::pause();
     }
 }

@@ -630,6 +630,68 @@ fn abba_token_order_completes() {
     });
 }
 
+static IDLE_TOK: Token = Token::new("idle-contended");
+static IDLE_WAKE: Sema = Sema::new(0);
+static IDLE_DONE: Sema = Sema::new(0);
+static IDLE_READY: AtomicBool = AtomicBool::new(false);
+static IDLE_HELD: AtomicBool = AtomicBool::new(false);
+
+/// A woken thread whose token is held elsewhere, on a CPU whose current
+/// thread blocked: the CPU retries through its idle thread, and those
+/// retries count towards the address-ordered fallback too (before, each
+/// retry started from zero and never got there). The holder keeps the token
+/// until CPU 0 has made a sorted pass.
+#[test]
+fn the_idle_threads_retries_reach_the_sorted_token_fallback() {
+    run(2, None, || {
+        let waiter = Builder::new("waiter")
+            .cpu(0)
+            .spawn::<S>(|| {
+                let _t = crate::gettoken::<S>(&IDLE_TOK);
+                IDLE_READY.store(true, Ordering::SeqCst);
+                // Blocks holding a reference; gets the token again to run.
+                IDLE_WAKE.wait::<S>();
+                IDLE_DONE.post::<S>();
+            })
+            .unwrap();
+        wait_until("the waiter to block", || IDLE_READY.load(Ordering::SeqCst));
+        let holder = Builder::new("holder")
+            .cpu(1)
+            .spawn::<S>(|| {
+                let _t = crate::gettoken::<S>(&IDLE_TOK);
+                IDLE_HELD.store(true, Ordering::SeqCst);
+                let t = std::time::Instant::now();
+                // Busy, never switching (switching would let the token go).
+                while stats(0).token_sorted == 0 {
+                    assert!(
+                        t.elapsed() < Duration::from_secs(20),
+                        "cpu 0 never took tokens in address order ({:?})",
+                        stats(0)
+                    );
+                    poll();
+                    std::thread::yield_now();
+                }
+            })
+            .unwrap();
+        wait_until("the holder to take the token", || {
+            IDLE_HELD.load(Ordering::SeqCst)
+        });
+        let before = stats(0);
+        IDLE_WAKE.post::<S>();
+        // We block: CPU 0 has only the waiter, whose token is held.
+        IDLE_DONE.wait::<S>();
+        let after = stats(0);
+        assert!(
+            after.token_collisions - before.token_collisions
+                >= u64::from(crate::switch::SPIN_LOOPS),
+            "{after:?}"
+        );
+        waiter.join();
+        holder.join();
+        assert!(!IDLE_TOK.is_held());
+    });
+}
+
 static RT: Token = Token::new("recursive");
 
 #[test]

@@ -252,7 +252,10 @@ fn behaviour(r: &Raw, reps: u32) -> Vec<String> {
                 c("switches") >= 2 * total,
                 "the interrupt thread did not run at each section's end",
             );
-            need(c("preempt_hit") == 0, "a refused preemption counted a hit too");
+            need(
+                c("preempt_hit") == 0,
+                "a refused preemption counted a hit too",
+            );
         }
         "thread-create-exit" | "user-thread-create-exit" => {
             need(
