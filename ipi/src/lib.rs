@@ -42,6 +42,11 @@
 //! target) until the FIFO is back at [`LOW_WATER`]. Two CPUs that fill each
 //! other's FIFOs therefore keep serving each other instead of deadlocking.
 //!
+//! A message run while draining may itself send and find a FIFO full, and
+//! drain again, one level deeper on the same stack. [`MAX_DRAIN_NESTING`]
+//! bounds that: deeper is a panic naming the CPUs (DragonFly panics when its
+//! sends nest 20 deep), not a stack overflow or a silent hang.
+//!
 //! # cpusync
 //!
 //! [`Ipi::cpusync`] runs a function on a set of CPUs and returns when all have
@@ -160,6 +165,11 @@ impl Stats {
     }
 }
 
+/// How deep a CPU's drains of its own queues may nest (a message run while
+/// draining sends to a full FIFO and drains again): DragonFly's bound on
+/// nested IPI sends.
+pub const MAX_DRAIN_NESTING: u32 = 20;
+
 /// A CPU's receiving side.
 struct IpiCpu {
     /// Sources with messages for this CPU (SeqCst; see the handshake).
@@ -172,6 +182,9 @@ struct IpiCpu {
     syncq: DynFifo,
     /// cpusyncs this CPU is initiating right now. Local.
     mastering: AtomicU32,
+    /// Drains of a sender waiting for room (or memory) in progress on this
+    /// CPU, nested. Local.
+    draining: AtomicU32,
     /// Counters. Local.
     stats: Stats,
 }
@@ -198,6 +211,7 @@ impl<P: Platform> Ipi<P> {
                     npoll: AtomicU32::new(0),
                     syncq: DynFifo::with_capacity(ncpus),
                     mastering: AtomicU32::new(0),
+                    draining: AtomicU32::new(0),
                     stats: Stats::default(),
                 })
                 .collect(),
@@ -246,7 +260,7 @@ impl<P: Platform> Ipi<P> {
             // No memory now: serve our own queues (which is what frees the
             // senders waiting on us) and try again.
             self.cpus[me].stats.fifo_nomem.inc();
-            self.process();
+            self.drain(me, to);
             P::pause();
         };
         // SAFETY: `p` is fresh memory of `PairFifo`'s layout.
@@ -267,6 +281,26 @@ impl<P: Platform> Ipi<P> {
     /// CPU `cpu`'s counters.
     pub fn stats(&self, cpu: usize) -> &Stats {
         &self.cpus[cpu].stats
+    }
+
+    /// Runs our own queues for a sender on CPU `me` waiting for room in its
+    /// FIFO to `to`, counting how deep such drains nest.
+    ///
+    /// # Panics
+    ///
+    /// Nested deeper than [`MAX_DRAIN_NESTING`]: messages run while
+    /// draining keep finding full FIFOs, and the stack would not last.
+    fn drain(&self, me: usize, to: usize) {
+        let depth = &self.cpus[me].draining;
+        let d = depth.load(Ordering::Relaxed) + 1;
+        assert!(
+            d <= MAX_DRAIN_NESTING,
+            "IPI: cpu {me} waiting for room towards cpu {to} drains its own queues \
+             {d} deep: the messages it runs keep sending to full FIFOs"
+        );
+        depth.store(d, Ordering::Relaxed);
+        self.process();
+        depth.store(d - 1, Ordering::Relaxed);
     }
 
     /// Signals `to` unless it is signalled already.
@@ -290,7 +324,7 @@ impl<P: Platform> Ipi<P> {
                 // The target may have missed passive messages: make sure it is
                 // signalled, then serve whoever is filling *our* FIFOs.
                 self.signal(me, to);
-                self.process();
+                self.drain(me, to);
                 P::pause();
             }
         }
