@@ -1,7 +1,9 @@
 //! `cargo xtask test`: every test there is.
 //!
 //! 1. Host unit tests of every crate that runs on the host (`abi`, `ipi`,
-//!    `lwkt`, `xtask`, and the harness's own tests) — seconds.
+//!    `lwkt`, `xtask`, and the harness's own tests) — seconds — and the loom
+//!    models of the IPI queues (`ipi/tests/loom.rs`, built with `--cfg
+//!    loom`) — about two minutes.
 //! 2. The kernel built with the `ktest` profile (optimized, debug assertions on)
 //!    and its disk image.
 //! 3. Every QEMU integration test in `tests/tests/`, each one boot, with
@@ -97,6 +99,13 @@ pub fn test_cmd(args: &TestArgs) -> Result<ExitCode> {
         "wyvern-user",
     ]);
     run("host unit tests", host)?;
+    // The loom models of the IPI queues: the crate built with `--cfg loom`
+    // (its own target directory, so the builds above and below stay cached).
+    let mut loom = cargo();
+    loom.args(["test", "--package", "ipi", "--release", "--test", "loom"])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", crate::build::root().join("target/loom"));
+    run("loom models of the IPI queues", loom)?;
     let mut harness = cargo();
     harness.args(["test", "--package", "wyvern-tests", "--lib"]);
     run("harness unit tests", harness)?;
