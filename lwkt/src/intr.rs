@@ -13,6 +13,24 @@
 //! A preemptable thread made runnable by a handler is not switched to from
 //! inside the handler: the switch happens in [`doreti`], after the handler
 //! returned and the interrupt was acknowledged.
+//!
+//! # Interrupts while handling and replaying
+//!
+//! Hard handlers run with interrupts disabled for their whole length, and so
+//! does the replay of deferred work that [`doreti`] starts (`splz` at a
+//! trap's end); the replay `crit_exit` starts runs in thread context with
+//! interrupts enabled. DragonFly re-enables interrupts around its replays;
+//! Wyvern does not there, on purpose. Every handler here is short and
+//! bounded: it records the event, or schedules a thread, or runs the IPI
+//! messages queued (IPI-dispatch functions may not block; a cpusync target
+//! polls in that loop until released, serving every other CPU's messages
+//! meanwhile, which is all an interrupt could bring it). An interrupt let in during a
+//! replay would find the replay's critical section and only be recorded, for
+//! the same loop to replay a moment later: no handler would run sooner, and
+//! each one would cost a trap frame on the stack and a second trip through
+//! `doreti`. Interrupts are off only for that loop; the last look at the
+//! pending flags happens with them off, and the `iretq` that follows takes
+//! whatever arrived meanwhile directly.
 
 use core::sync::atomic::Ordering;
 

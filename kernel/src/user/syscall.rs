@@ -430,6 +430,21 @@ fn set_priority(u: &UserThread, tid: u64, p: u64) -> Result<u64, Error> {
     Ok(0)
 }
 
+/// `SET_CPU`: moves the calling thread to `cpu` and pins it there (the user
+/// scheduler's balancer leaves it), or with `ANY_CPU` unpins it where it is.
+///
+/// Who may: any thread, for itself only — there is no way to move another
+/// thread. What it costs the kernel: one migration — the thread deschedules
+/// itself and one IPI message asks the target CPU to adopt it — and nothing
+/// allocated but, the first time a pair of CPUs talks, that pair's IPI FIFO
+/// (made once, at most one per pair; a failed allocation is retried while
+/// the sender serves its own queues, nothing is lost). Who pays: the caller,
+/// in its own CPU time and user turns; the target spends one message
+/// dispatch, as for any wakeup. A thread bouncing between CPUs in a loop
+/// costs each target one message per call, bounded by the caller's share of
+/// CPU time, and a pinned thread still waits its turn among the user threads
+/// of its CPU: pinning buys no more CPU than running there unpinned.
+/// Errors: `Invalid` for a CPU that does not exist or is not online.
 fn set_cpu(cpu: u64) -> Result<u64, Error> {
     if cpu == wyvern_abi::syscall::ANY_CPU {
         lwkt::usched::pin::<X86>(false);
