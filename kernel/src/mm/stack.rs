@@ -53,6 +53,16 @@ struct Slots {
     live: usize,
     /// A CPU is flushing TLBs to reclaim the quarantine.
     flushing: bool,
+    /// The most stacks live at once so far.
+    peak: usize,
+}
+
+/// Whether a stack allocation may wait for another CPU's quarantine flush:
+/// thread context outside critical sections, interrupts enabled.
+fn may_wait() -> bool {
+    crate::sched::ready()
+        && crate::arch::cpu::interrupts_enabled()
+        && !lwkt::in_crit::<crate::sched::X86>()
 }
 
 static SLOTS_CLASS: LockClass = LockClass::new("stack slots", 10);
@@ -64,6 +74,7 @@ static SLOTS: SpinLock<Slots> = SpinLock::ranked(
         quarantine: Vec::new(),
         live: 0,
         flushing: false,
+        peak: 0,
     },
 );
 
@@ -89,6 +100,8 @@ impl KernelStack {
     /// Thread or boot context; once enough freed slots wait in quarantine it
     /// flushes every CPU's TLB (a cpusync), so not while holding a spinlock.
     pub fn new() -> Option<Self> {
+        // Asked before the lock, whose critical section would say no.
+        let can_wait = may_wait();
         let slot = loop {
             let mut s = SLOTS.lock();
             if s.free.is_empty()
@@ -114,6 +127,20 @@ impl KernelStack {
             }
             let slot = match s.free.pop() {
                 Some(slot) => slot,
+                // Another CPU is turning the quarantine into free slots:
+                // wait for it rather than take a fresh slot. Taking fresh
+                // ones in every such window made the slots in use creep far
+                // past the most stacks ever live at once (thousands of
+                // slots for a few hundred threads, each 16 a page table and
+                // every slot 8 bytes of these lists, never given back).
+                // Only where the wait cannot hold the flush up: outside
+                // critical sections, interrupts on, so this CPU answers the
+                // flush's cpusync while it waits.
+                None if s.flushing && !s.quarantine.is_empty() && can_wait => {
+                    drop(s);
+                    crate::arch::cpu::pause();
+                    continue;
+                }
                 None if u64::from(s.next_fresh) < MAX_SLOTS => {
                     s.next_fresh += 1;
                     // Room for every slot there is in both lists, so freeing
@@ -128,6 +155,7 @@ impl KernelStack {
                 None => return None,
             };
             s.live += 1;
+            s.peak = s.peak.max(s.live);
             break slot;
         };
         let stack = KernelStack { slot };
@@ -214,6 +242,19 @@ pub fn stats() -> (usize, usize) {
     let s = SLOTS.lock();
     (s.live, s.quarantine.len())
 }
+
+/// Slots ever used (the region's high-water mark, which its page tables
+/// and the slot lists follow) and the most stacks live at once. Slots are
+/// taken fresh only when none is free and fewer than [`QUARANTINE_FLUSH`]
+/// wait in quarantine (or a flush is under way and the caller may not wait
+/// for it), so the first stays close to the second plus that batch.
+pub fn slots_used() -> (usize, usize) {
+    let s = SLOTS.lock();
+    (s.next_fresh as usize, s.peak)
+}
+
+/// Freed slots that gather before one TLB flush makes them reusable.
+pub const QUARANTINE_BATCH: usize = QUARANTINE_FLUSH;
 
 /// What a guard address belongs to, for the overflow report.
 pub struct GuardOwner {

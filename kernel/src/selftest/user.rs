@@ -386,8 +386,17 @@ fn user_chaos() {
         after == before,
         "kernel memory {after:?} != before {before:?}"
     );
+    // Kernel stacks: slots are taken fresh only while fewer than a batch
+    // wait in quarantine, so the region's high-water stays within a batch
+    // (and a CPU or so) of the most stacks ever live at once — however many
+    // threads came and went.
+    let (used, peak) = crate::mm::stack::slots_used();
+    check!(
+        used <= peak + crate::mm::stack::QUARANTINE_BATCH + n,
+        "kernel stack slots crept: {used} used for at most {peak} live at once"
+    );
     println!(
-        "user-chaos: {} processes x {ops} operations on {n} CPUs, twice; kernel memory back to baseline",
+        "user-chaos: {} processes x {ops} operations on {n} CPUs, twice; kernel memory back to baseline; kernel stack slots {used} for at most {peak} live",
         2 * n
     );
 }
