@@ -76,11 +76,24 @@ pub(crate) fn choose_next<M: Machine>(
     cpu: &'static Cpu<M>,
     td: &'static Thread<M>,
 ) -> &'static Thread<M> {
+    cpu.clear_resched();
+    let Some(first) = cpu.runq.best() else {
+        if cpu.contended.load(Ordering::Relaxed) != 0 {
+            cpu.contended.store(0, Ordering::Relaxed);
+        }
+        return &cpu.thread0;
+    };
+    // The common case, off the counting below: the best thread needs no
+    // tokens.
+    if first.tokens.is_empty() {
+        return first;
+    }
     // Failed passes in a row, this CPU's: the idle thread's retries for a
     // blocked thread count too, so they reach the sorted fallback as well.
+    // (A count left by passes before a switch to a thread without tokens
+    // only brings the sorted order sooner, which is always correct.)
     let mut spinning = cpu.contended.load(Ordering::Relaxed);
     loop {
-        cpu.clear_resched();
         let Some(first) = cpu.runq.best() else {
             cpu.contended.store(0, Ordering::Relaxed);
             return &cpu.thread0;
@@ -125,6 +138,7 @@ pub(crate) fn choose_next<M: Machine>(
         if !cpu.in_interrupt() {
             crate::intr::run_deferred::<M>(cpu);
         }
+        cpu.clear_resched();
     }
 }
 
