@@ -24,8 +24,8 @@
 //! bounded: it records the event, or schedules a thread, or runs the IPI
 //! messages queued (IPI-dispatch functions may not block; a cpusync target
 //! polls in that loop until released, serving every other CPU's messages
-//! meanwhile, which is all an interrupt could bring it). An interrupt let in during a
-//! replay would find the replay's critical section and only be recorded, for
+//! meanwhile, which is all an interrupt could bring it). An interrupt let in
+//! during a replay would find the replay's critical section and only be recorded, for
 //! the same loop to replay a moment later: no handler would run sooner, and
 //! each one would cost a trap frame on the stack and a second trip through
 //! `doreti`. Interrupts are off only for that loop; the last look at the

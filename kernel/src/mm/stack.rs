@@ -40,7 +40,7 @@ pub const GUARD_SIZE: u64 = 64 << 10;
 const SLOT_SIZE: u64 = STACK_SIZE + GUARD_SIZE;
 const MAX_SLOTS: u64 = REGION_SIZE / SLOT_SIZE;
 /// Quarantined slots that trigger a TLB flush of every CPU and their reuse.
-const QUARANTINE_FLUSH: usize = 64;
+pub const QUARANTINE_FLUSH: usize = 64;
 
 struct Slots {
     /// Slots never used yet start here.
@@ -252,9 +252,6 @@ pub fn slots_used() -> (usize, usize) {
     let s = SLOTS.lock();
     (s.next_fresh as usize, s.peak)
 }
-
-/// Freed slots that gather before one TLB flush makes them reusable.
-pub const QUARANTINE_BATCH: usize = QUARANTINE_FLUSH;
 
 /// What a guard address belongs to, for the overflow report.
 pub struct GuardOwner {

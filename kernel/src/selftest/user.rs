@@ -112,11 +112,10 @@ fn memory(kernel_threads: usize) -> Memory {
 }
 
 /// Kernel memory after a test, compared with `before`: measured again (a
-/// tick apart, up to 20 times) while it differs. The measurement's own
-/// helper threads exit into the per-CPU caches and are reaped by the next
-/// switch on their CPU, so one caught half-way (its thread and stack
-/// neither freed nor cached yet) reads as a thread's worth more; a leak
-/// stays and fails.
+/// tick apart, up to 20 times) while it differs, in case work the test
+/// started is still ending on some CPU. No such case has been seen: the
+/// differences seen so far (the kernel-stack slot creep, since fixed)
+/// persisted through every re-measurement. A leak stays and fails.
 fn memory_after(kernel_threads: usize, before: Memory) -> Memory {
     let mut after = memory(kernel_threads);
     for _ in 0..20 {
@@ -392,7 +391,7 @@ fn user_chaos() {
     // threads came and went.
     let (used, peak) = crate::mm::stack::slots_used();
     check!(
-        used <= peak + crate::mm::stack::QUARANTINE_BATCH + n,
+        used <= peak + crate::mm::stack::QUARANTINE_FLUSH + n,
         "kernel stack slots crept: {used} used for at most {peak} live at once"
     );
     println!(
