@@ -658,6 +658,18 @@ pub struct MemInfo {
     /// Bytes of the kernel heap handed out, and their allocations.
     pub heap_bytes: u64,
     pub heap_allocations: u64,
+    /// Kernel stacks in use, the most in use at once since boot, and the
+    /// stack slots ever made (the stack region's high-water mark: its page
+    /// tables and bookkeeping follow it and are kept). Slots are reused, so
+    /// the last stays within a flush batch (64) of the second.
+    pub kernel_stacks: u64,
+    pub kernel_stack_peak: u64,
+    pub kernel_stack_slots: u64,
+    /// IPI FIFOs made and their heap bytes (part of `heap_bytes`). A CPU
+    /// pair's FIFO is made the first time one sends to the other and is
+    /// kept, so this grows until every pair that talks has talked.
+    pub ipi_fifos: u64,
+    pub ipi_fifo_bytes: u64,
 }
 
 /// The boot framebuffer.

@@ -41,6 +41,8 @@ const SLOT_SIZE: u64 = STACK_SIZE + GUARD_SIZE;
 const MAX_SLOTS: u64 = REGION_SIZE / SLOT_SIZE;
 /// Quarantined slots that trigger a TLB flush of every CPU and their reuse.
 pub const QUARANTINE_FLUSH: usize = 64;
+/// The slot lists grow by this many slots at a time (4 KiB each list).
+const LIST_STEP: usize = 1024;
 
 struct Slots {
     /// Slots never used yet start here.
@@ -145,11 +147,17 @@ impl KernelStack {
                     s.next_fresh += 1;
                     // Room for every slot there is in both lists, so freeing
                     // never grows them: their size follows the number of
-                    // slots, not the order of frees.
+                    // slots, not the order of frees. Grown in steps of
+                    // `LIST_STEP` slots, not by doubling: a new high-water
+                    // mark costs nothing until it crosses a step, and then a
+                    // known 8 bytes a slot.
                     let n = s.next_fresh as usize;
-                    let (fl, ql) = (s.free.len(), s.quarantine.len());
-                    s.free.reserve(n - fl);
-                    s.quarantine.reserve(n - ql);
+                    if s.free.capacity() < n || s.quarantine.capacity() < n {
+                        let want = n.next_multiple_of(LIST_STEP);
+                        let (fl, ql) = (s.free.len(), s.quarantine.len());
+                        s.free.reserve_exact(want - fl);
+                        s.quarantine.reserve_exact(want - ql);
+                    }
                     s.next_fresh - 1
                 }
                 None => return None,

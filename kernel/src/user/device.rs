@@ -301,11 +301,19 @@ pub fn hwinfo(u: &UserThread, kind: u64, ptr: u64, len: u64) -> Result<u64, Erro
                 return Err(Error::Denied);
             }
             let (f, h) = (frame::stats(), crate::mm::heap::stats());
+            let (live, _) = crate::mm::stack::stats();
+            let (slots, peak) = crate::mm::stack::slots_used();
+            let (fifos, fifo_bytes) = crate::sched::world().ipi.fifo_memory();
             let m = MemInfo {
                 total_frames: f.total as u64,
                 free_frames: f.free as u64,
                 heap_bytes: h.allocated as u64,
                 heap_allocations: h.allocations as u64,
+                kernel_stacks: live as u64,
+                kernel_stack_peak: peak as u64,
+                kernel_stack_slots: slots as u64,
+                ipi_fifos: fifos,
+                ipi_fifo_bytes: fifo_bytes as u64,
             };
             write_struct(ptr, len, &m)
         }

@@ -343,11 +343,18 @@ fn main(arg: &str) -> i64 {
             "cpus" => sh.cpus(),
             "mem" => match sys::mem_info() {
                 Ok(m) => sh.say(&format!(
-                    "mem: {} of {} KiB in use, kernel heap {} bytes in {} allocations\n",
+                    "mem: {} of {} KiB in use, kernel heap {} bytes in {} allocations\n\
+                     kernel stacks: {} in use, at most {} at once, {} slots made; \
+                     IPI FIFOs: {} made, {} bytes\n",
                     (m.total_frames - m.free_frames) * 4,
                     m.total_frames * 4,
                     m.heap_bytes,
-                    m.heap_allocations
+                    m.heap_allocations,
+                    m.kernel_stacks,
+                    m.kernel_stack_peak,
+                    m.kernel_stack_slots,
+                    m.ipi_fifos,
+                    m.ipi_fifo_bytes
                 )),
                 Err(e) => sh.say(&format!("mem: {e}\n")),
             },
