@@ -104,22 +104,26 @@ impl AtomicCpuSet {
         }
     }
 
+    #[inline]
     fn words(&self) -> &[AtomicU64] {
         &self.w[..self.n]
     }
 
     /// Adds `cpu` (sequentially consistent: it orders with the reader's
     /// `take`/`load` in the signal/poll handshake).
+    #[inline]
     pub fn insert(&self, cpu: usize) {
         self.words()[cpu / 64].fetch_or(1 << (cpu % 64), Ordering::SeqCst);
     }
 
     /// Removes `cpu`.
+    #[inline]
     pub fn remove(&self, cpu: usize) {
         self.words()[cpu / 64].fetch_and(!(1 << (cpu % 64)), Ordering::SeqCst);
     }
 
     /// Whether `cpu` is in the set (a plain load).
+    #[inline]
     pub fn contains(&self, cpu: usize) -> bool {
         self.words()
             .get(cpu / 64)

@@ -122,6 +122,7 @@ impl TokRef {
         mode: core::sync::atomic::AtomicU64::new(0),
     };
 
+    #[inline(always)]
     fn token(&self) -> &'static Token {
         let p = self.tok.load(Ordering::Relaxed);
         // SAFETY: only `push` stores here, from a `&'static Token`.
@@ -177,8 +178,44 @@ impl<M: Machine> TokenStack<M> {
 }
 
 /// Tries to take `r.token()` for `td` in mode `mode` (DragonFly's
-/// `_lwkt_trytokref`).
+/// `_lwkt_trytokref`). The uncontended cases — a free token taken
+/// exclusively, a token nobody holds exclusively (or asks for) taken shared
+/// — are inline, one atomic each; everything else (recursion, an exclusive
+/// request pending, a race) is [`try_word`]'s.
+#[inline(always)]
 fn try_ref<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
+    let tok = r.token();
+    let count = tok.count.load(Ordering::Relaxed);
+    if mode & EXCLUSIVE != 0 {
+        if count & !EXCLREQ == 0
+            && tok
+                .count
+                .compare_exchange(
+                    count,
+                    (count & !EXCLREQ) | EXCLUSIVE,
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tok.owner
+                .store(ptr::from_ref(r).cast_mut(), Ordering::Relaxed);
+            return true;
+        }
+    } else if count & (EXCLUSIVE | EXCLREQ) == 0 {
+        if tok.count.fetch_add(INCR, Ordering::Acquire) & EXCLUSIVE == 0 {
+            return true;
+        }
+        // An exclusive holder came in between: undone, and the general
+        // protocol decides (as its own failed attempt would).
+        tok.count.fetch_sub(INCR, Ordering::Relaxed);
+    }
+    try_ref_slow(td, r, mode)
+}
+
+/// [`try_ref`] beyond its inline cases.
+#[inline(never)]
+fn try_ref_slow<M: Machine>(td: &Thread<M>, r: &TokRef, mode: u64) -> bool {
     try_word(r, mode, |p| td.tokens.owns(p), td.tokens.len())
 }
 
@@ -277,6 +314,7 @@ fn try_word(r: &TokRef, mode: u64, mine: impl Fn(*const TokRef) -> bool, held: u
 }
 
 /// Releases `r`'s hold (DragonFly's `_lwkt_reltokref`).
+#[inline]
 fn rel_ref(r: &TokRef) {
     let tok = r.token();
     if ptr::eq(tok.owner.load(Ordering::Relaxed), r) {
@@ -351,14 +389,22 @@ pub struct TokenGuard<M: Machine> {
     _not_send: core::marker::PhantomData<(*const (), M)>,
 }
 
-fn push<M: Machine>(td: &'static Thread<M>, tok: &'static Token, mode: u64) -> &'static TokRef {
-    let n = td.tokens.len();
-    assert!(
-        n < MAX_TOKENS,
+#[cold]
+#[inline(never)]
+fn stack_overflow<M: Machine>(td: &Thread<M>, tok: &Token) -> ! {
+    panic!(
         "token stack overflow: thread `{}` holds {MAX_TOKENS} tokens and wants `{}`",
         td.name(),
         tok.name
-    );
+    )
+}
+
+#[inline(always)]
+fn push<M: Machine>(td: &'static Thread<M>, tok: &'static Token, mode: u64) -> &'static TokRef {
+    let n = td.tokens.len();
+    if n >= MAX_TOKENS {
+        stack_overflow(td, tok);
+    }
     if cfg!(debug_assertions) && tok.rank != 0 {
         for held in td.tokens.live() {
             let h = held.token();
@@ -380,10 +426,10 @@ fn push<M: Machine>(td: &'static Thread<M>, tok: &'static Token, mode: u64) -> &
     r
 }
 
+#[inline(always)]
 fn acquire<M: Machine>(tok: &'static Token, mode: u64) -> TokenGuard<M> {
-    let cpu = M::mycpu();
     debug_assert!(
-        !cpu.in_interrupt(),
+        !M::mycpu().in_interrupt(),
         "taking token `{}` in a hard-interrupt handler",
         tok.name
     );
@@ -391,22 +437,28 @@ fn acquire<M: Machine>(tok: &'static Token, mode: u64) -> TokenGuard<M> {
     let td = g.thread();
     let r = push(td, tok, mode);
     if !try_ref(td, r, mode) {
-        // The reference is on our stack: the scheduler now takes the token for
-        // us, and runs us only once it has. We hold all but this one.
-        td.tokens
-            .have
-            .store(td.tokens.len() as u32 - 1, Ordering::Relaxed);
-        tok.collide();
-        cpu.stats.token_collisions.inc();
-        td.set_wmesg(tok.name);
-        crate::switch::switch::<M>();
-        td.set_wmesg("");
+        wait_for(td, tok);
     }
     drop(g);
     TokenGuard {
         tok,
         _not_send: core::marker::PhantomData,
     }
+}
+
+/// The reference to `tok` on top of `td`'s stack (the current thread, in
+/// a critical section) could not be had at once: the scheduler now takes
+/// the token for us, and runs us only once it has. We hold all but this one.
+#[inline(never)]
+fn wait_for<M: Machine>(td: &'static Thread<M>, tok: &'static Token) {
+    td.tokens
+        .have
+        .store(td.tokens.len() as u32 - 1, Ordering::Relaxed);
+    tok.collide();
+    M::mycpu().stats.token_collisions.inc();
+    td.set_wmesg(tok.name);
+    crate::switch::switch::<M>();
+    td.set_wmesg("");
 }
 
 /// Takes `tok` exclusively, blocking until it is free.
@@ -447,20 +499,32 @@ pub fn trytoken<M: Machine>(tok: &'static Token) -> Option<TokenGuard<M>> {
 }
 
 impl<M: Machine> Drop for TokenGuard<M> {
+    #[inline]
     fn drop(&mut self) {
         let g = crit_enter::<M>();
         let td = g.thread();
         let n = td.tokens.len();
-        let r = &td.tokens.refs[n - 1];
-        assert!(
-            ptr::eq(r.token(), self.tok),
-            "token `{}` released out of order (top of stack is `{}`)",
-            self.tok.name,
-            r.token().name
-        );
+        let r = match n.checked_sub(1).map(|i| &td.tokens.refs[i]) {
+            Some(r) if ptr::eq(r.token(), self.tok) => r,
+            _ => out_of_order(td, self.tok),
+        };
         rel_ref(r);
         td.tokens.len.store(n as u32 - 1, Ordering::Relaxed);
         drop(g);
+    }
+}
+
+/// A guard of `tok` dropped while it is not on top of `td`'s stack.
+#[cold]
+#[inline(never)]
+fn out_of_order<M: Machine>(td: &Thread<M>, tok: &Token) -> ! {
+    match td.tokens.live().last() {
+        Some(top) => panic!(
+            "token `{}` released out of order (top of stack is `{}`)",
+            tok.name,
+            top.token().name
+        ),
+        None => panic!("token `{}` released while holding none", tok.name),
     }
 }
 
