@@ -115,7 +115,10 @@ pub fn doreti<M: Machine>(to_user: bool) {
     }
     if cpu.reqflags.load(Ordering::Relaxed) & rqf::IDLECHECK_MASK != 0 {
         crate::crit::splz::<M>();
-    } else {
+    } else if !cpu.preempt_candidate.load(Ordering::Relaxed).is_null() {
+        // Looked at before the call: on most ways out there is none (only
+        // this CPU sets it, in its critical sections, and interrupts are
+        // off here, so it cannot appear after the look).
         crate::switch::preempt_pending::<M>();
     }
     if to_user && cpu.resched_wanted() {
