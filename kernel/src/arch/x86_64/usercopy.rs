@@ -2,11 +2,14 @@
 //! surviving a bad user pointer.
 //!
 //! The only kernel code that touches user memory is the copy loop below
-//! (`rep movsb`, between `stac` and `clac` when SMAP is on). A fault on that
-//! one instruction — an unmapped or read-only user page — is not fatal: the
-//! page-fault handler sees the faulting address is the loop's
-//! ([`fixup`]) and resumes at its recovery label, which returns how many
-//! bytes were left, so the copy reports a fault to its caller.
+//! (`rep movsq`, then `rep movsb` for the last bytes, between `stac` and
+//! `clac` when SMAP is on). A fault on either instruction — an unmapped or
+//! read-only user page — is not fatal: the page-fault handler sees the
+//! faulting address is the loop's ([`fixup`]) and resumes at its recovery
+//! label, which returns how many bytes were left, so the copy reports a
+//! fault to its caller. (Under `-icount` every iteration of a `rep` counts:
+//! eight bytes a quadword make the small copies of the system calls —
+//! gather lists, a `MsgInfo` — an eighth of the instructions.)
 //!
 //! Before any copy, [`check`] refuses ranges that are not wholly user
 //! addresses (kernel half, non-canonical, wrapping), so the loop never touches
@@ -31,7 +34,17 @@ macro_rules! copy_routine {
             "    ",
             $stac,
             "\n",
+            // Eight bytes at a time, then the rest byte by byte.
             "    mov rcx, rdx\n",
+            "    shr rcx, 3\n",
+            "    .global ",
+            $name,
+            "_insn8\n",
+            $name,
+            "_insn8:\n",
+            "    rep movsq\n",
+            "    mov rcx, rdx\n",
+            "    and rcx, 7\n",
             "    .global ",
             $name,
             "_insn\n",
@@ -42,6 +55,18 @@ macro_rules! copy_routine {
             $clac,
             "\n",
             "    xor eax, eax\n",
+            "    ret\n",
+            // A fault in the quadword loop: RCX quadwords and the tail left.
+            "    .global ",
+            $name,
+            "_fault8\n",
+            $name,
+            "_fault8:\n",
+            "    ",
+            $clac,
+            "\n",
+            "    and rdx, 7\n",
+            "    lea rax, [rdx + rcx * 8]\n",
             "    ret\n",
             "    .global ",
             $name,
@@ -69,8 +94,12 @@ unsafe extern "C" {
     fn wyvern_copy_smap(dst: *mut u8, src: *const u8, len: usize) -> usize;
     /// The same without `stac`/`clac` (no SMAP).
     fn wyvern_copy_plain(dst: *mut u8, src: *const u8, len: usize) -> usize;
+    static wyvern_copy_smap_insn8: u8;
+    static wyvern_copy_smap_fault8: u8;
     static wyvern_copy_smap_insn: u8;
     static wyvern_copy_smap_fault: u8;
+    static wyvern_copy_plain_insn8: u8;
+    static wyvern_copy_plain_fault8: u8;
     static wyvern_copy_plain_insn: u8;
     static wyvern_copy_plain_fault: u8;
 }
@@ -118,12 +147,20 @@ pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), Fault> {
     }
 }
 
-/// The copy loop's faulting instruction and its recovery label, per variant.
-fn sites() -> [(u64, u64); 2] {
+/// The copy loops' faulting instructions and their recovery labels.
+fn sites() -> [(u64, u64); 4] {
     [
+        (
+            &raw const wyvern_copy_smap_insn8 as u64,
+            &raw const wyvern_copy_smap_fault8 as u64,
+        ),
         (
             &raw const wyvern_copy_smap_insn as u64,
             &raw const wyvern_copy_smap_fault as u64,
+        ),
+        (
+            &raw const wyvern_copy_plain_insn8 as u64,
+            &raw const wyvern_copy_plain_fault8 as u64,
         ),
         (
             &raw const wyvern_copy_plain_insn as u64,
