@@ -59,6 +59,7 @@
 //! | 41 | [`nr::DMA_ALLOC`] | length, where to write the physical address | the address of zeroed, physically contiguous memory; needs [`rights::DMA`] |
 //! | 42 | [`nr::MSI_ATTACH`] | connection id, pulse code, where to write a [`MsiTarget`] | a handle (from [`MSI_BASE`]) for `INTERRUPT_UNMASK`/`DETACH`; needs a device grant |
 //! | 43 | [`nr::HWINFO`] | [`hwinfo`] kind, buffer, length | bytes written: the framebuffer, ACPI's PCI and power facts, memory figures |
+//! | 44 | [`nr::MSG_REPLY_RECEIVE`] | receive id (0: none), status, `*const Iov` (the reply's pieces, then the receive buffer's), counts (reply's \| receive's << 32), channel id, `*mut MsgInfo` | as `MSG_RECEIVE`, after replying as `MSG_REPLY` |
 //!
 //! # Authority
 //!
@@ -216,8 +217,15 @@ pub mod nr {
     pub const MSI_ATTACH: u64 = 42;
     /// Facts about the machine ([`super::hwinfo`]).
     pub const HWINFO: u64 = 43;
-    /// One past the highest number.
-    pub const COUNT: u64 = 44;
+    /// Replies to a message (as `MSG_REPLY`), then receives the next (as
+    /// `MSG_RECEIVE`) in one call: a server's loop is one system call a
+    /// message (seL4's ReplyRecv). A reply that fails returns its error
+    /// and receives nothing; an error of the receive comes after the
+    /// reply went. A server that cannot tell which from the code replies
+    /// again: `Stale` says the reply went (or its client is gone).
+    pub const MSG_REPLY_RECEIVE: u64 = 44;
+    /// One past the highest call number.
+    pub const COUNT: u64 = 45;
 }
 
 /// First address above user space: every user pointer and mapping is below.

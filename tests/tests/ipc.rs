@@ -10,7 +10,7 @@ use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
 use wyvern_tests::qemu::Apic;
 
-const CASES: [&str; 9] = [
+const CASES: [&str; 10] = [
     "payloads",
     "many-clients",
     "pulses",
@@ -19,13 +19,14 @@ const CASES: [&str; 9] = [
     "channel-destroyed",
     "priority-inheritance",
     "bad-buffers",
+    "reply-receive",
     "driver-calls-denied",
 ];
 
 fn ipc(cpus: u32, apic: Apic) {
     let mut boot = TestBoot::new("ipc", cpus)
         .apic(apic)
-        .must_contain("IPC done: 9 of 9 passed")
+        .must_contain("IPC done: 10 of 10 passed")
         .must_contain("no channel left, kernel memory back to baseline");
     for c in CASES {
         boot = boot.must_contain(&format!("IPC {c} ok"));

@@ -4,6 +4,8 @@
 //! Buffers are scatter/gather lists: a `&[&[u8]]` to send, a
 //! `&mut [&mut [u8]]` to receive into; the single-buffer forms wrap one.
 
+use core::mem::MaybeUninit;
+
 use wyvern_abi::syscall::{Error, Iov, MAX_IOV, MsgInfo, nr};
 
 use crate::sys::raw;
@@ -14,34 +16,55 @@ fn call(n: u64, a: [u64; 6]) -> Result<u64, Error> {
     wyvern_abi::syscall::decode(unsafe { raw(n, a) })
 }
 
-/// The gather list of `parts`, and how many it has.
-fn iov_of(parts: &[&[u8]]) -> Result<([Iov; MAX_IOV as usize], u64), Error> {
-    if parts.len() as u64 > MAX_IOV {
-        return Err(Error::Invalid);
-    }
-    let mut v = [Iov::default(); MAX_IOV as usize];
-    for (i, p) in parts.iter().enumerate() {
-        v[i] = Iov {
-            base: p.as_ptr() as u64,
-            len: p.len() as u64,
-        };
-    }
-    Ok((v, parts.len() as u64))
+/// Room for a gather or scatter list of up to `N` pieces, of which the
+/// first `n` are written (the kernel reads only those: the rest is never
+/// initialized, which spares every call a 256-byte clear). Made in the
+/// caller's frame and filled there: returned by value, it would be copied
+/// whole.
+struct IovList<const N: usize> {
+    v: [MaybeUninit<Iov>; N],
+    n: usize,
 }
 
-/// The scatter list of `parts`.
-fn iov_of_mut(parts: &mut [&mut [u8]]) -> Result<([Iov; MAX_IOV as usize], u64), Error> {
-    if parts.len() as u64 > MAX_IOV {
-        return Err(Error::Invalid);
+impl<const N: usize> IovList<N> {
+    fn new() -> Self {
+        IovList {
+            v: [const { MaybeUninit::uninit() }; N],
+            n: 0,
+        }
     }
-    let mut v = [Iov::default(); MAX_IOV as usize];
-    for (i, p) in parts.iter_mut().enumerate() {
-        v[i] = Iov {
-            base: p.as_mut_ptr() as u64,
-            len: p.len() as u64,
-        };
+
+    /// Appends the pieces at `parts` (base, length); `Invalid` past `N`.
+    fn extend(&mut self, parts: impl ExactSizeIterator<Item = (u64, usize)>) -> Result<(), Error> {
+        if parts.len() > N - self.n {
+            return Err(Error::Invalid);
+        }
+        for (base, len) in parts {
+            self.v[self.n].write(Iov {
+                base,
+                len: len as u64,
+            });
+            self.n += 1;
+        }
+        Ok(())
     }
-    Ok((v, parts.len() as u64))
+
+    /// Appends the gather list of `parts`; returns how many they are.
+    fn gather(&mut self, parts: &[&[u8]]) -> Result<u64, Error> {
+        self.extend(parts.iter().map(|p| (p.as_ptr() as u64, p.len())))?;
+        Ok(parts.len() as u64)
+    }
+
+    /// Appends the scatter list of `parts`; returns how many they are.
+    fn scatter(&mut self, parts: &mut [&mut [u8]]) -> Result<u64, Error> {
+        self.extend(parts.iter_mut().map(|p| (p.as_mut_ptr() as u64, p.len())))?;
+        Ok(parts.len() as u64)
+    }
+
+    /// The list's address for the kernel.
+    fn addr(&self) -> u64 {
+        self.v.as_ptr() as u64
+    }
 }
 
 /// Creates a channel; returns its id.
@@ -79,12 +102,13 @@ pub fn disconnect(coid: u64) -> Result<u64, Error> {
 /// Sends the gather list `msg` through `coid` and blocks until the server
 /// replies into the scatter list `reply`; returns the reply's status.
 pub fn sendv(coid: u64, msg: &[&[u8]], reply: &mut [&mut [u8]]) -> Result<u64, Error> {
-    let (s, sn) = iov_of(msg)?;
-    let (r, rn) = iov_of_mut(reply)?;
-    call(
-        nr::MSG_SEND,
-        [coid, s.as_ptr() as u64, sn, r.as_ptr() as u64, rn, 0],
-    )
+    let (mut s, mut r) = (
+        IovList::<{ MAX_IOV as usize }>::new(),
+        IovList::<{ MAX_IOV as usize }>::new(),
+    );
+    let sn = s.gather(msg)?;
+    let rn = r.scatter(reply)?;
+    call(nr::MSG_SEND, [coid, s.addr(), sn, r.addr(), rn, 0])
 }
 
 /// [`sendv`] of one buffer each way.
@@ -104,11 +128,12 @@ pub enum Received {
 /// Blocks for a message or a pulse on `chid`; a message's bytes land in
 /// `buf` as far as they fit.
 pub fn receivev(chid: u64, buf: &mut [&mut [u8]]) -> Result<Received, Error> {
-    let (v, n) = iov_of_mut(buf)?;
+    let mut v = IovList::<{ MAX_IOV as usize }>::new();
+    let n = v.scatter(buf)?;
     let mut info = MsgInfo::default();
     let rcvid = call(
         nr::MSG_RECEIVE,
-        [chid, v.as_ptr() as u64, n, &raw mut info as u64, 0, 0],
+        [chid, v.addr(), n, &raw mut info as u64, 0, 0],
     )?;
     Ok(if rcvid == 0 {
         Received::Pulse(info)
@@ -124,13 +149,63 @@ pub fn receive(chid: u64, buf: &mut [u8]) -> Result<Received, Error> {
 
 /// Replies `status` (below 2^63) and the gather list `msg` to `rcvid`.
 pub fn replyv(rcvid: u64, status: u64, msg: &[&[u8]]) -> Result<u64, Error> {
-    let (v, n) = iov_of(msg)?;
-    call(nr::MSG_REPLY, [rcvid, status, v.as_ptr() as u64, n, 0, 0])
+    let mut v = IovList::<{ MAX_IOV as usize }>::new();
+    let n = v.gather(msg)?;
+    call(nr::MSG_REPLY, [rcvid, status, v.addr(), n, 0, 0])
 }
 
 /// [`replyv`] of one buffer.
 pub fn reply(rcvid: u64, status: u64, msg: &[u8]) -> Result<u64, Error> {
     replyv(rcvid, status, &[msg])
+}
+
+/// Replies `status` and the gather list `msg` to `rcvid` (0: no reply),
+/// then blocks for the next message or pulse on `chid`, its bytes landing
+/// in `buf`: a server's loop in one system call. A failed reply returns
+/// its error before receiving anything; an error of the receive comes
+/// after the reply went (replying again says which: `Stale`, it went).
+pub fn reply_receivev(
+    rcvid: u64,
+    status: u64,
+    msg: &[&[u8]],
+    chid: u64,
+    buf: &mut [&mut [u8]],
+) -> Result<Received, Error> {
+    // One list: the reply's pieces, then the receive buffer's.
+    if msg.len() as u64 > MAX_IOV || buf.len() as u64 > MAX_IOV {
+        return Err(Error::Invalid);
+    }
+    let mut v = IovList::<{ 2 * MAX_IOV as usize }>::new();
+    let rn = v.gather(msg)?;
+    let bn = v.scatter(buf)?;
+    let mut info = MsgInfo::default();
+    let rcvid = call(
+        nr::MSG_REPLY_RECEIVE,
+        [
+            rcvid,
+            status,
+            v.addr(),
+            rn | bn << 32,
+            chid,
+            &raw mut info as u64,
+        ],
+    )?;
+    Ok(if rcvid == 0 {
+        Received::Pulse(info)
+    } else {
+        Received::Msg(info)
+    })
+}
+
+/// [`reply_receivev`] of one buffer each way.
+pub fn reply_receive(
+    rcvid: u64,
+    status: u64,
+    msg: &[u8],
+    chid: u64,
+    buf: &mut [u8],
+) -> Result<Received, Error> {
+    reply_receivev(rcvid, status, &[msg], chid, &mut [buf])
 }
 
 /// Fails message `rcvid`: its sender's call returns `e`.
@@ -141,15 +216,17 @@ pub fn error(rcvid: u64, e: Error) -> Result<u64, Error> {
 /// Reads message `rcvid` from byte `offset` into `buf`; returns the bytes
 /// read.
 pub fn read(rcvid: u64, offset: u64, buf: &mut [u8]) -> Result<u64, Error> {
-    let (v, n) = iov_of_mut(&mut [buf])?;
-    call(nr::MSG_READ, [rcvid, offset, v.as_ptr() as u64, n, 0, 0])
+    let mut v = IovList::<1>::new();
+    let n = v.scatter(&mut [buf])?;
+    call(nr::MSG_READ, [rcvid, offset, v.addr(), n, 0, 0])
 }
 
 /// Writes `buf` into message `rcvid`'s reply buffers at byte `offset`;
 /// returns the bytes written.
 pub fn write(rcvid: u64, offset: u64, buf: &[u8]) -> Result<u64, Error> {
-    let (v, n) = iov_of(&[buf])?;
-    call(nr::MSG_WRITE, [rcvid, offset, v.as_ptr() as u64, n, 0, 0])
+    let mut v = IovList::<1>::new();
+    let n = v.gather(&[buf])?;
+    call(nr::MSG_WRITE, [rcvid, offset, v.addr(), n, 0, 0])
 }
 
 /// Sends a pulse through `coid` without blocking; `Full` when the channel

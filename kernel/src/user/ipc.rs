@@ -545,6 +545,24 @@ pub fn reply(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     Ok(0)
 }
 
+/// `MSG_REPLY_RECEIVE`: `MSG_REPLY` of `a[0]` (unless 0) with status
+/// `a[1]` and the first `a[3] & 0xffff_ffff` pieces of the list at `a[2]`,
+/// then `MSG_RECEIVE` on channel `a[4]` into the next `a[3] >> 32` pieces,
+/// the info to `a[5]`. A failed reply returns at once (nothing received).
+pub fn reply_receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
+    let (nreply, nrecv) = (a[3] & 0xffff_ffff, a[3] >> 32);
+    if nreply > MAX_IOV || nrecv > MAX_IOV {
+        return Err(Error::Invalid);
+    }
+    let recv_list = a[2]
+        .checked_add(nreply * core::mem::size_of::<Iov>() as u64)
+        .ok_or(Error::Fault)?;
+    if a[0] != 0 {
+        reply(u, [a[0], a[1], a[2], nreply, 0, 0])?;
+    }
+    receive(u, [a[4], recv_list, nrecv, a[5], 0, 0])
+}
+
 /// `MSG_ERROR`.
 pub fn msg_error(u: &UserThread, rcvid: u64, code: u64) -> Result<u64, Error> {
     let (c, rcvid) = conversation(u, rcvid)?;

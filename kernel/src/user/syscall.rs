@@ -61,6 +61,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::MSG_SEND => ipc::send(u, a),
         nr::MSG_RECEIVE => ipc::receive(u, a),
         nr::MSG_REPLY => ipc::reply(u, a),
+        nr::MSG_REPLY_RECEIVE => ipc::reply_receive(u, a),
         nr::MSG_ERROR => ipc::msg_error(u, a[0], a[1]),
         nr::MSG_READ => ipc::read_write(u, a, false),
         nr::MSG_WRITE => ipc::read_write(u, a, true),

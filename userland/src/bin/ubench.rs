@@ -6,7 +6,8 @@
 //! `thread` (create a thread that returns at once, and join it), `spawn`
 //! (spawn `true` and wait for it); it runs on CPU `CPU`, so repetitions find
 //! the same CPU's caches. Message passing, to a server process (a child
-//! `ubench serve K BASE`, serving channel `c` on CPU `BASE + c`):
+//! `ubench serve K BASE`, serving channel `c` on CPU `BASE + c`, each
+//! server thread one `MSG_REPLY_RECEIVE` a message):
 //! `ipc-local N 0` (null message round trips, client and server on CPU 0:
 //! the fast path), `ipc-cross N 0` (client on CPU 0, server on CPU 1),
 //! `ipc-pulse N 0` (pulses sent on CPU 0 and received there; a full queue
@@ -83,12 +84,17 @@ fn serve(k: u64, base: u64, parent: u64, gate: u64) -> i64 {
             thread::spawn(move || {
                 sys::set_cpu(base + c as u64).expect("server cpu");
                 let mut buf = [0u8; 8];
+                // One call a message: the reply to the last and the
+                // receive of the next (MSG_REPLY_RECEIVE).
+                let mut rcvid = 0;
                 loop {
-                    match ipc::receive(chid, &mut buf) {
-                        Ok(Received::Msg(m)) => {
-                            let _ = ipc::reply(m.rcvid, 0, &[]);
-                        }
-                        Ok(Received::Pulse(_)) => {}
+                    match ipc::reply_receive(rcvid, 0, &[], chid, &mut buf) {
+                        Ok(Received::Msg(m)) => rcvid = m.rcvid,
+                        Ok(Received::Pulse(_)) => rcvid = 0,
+                        // The reply failed (its client gone) or the
+                        // receive did: receive alone; that failing too
+                        // (the channel destroyed) ends the server.
+                        Err(_) if rcvid != 0 => rcvid = 0,
                         Err(_) => return,
                     }
                 }

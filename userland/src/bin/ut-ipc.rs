@@ -456,6 +456,89 @@ fn bad_buffers() -> Result<(), String> {
     r
 }
 
+/// `MSG_REPLY_RECEIVE`: with receive id 0 a plain receive; a reply that
+/// fails receives nothing; too many pieces are refused; in a conversation
+/// it replies to one message and receives the next in one call, and the
+/// replied one is over (`Stale`).
+fn reply_receive() -> Result<(), String> {
+    let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+    let coid = ipc::connect(0, chid).map_err(|e| format!("connect: {e}"))?;
+    let r = (|| {
+        let mut buf = [0u8; 16];
+        ipc::pulse(coid, 7, 70).map_err(|e| format!("pulse: {e}"))?;
+        match ipc::reply_receive(0, 0, &[], chid, &mut buf) {
+            Ok(Received::Pulse(p)) if p.code == 7 && p.value == 70 => {}
+            other => return Err(format!("receive id 0: got {other:?}, not the pulse")),
+        }
+        // A conversation that never was (slot 1 of a channel that has
+        // received no message, serial 2^40): the reply fails with
+        // NotFound and the pulse queued behind stays for the next receive.
+        ipc::pulse(coid, 8, 80).map_err(|e| format!("pulse: {e}"))?;
+        let bogus = ((1u64 << 40) << 10 | 1) << 6 | chid;
+        match ipc::reply_receive(bogus, 0, b"x", chid, &mut buf) {
+            Err(Error::NotFound) => {}
+            other => return Err(format!("a reply to no conversation: got {other:?}")),
+        }
+        match ipc::receive(chid, &mut buf) {
+            Ok(Received::Pulse(p)) if p.code == 8 => {}
+            other => return Err(format!("the pulse after a failed reply: got {other:?}")),
+        }
+        for counts in [17, 17 << 32, u64::MAX] {
+            let mut info = wyvern_abi::syscall::MsgInfo::default();
+            // SAFETY: the kernel refuses the counts before it reads the
+            // (null) list; `info` is ours.
+            let r = wyvern_abi::syscall::decode(unsafe {
+                sys::raw(
+                    wyvern_abi::syscall::nr::MSG_REPLY_RECEIVE,
+                    [0, 0, 0, counts, chid, &raw mut info as u64],
+                )
+            });
+            if r != Err(Error::Invalid) {
+                return Err(format!("counts {counts:#x}: {r:?}, not Invalid"));
+            }
+        }
+        // A client thread sends twice; the server replies to the first and
+        // receives the second in one call.
+        static GOT: AtomicU64 = AtomicU64::new(0);
+        GOT.store(0, Ordering::SeqCst);
+        let client = thread::spawn(move || {
+            let mut r = [0u8; 8];
+            for (msg, status, want) in [(b"one", 1, b"ONE"), (b"two", 2, b"TWO")] {
+                match ipc::send(coid, msg, &mut r) {
+                    Ok(s) if s == status && &r[..3] == want => {
+                        GOT.fetch_add(1, Ordering::SeqCst);
+                    }
+                    other => {
+                        println!("ut-ipc: reply-receive client: {other:?}, {:?}", &r[..3]);
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| format!("thread: {e}"))?;
+        let first = match ipc::receive(chid, &mut buf) {
+            Ok(Received::Msg(m)) if &buf[..3] == b"one" => m,
+            other => return Err(format!("the first message: {other:?}")),
+        };
+        let second = match ipc::reply_receive(first.rcvid, 1, b"ONE", chid, &mut buf) {
+            Ok(Received::Msg(m)) if &buf[..3] == b"two" => m,
+            other => return Err(format!("reply and the second message: {other:?}")),
+        };
+        if ipc::reply(first.rcvid, 0, &[]) != Err(Error::Stale) {
+            return Err("the first conversation was not over after its reply".into());
+        }
+        ipc::reply(second.rcvid, 2, b"TWO").map_err(|e| format!("reply: {e}"))?;
+        let _ = client.join();
+        match GOT.load(Ordering::SeqCst) {
+            2 => Ok(()),
+            n => Err(format!("the client got {n} of 2 replies right")),
+        }
+    })();
+    let _ = ipc::channel_destroy(chid);
+    let _ = ipc::disconnect(coid);
+    r
+}
+
 /// A test case: `Err` says why it failed.
 type Case = fn() -> Result<(), String>;
 
@@ -500,7 +583,7 @@ fn driver_calls_denied() -> Result<(), String> {
 }
 
 fn tests() -> i64 {
-    let cases: [(&str, Case); 9] = [
+    let cases: [(&str, Case); 10] = [
         ("payloads", payloads),
         ("many-clients", many_clients),
         ("pulses", pulses),
@@ -509,6 +592,7 @@ fn tests() -> i64 {
         ("channel-destroyed", destroyed),
         ("priority-inheritance", inheritance),
         ("bad-buffers", bad_buffers),
+        ("reply-receive", reply_receive),
         ("driver-calls-denied", driver_calls_denied),
     ];
     let mut passed = 0;
