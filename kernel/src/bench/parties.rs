@@ -141,10 +141,25 @@ pub fn timed<T: ?Sized>(n: u64, op: fn(&T), arg: &T) -> Span {
     let op = core::hint::black_box(op);
     let start = cpu::rdtsc();
     for _ in 0..n {
+        bench_op();
         op(arg);
     }
     let end = cpu::rdtsc();
     Span { start, end, ops: n }
+}
+
+/// The profiler's marker: [`timed`] calls it once before every operation,
+/// so that `cargo xtask bench --profile` can break on it, skip a warm-up and
+/// single-step exactly one operation, from one call to the next. A symbol
+/// of its own, not mangled; naked, so it is one `ret` with no frame, and
+/// opaque to the compiler, so the call stays: it adds the `call` and the
+/// `ret` to each operation, two instructions.
+#[unsafe(no_mangle)]
+#[unsafe(naked)]
+pub extern "C" fn bench_op() {
+    // Sound: a bare `ret` touches nothing but the return address the call
+    // pushed.
+    core::arch::naked_asm!("ret")
 }
 
 /// Calls `op(arg)` `n` times the way [`timed`] does, without timing: the
