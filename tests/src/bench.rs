@@ -6,10 +6,13 @@
 //! to check that the mode boots and emits well-formed results.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use wyvern_abi::bench::{COUNTERS, SPECS, Spec, spec};
 use wyvern_abi::result::BENCH_TAG;
+
+use crate::qemu::{Apic, Boot};
 
 /// The first `BENCH` line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,6 +330,19 @@ fn behaviour(r: &Raw, reps: u32) -> Vec<String> {
         _ => {}
     }
     why
+}
+
+/// The machine of a benchmark boot, Wyvern's and Linux's beside it:
+/// `-smp`, `-icount shift=` (or multi-threaded TCG) and, always, the
+/// xAPIC path: QEMU 10 aborts an icount run whose guest reads the x2APIC
+/// timer through MSRs ("Bad icount read"), and one path for every QEMU keeps
+/// figures comparable (docs/BENCHMARKS.md, "Which APIC").
+pub fn machine(image: PathBuf, smp: u32, icount: Option<u32>) -> Boot {
+    let mut boot = Boot::new(image);
+    boot.smp = smp;
+    boot.icount = icount;
+    boot.apic = Apic::XApic;
+    boot
 }
 
 /// How TSC ticks become a cost.

@@ -273,6 +273,27 @@ pub fn ensure() -> Result<QemuEnv> {
     Ok(env)
 }
 
+/// Refreshes apt's package lists (`apt-get update`), as root or through
+/// passwordless sudo; false when that cannot be done or fails. For a fresh
+/// machine whose lists were never fetched (the Linux kernel package).
+pub fn apt_update() -> bool {
+    let Some(sudo) = apt_access() else {
+        return false;
+    };
+    let argv: Vec<&str> = sudo
+        .iter()
+        .copied()
+        .chain(["apt-get", "update", "-qq"])
+        .collect();
+    eprintln!("xtask: `{}`", argv.join(" "));
+    Command::new(argv[0])
+        .args(&argv[1..])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// How to run apt: directly as root, through passwordless sudo, or not at all.
 fn apt_access() -> Option<&'static [&'static str]> {
     if on_path("apt-get").is_none() {

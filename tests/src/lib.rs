@@ -7,6 +7,8 @@
 //! * [`symbolize`] turns the kernel's `BT` lines into function, file and line.
 //! * [`bench`] reads a benchmark boot's `BENCH` lines: parses, checks and
 //!   turns them into figures.
+//! * [`linux`] boots Debian's Linux kernel on a benchmark boot's machine,
+//!   running the counterparts of Wyvern's benchmarks.
 //! * [`harness`] is what a test calls: boot one self-test, check both pass
 //!   conditions (exit status and the final `TEST <name> ok` line), and fail with
 //!   the transcript's tail when either is missing.
@@ -20,6 +22,7 @@ pub mod console_boot;
 pub mod env;
 pub mod harness;
 pub mod keyboard;
+pub mod linux;
 pub mod machine;
 pub mod monitor;
 pub mod qemu;

@@ -90,6 +90,17 @@ pub enum Serial {
     None,
 }
 
+/// A kernel QEMU loads itself (`-kernel`, `-initrd`, `-append`) instead of
+/// OVMF booting the image: how Linux is booted beside Wyvern
+/// ([`crate::linux`]).
+#[derive(Debug, Clone)]
+pub struct DirectKernel {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// The kernel's command line.
+    pub append: String,
+}
+
 /// What to boot and how.
 #[derive(Debug, Clone)]
 pub struct Boot {
@@ -132,6 +143,8 @@ pub struct Boot {
     pub usb_disks: Vec<PathBuf>,
     /// More QEMU arguments.
     pub extra: Vec<String>,
+    /// Boot this kernel directly instead of the image through OVMF.
+    pub direct: Option<DirectKernel>,
 }
 
 impl Boot {
@@ -156,6 +169,7 @@ impl Boot {
             usb: Vec::new(),
             usb_disks: Vec::new(),
             extra: Vec::new(),
+            direct: None,
         }
     }
 
@@ -198,6 +212,9 @@ impl Boot {
         }
         if !self.no_reboot {
             more += ", resets reboot";
+        }
+        if let Some(d) = &self.direct {
+            more += &format!(", -kernel {}", d.kernel.display());
         }
         format!(
             "harness: QEMU {}, -machine {machine}, -smp {}, -m {}M, guest APIC {} (-cpu {}){more}",
@@ -249,17 +266,25 @@ impl Boot {
             cmd.arg("-no-reboot");
         }
         cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-            .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"])
-            .arg("-bios")
-            .arg(&env.ovmf);
-        match self.disk {
-            Disk::Sata => {
+            .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"]);
+        match (&self.direct, self.disk) {
+            (Some(d), _) => {
+                cmd.arg("-kernel")
+                    .arg(&d.kernel)
+                    .arg("-initrd")
+                    .arg(&d.initrd)
+                    .arg("-append")
+                    .arg(&d.append);
+            }
+            (None, Disk::Sata) => {
+                cmd.arg("-bios").arg(&env.ovmf);
                 cmd.arg("-drive").arg(format!(
                     "format=raw,snapshot=on,file={}",
                     self.image.display()
                 ));
             }
-            Disk::UsbStick => {
+            (None, Disk::UsbStick) => {
+                cmd.arg("-bios").arg(&env.ovmf);
                 cmd.arg("-drive")
                     .arg(format!(
                         "if=none,id=stick,format=raw,snapshot=on,file={}",

@@ -21,7 +21,7 @@ use wyvern_abi::bench::{Cpus, SPECS, spec};
 use wyvern_abi::exit::Verdict;
 use wyvern_tests::bench::{self as wb, BenchRun, Figure, Scale};
 use wyvern_tests::env;
-use wyvern_tests::qemu::{Apic, Boot, End, Responder, run_captured};
+use wyvern_tests::qemu::{End, Responder, run_captured};
 
 use crate::build::{self, Profile, root};
 use crate::chart;
@@ -71,6 +71,20 @@ pub struct BenchArgs {
     /// Also write the figures as the Markdown table docs/BENCHMARKS.md shows.
     #[arg(long, value_name = "PATH")]
     pub markdown: Option<PathBuf>,
+    /// Instead of measuring, profile one operation of this benchmark:
+    /// instructions per function (inclusive, exclusive), folded stacks and a
+    /// flame graph in --out (profile-NAME.txt, .folded, .svg).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["only", "quick", "compare", "runs"])]
+    pub profile: Option<String>,
+    /// With --profile: operations let pass before the one traced.
+    #[arg(long, default_value_t = 50, requires = "profile")]
+    pub warmup: u32,
+    /// Also boot Debian's Linux kernel on the same machine and report its
+    /// counterparts beside Wyvern's figures (table, report, charts). One
+    /// boot running every counterpart; --quick and --reps apply to it,
+    /// --only, --iters and --runs do not.
+    #[arg(long, value_name = "KERNEL", value_parser = ["linux"])]
+    pub vs: Option<String>,
 }
 
 /// Where a report came from.
@@ -113,9 +127,15 @@ pub struct Report {
     /// Seconds the boots took.
     pub seconds: f64,
     pub figures: Vec<Figure>,
+    /// With `--vs linux`: Linux's figures, measured beside these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux: Option<crate::linux::LinuxReport>,
 }
 
 pub fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
+    if let Some(name) = &args.profile {
+        return crate::profile::profile_cmd(args, name);
+    }
     if args.list {
         for s in SPECS {
             println!("{:<20} per {:<16} {}", s.name, s.unit, s.about);
@@ -125,15 +145,27 @@ pub fn bench_cmd(args: &BenchArgs) -> Result<ExitCode> {
     let new = match &args.report {
         Some(path) => load(path)?,
         None => {
-            let report = measure(args)?;
+            let mut report = measure(args)?;
+            if args.vs.is_some() {
+                report.linux = Some(crate::linux::measure(args)?);
+            }
             print_table(&report);
+            if let Some(l) = &report.linux {
+                crate::linux::print_table(&report.unit, &report.figures, l);
+            }
             save(&report, &root().join(&args.out))?;
             report
         }
     };
     if let Some(path) = &args.markdown {
-        std::fs::write(path, markdown_table(&new))
-            .with_context(|| format!("writing {}", path.display()))?;
+        let mut md = markdown_table(&new);
+        if let Some(l) = &new.linux {
+            md = format!(
+                "{md}\n{}",
+                crate::linux::markdown(&new.unit, &new.figures, l)
+            );
+        }
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
         eprintln!("bench: Markdown table in {}", path.display());
     }
     if let Some(old) = &args.compare {
@@ -262,13 +294,8 @@ fn measure(args: &BenchArgs) -> Result<Report> {
     let set = set(args)?;
     let env = env::ensure()?;
     let (_kernel, image) = build::build_image(Profile::Release)?;
-    let mut boot = Boot::new(image);
-    boot.smp = args.smp;
-    boot.icount = (!args.no_icount).then_some(args.shift);
-    // The xAPIC path, always: QEMU 10 aborts an icount run whose guest reads
-    // the x2APIC timer through MSRs ("Bad icount read"), and one path for
-    // every QEMU keeps figures comparable (docs/BENCHMARKS.md, "Which APIC").
-    boot.apic = Apic::XApic;
+    // The machine Linux runs on too (`--vs linux`).
+    let mut boot = wb::machine(image, args.smp, (!args.no_icount).then_some(args.shift));
     let mut opts = vec![format!("bench={set}"), "fb=off".to_owned()];
     let quick_list = args.quick && !args.only.is_empty();
     if let Some(r) = args.reps.or(quick_list.then_some(3)) {
@@ -361,6 +388,7 @@ fn measure(args: &BenchArgs) -> Result<Report> {
         differing,
         seconds: start.elapsed().as_secs_f64(),
         figures,
+        linux: None,
     })
 }
 
@@ -525,6 +553,10 @@ fn save(r: &Report, dir: &Path) -> Result<()> {
             &title,
             &r.unit,
             &base,
+            &r.linux
+                .as_ref()
+                .map(|l| crate::linux::beside(&base, &l.figures))
+                .unwrap_or_default(),
         )?;
         chart::scaling(
             &dir.join(format!("{name}-scaling.svg")),
@@ -532,6 +564,7 @@ fn save(r: &Report, dir: &Path) -> Result<()> {
             &r.unit,
             r.noisy,
             &r.figures,
+            r.linux.as_ref().map_or(&[][..], |l| l.figures.as_slice()),
         )?;
     }
     println!(

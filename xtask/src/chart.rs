@@ -22,16 +22,53 @@ fn label(f: &Figure) -> String {
     )
 }
 
+/// One bar of the cost chart: a Wyvern figure, or Linux's beside it.
+struct Bar<'a> {
+    label: String,
+    fig: &'a Figure,
+    linux: bool,
+    text: String,
+}
+
 /// Horizontal bars of the median cost per operation of every figure (whiskers
-/// from min to max), on a log scale.
-pub fn cost(path: &Path, title: &str, unit: &str, figs: &[&Figure]) -> Result<()> {
-    let n = figs.len().max(1);
+/// from min to max), on a log scale. `beside[i]`, when there is one, is
+/// Linux's figure for `figs[i]`: its bar goes under Wyvern's, with the ratio.
+pub fn cost(
+    path: &Path,
+    title: &str,
+    unit: &str,
+    figs: &[&Figure],
+    beside: &[Option<&Figure>],
+) -> Result<()> {
+    let mut bars = Vec::new();
+    for (i, &f) in figs.iter().enumerate() {
+        bars.push(Bar {
+            label: label(f),
+            fig: f,
+            linux: false,
+            text: format!("  {:.0}", f.median),
+        });
+        if let Some(&Some(l)) = beside.get(i) {
+            bars.push(Bar {
+                label: "Linux".into(),
+                fig: l,
+                linux: true,
+                text: format!(
+                    "  {:.0} (Linux / Wyvern {:.2}x)",
+                    l.median,
+                    l.median / f.median
+                ),
+            });
+        }
+    }
+    let with_linux = bars.iter().any(|b| b.linux);
+    let n = bars.len().max(1);
     let root = SVGBackend::new(path, (1000, 110 + 26 * n as u32)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let hi = figs.iter().map(|f| f.max).fold(10.0, f64::max) * 3.0;
-    let lo = figs
+    let hi = bars.iter().map(|b| b.fig.max).fold(10.0, f64::max) * 3.0;
+    let lo = bars
         .iter()
-        .map(|f| f.min)
+        .map(|b| b.fig.min)
         .fold(f64::INFINITY, f64::min)
         .clamp(1.0, hi)
         / 3.0;
@@ -51,46 +88,55 @@ pub fn cost(path: &Path, title: &str, unit: &str, figs: &[&Figure]) -> Result<()
         .y_label_formatter(&|v| match v {
             SegmentValue::CenterOf(r) => usize::try_from(n as i32 - 1 - *r)
                 .ok()
-                .and_then(|i| figs.get(i))
-                .map(|f| label(f))
+                .and_then(|i| bars.get(i))
+                .map(|b| b.label.clone())
                 .unwrap_or_default(),
             _ => String::new(),
         })
         .x_label_formatter(&|x| format!("{x:.0}"))
         .x_desc(format!(
-            "{unit} per operation (log scale; bar: median, line: min to max)"
+            "{unit} per operation (log scale; bar: median, line: min to max){}",
+            if with_linux {
+                "; blue: Wyvern, orange: Linux"
+            } else {
+                ""
+            }
         ))
         .draw()
         .map_err(err)?;
     chart
-        .draw_series(figs.iter().enumerate().map(|(i, f)| {
+        .draw_series(bars.iter().enumerate().map(|(i, b)| {
             let mut bar = Rectangle::new(
                 [
                     (lo, SegmentValue::Exact(row(i))),
-                    (f.median, SegmentValue::Exact(row(i) + 1)),
+                    (b.fig.median, SegmentValue::Exact(row(i) + 1)),
                 ],
-                BLUE.mix(0.55).filled(),
+                if b.linux {
+                    RGBColor(255, 127, 14).mix(0.6).filled()
+                } else {
+                    BLUE.mix(0.55).filled()
+                },
             );
             bar.set_margin(5, 5, 0, 0);
             bar
         }))
         .map_err(err)?;
     chart
-        .draw_series(figs.iter().enumerate().map(|(i, f)| {
+        .draw_series(bars.iter().enumerate().map(|(i, b)| {
             PathElement::new(
                 vec![
-                    (f.min, SegmentValue::CenterOf(row(i))),
-                    (f.max, SegmentValue::CenterOf(row(i))),
+                    (b.fig.min, SegmentValue::CenterOf(row(i))),
+                    (b.fig.max, SegmentValue::CenterOf(row(i))),
                 ],
                 BLACK.stroke_width(2),
             )
         }))
         .map_err(err)?;
     chart
-        .draw_series(figs.iter().enumerate().map(|(i, f)| {
+        .draw_series(bars.iter().enumerate().map(|(i, b)| {
             Text::new(
-                format!("  {:.0}", f.median),
-                (f.max, SegmentValue::CenterOf(row(i))),
+                b.text.clone(),
+                (b.fig.max, SegmentValue::CenterOf(row(i))),
                 ("sans-serif", 13),
             )
         }))
@@ -103,9 +149,12 @@ pub fn cost(path: &Path, title: &str, unit: &str, figs: &[&Figure]) -> Result<()
 struct Series {
     name: String,
     points: Vec<(u32, f64)>,
+    /// Linux's line beside Wyvern's of the same name (same colour, thin,
+    /// hollow points).
+    linux: bool,
 }
 
-fn scaling_series(figs: &[Figure]) -> Vec<Series> {
+fn scaling_series(figs: &[Figure], linux: bool) -> Vec<Series> {
     let mut out: Vec<Series> = Vec::new();
     for f in figs {
         if spec(&f.name).is_none_or(|s| s.cpus != Cpus::Scaling) {
@@ -116,6 +165,7 @@ fn scaling_series(figs: &[Figure]) -> Vec<Series> {
             None => out.push(Series {
                 name: f.name.clone(),
                 points: vec![(f.cpus, f.median)],
+                linux,
             }),
         }
     }
@@ -171,22 +221,39 @@ fn panel(
         .y_desc(y_desc)
         .draw()
         .map_err(err)?;
+    let wyvern: Vec<&str> = series
+        .iter()
+        .filter(|s| !s.linux)
+        .map(|s| s.name.as_str())
+        .collect();
     for (i, s) in series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        // Linux's line takes the colour of Wyvern's of the same benchmark.
+        let at = wyvern.iter().position(|&n| n == s.name).unwrap_or(i);
+        let color = COLORS[at % COLORS.len()];
+        let (width, label) = if s.linux {
+            (1, format!("Linux {}", s.name))
+        } else {
+            (2, s.name.clone())
+        };
         let pts: Vec<(f64, f64)> = s
             .points
             .iter()
             .map(|&(k, y)| (f64::from(k).log2(), value(s, y)))
             .collect();
         chart
-            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))
             .map_err(err)?
-            .label(s.name.clone())
+            .label(label)
             .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width))
             });
+        let style = if s.linux {
+            color.stroke_width(1)
+        } else {
+            color.filled()
+        };
         chart
-            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, style)))
             .map_err(err)?;
     }
     chart
@@ -201,16 +268,19 @@ fn panel(
 
 /// The scaling curves: cost per operation against CPUs (left) and the same
 /// relative to one CPU (right). In instructions, flat at 1 is perfect scaling;
-/// in wall-clock time (`elapsed`), 1/k on k CPUs would be. Returns false when
-/// the report has no scaling benchmark.
+/// in wall-clock time (`elapsed`), 1/k on k CPUs would be. `linux`, when
+/// not empty, adds Linux's curves beside Wyvern's. Returns false when the
+/// report has no scaling benchmark.
 pub fn scaling(
     path: &Path,
     title: &str,
     unit: &str,
     elapsed: bool,
     figs: &[Figure],
+    linux: &[Figure],
 ) -> Result<bool> {
-    let series = scaling_series(figs);
+    let mut series = scaling_series(figs, false);
+    series.extend(scaling_series(linux, true));
     if series.is_empty() {
         return Ok(false);
     }

@@ -9,6 +9,8 @@ mod bench;
 mod build;
 mod chart;
 mod input;
+mod linux;
+mod profile;
 mod run;
 mod test;
 
