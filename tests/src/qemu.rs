@@ -407,7 +407,7 @@ pub trait Responder: Send {
 
 /// Copies `src` line by line into `transcript` (escapes removed), giving
 /// each line to `responder`, whose answer goes to `stdin`.
-pub(crate) fn pump<R: Read + Send + 'static>(
+pub fn pump<R: Read + Send + 'static>(
     src: R,
     transcript: Arc<Mutex<String>>,
     mut responder: Option<(Box<dyn Responder>, ChildStdin)>,

@@ -36,7 +36,6 @@ mod stacks;
 mod symbols;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -45,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use wyvern_tests::env;
-use wyvern_tests::qemu::{Apic, Boot, strip_escapes};
+use wyvern_tests::qemu::{Apic, Boot, pump};
 
 use crate::bench::BenchArgs;
 use crate::build::{self, Profile, root};
@@ -128,21 +127,6 @@ impl Drop for Guest {
     }
 }
 
-fn collect(src: impl Read + Send + 'static, into: Arc<Mutex<String>>) {
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(src);
-        let mut line = Vec::new();
-        while let Ok(n) = r.read_until(b'\n', &mut line) {
-            if n == 0 {
-                break;
-            }
-            let text = strip_escapes(&String::from_utf8_lossy(&line));
-            into.lock().expect("serial lock").push_str(&text);
-            line.clear();
-        }
-    });
-}
-
 /// A free local TCP port (free when asked: QEMU binds it a moment later).
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free TCP port")?;
@@ -195,8 +179,18 @@ fn trace(args: &BenchArgs, name: &str, marker: Marker, smp: u32) -> Result<Trace
         .spawn()
         .with_context(|| format!("starting {}", env.qemu.display()))?;
     let serial = Arc::new(Mutex::new(String::new()));
-    collect(child.stdout.take().context("QEMU stdout")?, serial.clone());
-    collect(child.stderr.take().context("QEMU stderr")?, serial.clone());
+    pump(
+        child.stdout.take().context("QEMU stdout")?,
+        serial.clone(),
+        None,
+        false,
+    );
+    pump(
+        child.stderr.take().context("QEMU stderr")?,
+        serial.clone(),
+        None,
+        false,
+    );
     let guest = Guest { child, serial };
     let deadline = Duration::from_secs(args.deadline);
     let traced = Remote::connect(port, Duration::from_secs(10)).and_then(|mut remote| {
