@@ -549,6 +549,14 @@ pub fn reply(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
 /// `a[1]` and the first `a[3] & 0xffff_ffff` pieces of the list at `a[2]`,
 /// then `MSG_RECEIVE` on channel `a[4]` into the next `a[3] >> 32` pieces,
 /// the info to `a[5]`. A failed reply returns at once (nothing received).
+///
+/// Who may: the owner of both ends, as for the two calls it joins — the
+/// receive id must name a conversation on one of the caller's channels and
+/// `a[4]` be one of the caller's channels (`NotFound` otherwise). What it
+/// costs the kernel: nothing beyond those two calls — the gather lists in
+/// this call's frame, a waiting receiver's record on the caller's own
+/// kernel stack; the channel's bound on unreplied messages (`Full`) and its
+/// receiver queue's allocation (`NoMemory`) refuse as `MSG_RECEIVE` does.
 pub fn reply_receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let (nreply, nrecv) = (a[3] & 0xffff_ffff, a[3] >> 32);
     if nreply > MAX_IOV || nrecv > MAX_IOV {

@@ -483,6 +483,22 @@ fn reply_receive() -> Result<(), String> {
             Ok(Received::Pulse(p)) if p.code == 8 => {}
             other => return Err(format!("the pulse after a failed reply: got {other:?}")),
         }
+        // Not the caller's: a channel it does not have, a conversation on
+        // one; refused, and the pulse below is still there afterwards.
+        ipc::pulse(coid, 9, 90).map_err(|e| format!("pulse: {e}"))?;
+        let theirs = wyvern_abi::syscall::MAX_CHANNELS - 1;
+        match ipc::reply_receive(0, 0, &[], theirs, &mut buf) {
+            Err(Error::NotFound) => {}
+            other => return Err(format!("a channel not ours: got {other:?}")),
+        }
+        match ipc::reply_receive((1 << 16) | theirs, 0, &[], chid, &mut buf) {
+            Err(Error::NotFound) => {}
+            other => return Err(format!("a conversation not ours: got {other:?}")),
+        }
+        match ipc::receive(chid, &mut buf) {
+            Ok(Received::Pulse(p)) if p.code == 9 => {}
+            other => return Err(format!("the pulse after refusals: got {other:?}")),
+        }
         for counts in [17, 17 << 32, u64::MAX] {
             let mut info = wyvern_abi::syscall::MsgInfo::default();
             // SAFETY: the kernel refuses the counts before it reads the
