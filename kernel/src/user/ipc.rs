@@ -472,11 +472,31 @@ pub fn receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let chid = a[0];
     let c = u.process.ipc.channel(chid)?;
     let mut list = IovList::new();
-    let buf = list.read(&u.process.space, a[1], a[2])?;
-    // The info must be writable before anything is taken off the channel
-    // (it is at most two pages: both ends are probed).
-    uaccess::probe_write(a[3], core::mem::size_of::<MsgInfo>() as u64)?;
+    let buf = receive_args(u, &mut list, a[1], a[2], a[3])?;
     let d = c.chan.receive(&buf, u.base_priority()).map_err(error)?;
+    Ok(delivered(d, chid, a[3]))
+}
+
+/// A receive's buffers (the list at `ptr`, `n` pieces) and its info
+/// pointer, checked before anything is taken off the channel (the info is
+/// at most two pages: both ends are probed).
+#[inline(always)]
+fn receive_args(
+    u: &UserThread,
+    list: &mut IovList,
+    ptr: u64,
+    n: u64,
+    info: u64,
+) -> Result<UserBufs, Error> {
+    let buf = list.read(&u.process.space, ptr, n)?;
+    uaccess::probe_write(info, core::mem::size_of::<MsgInfo>() as u64)?;
+    Ok(buf)
+}
+
+/// What a receive on channel `chid` returns for delivery `d`: the user
+/// receive id (0 for a pulse), its [`MsgInfo`] written to `info`.
+#[inline(always)]
+fn delivered(d: Delivery<Who>, chid: u64, info_ptr: u64) -> u64 {
     let (rcvid, info) = match d {
         Delivery::Msg(m) => {
             let rcvid = m.rcvid << CHID_BITS | chid;
@@ -511,10 +531,10 @@ pub fn receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
             },
         ),
     };
-    // Checked above; if another thread unmapped it since, the rcvid in
-    // `rax` still names the conversation.
-    let _ = uaccess::write(a[3], &info);
-    Ok(rcvid)
+    // Checked before the receive; if another thread unmapped it since, the
+    // rcvid in `rax` still names the conversation.
+    let _ = uaccess::write(info_ptr, &info);
+    rcvid
 }
 
 /// Bits of a user receive id that name the channel (below the channel's
@@ -557,6 +577,7 @@ pub fn reply(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
 /// this call's frame, a waiting receiver's record on the caller's own
 /// kernel stack; the channel's bound on unreplied messages (`Full`) and its
 /// receiver queue's allocation (`NoMemory`) refuse as `MSG_RECEIVE` does.
+#[inline(always)]
 pub fn reply_receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let (nreply, nrecv) = (a[3] & 0xffff_ffff, a[3] >> 32);
     if nreply > MAX_IOV || nrecv > MAX_IOV {
@@ -565,10 +586,49 @@ pub fn reply_receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let recv_list = a[2]
         .checked_add(nreply * core::mem::size_of::<Iov>() as u64)
         .ok_or(Error::Fault)?;
+    let chid = a[4];
     if a[0] != 0 {
+        if a[0] & ((1 << CHID_BITS) - 1) == chid {
+            return reply_receive_one(u, a, nreply, recv_list, nrecv);
+        }
         reply(u, [a[0], a[1], a[2], nreply, 0, 0])?;
     }
-    receive(u, [a[4], recv_list, nrecv, a[5], 0, 0])
+    receive(u, [chid, recv_list, nrecv, a[5], 0, 0])
+}
+
+/// `MSG_REPLY_RECEIVE` with both ends on one channel: one look-up, one pass
+/// (`Channel::reply_receive`, which hands the CPU straight back to the
+/// client when it can).
+#[inline(never)]
+fn reply_receive_one(
+    u: &UserThread,
+    a: [u64; 6],
+    nreply: u64,
+    recv_list: u64,
+    nrecv: u64,
+) -> Result<u64, Error> {
+    let (c, rcvid) = conversation(u, a[0])?;
+    if (a[1] as i64) < 0 {
+        return Err(Error::Invalid);
+    }
+    let mut rl = IovList::new();
+    let rbuf = rl.read(&u.process.space, a[2], nreply)?;
+    let src = (rbuf.n > 0).then_some(&rbuf);
+    let mut list = IovList::new();
+    let buf = match receive_args(u, &mut list, recv_list, nrecv, a[5]) {
+        Ok(b) => b,
+        Err(e) => {
+            // As the two calls would: the reply stands, the receive fails.
+            c.chan.reply(rcvid, a[1], src).map_err(error)?;
+            return Err(e);
+        }
+    };
+    let d = c
+        .chan
+        .reply_receive(rcvid, a[1], src, &buf, u.base_priority())
+        .map_err(error)?
+        .map_err(error)?;
+    Ok(delivered(d, a[4], a[5]))
 }
 
 /// `MSG_ERROR`.

@@ -23,6 +23,9 @@ pub struct ChannelStats {
     pub received: u64,
     /// Replies and errors.
     pub replies: u64,
+    /// Of the replies, those whose server then waited in receive and
+    /// handed the CPU straight to the client ([`Channel::reply_receive`]).
+    pub fast_replies: u64,
     /// Pulses queued or delivered.
     pub pulses: u64,
     /// Pulses refused because the queue was full.
@@ -30,24 +33,24 @@ pub struct ChannelStats {
 }
 
 /// A slot of the reply table.
-struct Slot<P: Payload> {
+struct Slot<M: Machine, P: Payload> {
     /// The serial of the conversation in it (see [`State::claim`]): a stale
     /// rcvid carries an older one and does not match.
     serial: u64,
-    rec: *const Sender<P>,
+    rec: *const Sender<M, P>,
 }
 
 /// What the token guards.
 pub(super) struct State<M: Machine, P: Payload> {
     pub dead: bool,
     /// Send-blocked senders, highest priority first, FIFO within one.
-    pub senders: VecDeque<*const Sender<P>>,
+    pub senders: VecDeque<*const Sender<M, P>>,
     /// Threads waiting to receive, in arrival order.
     pub receivers: VecDeque<*const Receiver<M>>,
     /// Pulses, in the order sent.
     pub pulses: VecDeque<Pulse>,
     /// Reply-blocked senders by rcvid.
-    slots: Vec<Slot<P>>,
+    slots: Vec<Slot<M, P>>,
     free: Vec<u16>,
     /// The last conversation serial given out.
     serial: u64,
@@ -272,7 +275,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
 
 impl<M: Machine, P: Payload> State<M, P> {
     /// Queues `s` behind the senders of its priority or higher.
-    pub fn enqueue_sender(&mut self, s: &Sender<P>) -> Result<(), Error> {
+    pub fn enqueue_sender(&mut self, s: &Sender<M, P>) -> Result<(), Error> {
         self.senders.try_reserve(1).map_err(|_| Error::NoMemory)?;
         let at = self
             .senders
@@ -284,7 +287,7 @@ impl<M: Machine, P: Payload> State<M, P> {
     }
 
     /// Takes `s` off the send queue (it was there).
-    pub fn remove_sender(&mut self, s: &Sender<P>) {
+    pub fn remove_sender(&mut self, s: &Sender<M, P>) {
         let at = self
             .senders
             .iter()
@@ -331,7 +334,7 @@ impl<M: Machine, P: Payload> State<M, P> {
     /// serial counts every conversation the channel ever had, whichever
     /// slot it took: an rcvid kept after its conversation ended matches
     /// again only after 2^47 more conversations on the channel.
-    pub fn claim(&mut self, s: &Sender<P>) -> Result<u64, Error> {
+    pub fn claim(&mut self, s: &Sender<M, P>) -> Result<u64, Error> {
         self.reserve_slot()?;
         let i = usize::from(self.free.pop().expect("a slot was reserved"));
         self.serial = (self.serial + 1) & RCVID_SERIAL_MASK;
@@ -349,7 +352,7 @@ impl<M: Machine, P: Payload> State<M, P> {
     }
 
     /// The reply-blocked sender of `rcvid`.
-    pub fn lookup<'a>(&self, rcvid: u64) -> Result<&'a Sender<P>, Error> {
+    pub fn lookup<'a>(&self, rcvid: u64) -> Result<&'a Sender<M, P>, Error> {
         let i = (rcvid & ((1 << RCVID_SLOT_BITS) - 1)) as usize;
         let serial = rcvid >> RCVID_SLOT_BITS;
         if i == 0 || i > self.slots.len() || serial == 0 || serial > RCVID_SERIAL_MASK {

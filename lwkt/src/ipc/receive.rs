@@ -7,7 +7,7 @@ use super::channel::{Channel, Locked, rec};
 use super::record::{FAILED, GOT_MSG, GOT_PULSE, QUEUED, RECEIVED, Receiver, Sender, WAITING};
 use super::{Delivery, Error, Payload, Received, Side};
 use crate::Machine;
-use crate::sleep::{INTERLOCKED, INTERRUPTIBLE, Wake};
+use crate::sleep::{INTERLOCKED, INTERRUPTIBLE, Wake, can_handoff, tsleep_handoff};
 
 /// Sets the current thread's priority if it differs.
 #[inline(always)]
@@ -48,7 +48,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                     return Ok(Delivery::Pulse(p));
                 }
                 Some(false) => {
-                    let s: &Sender<P> = rec(*st.senders.front().expect("a sender is queued"));
+                    let s: &Sender<M, P> = rec(*st.senders.front().expect("a sender is queued"));
                     let rcvid = st.claim(s)?;
                     st.senders.pop_front();
                     s.pin();
@@ -77,6 +77,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
 
     /// Waits on the receiver queue until given something. `None`: the
     /// message given was unreadable (its sender failed); look again.
+    #[inline(always)]
     fn await_delivery(
         &self,
         r: &Receiver<M>,
@@ -86,7 +87,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             match r.state() {
                 GOT_MSG => {
                     crate::tsleep_cancel::<M>();
-                    let s: &Sender<P> = rec(r.sender::<P>());
+                    let s: &Sender<M, P> = rec(r.sender::<P>());
                     return self.copy_in(s, r.rcvid.load(Ordering::Relaxed), buf);
                 }
                 GOT_PULSE => {
@@ -114,10 +115,10 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         match r.state() {
             WAITING => st.remove_receiver(r),
             GOT_MSG => {
-                let s: &Sender<P> = rec(r.sender::<P>());
+                let s: &Sender<M, P> = rec(r.sender::<P>());
                 let rcvid = r.rcvid.load(Ordering::Relaxed);
                 give_back(&mut st, s, rcvid);
-                s.unpin::<M>();
+                s.unpin();
             }
             GOT_PULSE => {
                 if st.pulses.try_reserve(1).is_ok() {
@@ -135,7 +136,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// receive the next one.
     fn copy_in(
         &self,
-        s: &Sender<P>,
+        s: &Sender<M, P>,
         rcvid: u64,
         buf: &P::Bufs,
     ) -> Option<Result<Delivery<P::Who>, Error>> {
@@ -149,7 +150,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                     rlen: P::len(&s.rmsg),
                     copied: n,
                 };
-                s.unpin::<M>();
+                s.unpin();
                 Some(Ok(Delivery::Msg(got)))
             }
             Err(side) => {
@@ -171,7 +172,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                         Some(Err(Error::Fault))
                     }
                 };
-                s.unpin::<M>();
+                s.unpin();
                 drop(st);
                 if mine && side == Side::Src {
                     crate::wakeup::<M>(ident);
@@ -190,7 +191,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     }
 
     /// Pins the reply-blocked sender of `rcvid`.
-    fn pinned(&self, rcvid: u64) -> Result<&Sender<P>, Error> {
+    fn pinned(&self, rcvid: u64) -> Result<&Sender<M, P>, Error> {
         let st = self.lock();
         let s = st.lookup(rcvid)?;
         s.pin();
@@ -212,7 +213,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             None => Ok(0),
         };
         if copied == Err(Side::Src) {
-            s.unpin::<M>();
+            s.unpin();
             return Err(Error::Fault);
         }
         let result = match copied {
@@ -227,7 +228,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             st.stats.replies += 1;
             s.finish(result);
         }
-        s.unpin::<M>();
+        s.unpin();
         drop(st);
         if live {
             crate::wakeup::<M>(ident);
@@ -235,6 +236,95 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         } else {
             Err(Error::Stale)
         }
+    }
+
+    /// Replies to `rcvid` as [`Channel::reply`] and then receives as
+    /// [`Channel::receive`], in one pass through the channel's token — a
+    /// server's loop, seL4's ReplyRecv. The outer result is the reply's: a
+    /// failed reply receives nothing. The inner one is the receive's.
+    ///
+    /// The fast path: when nothing is queued for the server to take and the
+    /// client it replied to sleeps on this CPU and may run at once, the
+    /// server waits in receive and hands the CPU straight to that client
+    /// (no run-queue pick), as a send hands it to a waiting receiver. Any
+    /// guard that fails wakes the client through its sleep queue as `reply`
+    /// does; the outcome is the same.
+    ///
+    /// Thread context, never from a hard interrupt; blocks (interruptibly)
+    /// in the receive.
+    pub fn reply_receive(
+        &self,
+        rcvid: u64,
+        status: u64,
+        src: Option<&P::Bufs>,
+        buf: &P::Bufs,
+        base_pri: u8,
+    ) -> Result<Result<Delivery<P::Who>, Error>, Error> {
+        debug_assert!(
+            !M::mycpu().in_interrupt(),
+            "ipc reply_receive from a hard-interrupt handler"
+        );
+        let td = crate::current::<M>();
+        let may_handoff = self.fast && td.tokens_held() == 0 && td.crit_depth() == 0;
+        let s = self.pinned(rcvid)?;
+        let copied = match src {
+            Some(b) => P::copy(b, 0, &s.rmsg, 0),
+            None => Ok(0),
+        };
+        if copied == Err(Side::Src) {
+            s.unpin();
+            return Err(Error::Fault);
+        }
+        let result = match copied {
+            Ok(_) => Ok(status),
+            Err(_) => Err(Error::Fault),
+        };
+        // What the hand-off needs of the client, taken while the pin keeps
+        // its record: once it is unpinned and done the record may be gone.
+        let (ident, client) = (s.ident(), s.td);
+        let mut st = self.lock();
+        if !(s.state() == RECEIVED && s.rcvid.load(Ordering::Relaxed) == rcvid) {
+            s.unpin();
+            return Err(Error::Stale);
+        }
+        st.release(rcvid);
+        st.stats.replies += 1;
+        s.finish(result);
+        s.unpin();
+        if st.dead || st.next_is_pulse().is_some() || st.receivers.try_reserve(1).is_err() {
+            // Something to take at once (or no room to wait): the general
+            // receive.
+            drop(st);
+            crate::wakeup::<M>(ident);
+            return Ok(self.receive(buf, base_pri));
+        }
+        // Back to our own priority before anyone can find us.
+        set_own_pri::<M>(base_pri);
+        let r = Receiver::new(td);
+        st.receivers.push_back(&r);
+        crate::tsleep_interlock::<M>(r.ident());
+        let g = crate::crit_enter::<M>();
+        let to_pri = client.sched_priority();
+        if may_handoff && can_handoff(&g, INTERRUPTIBLE, client, ident, to_pri) {
+            st.stats.fast_replies += 1;
+            drop(st);
+            // Nothing ran on this CPU since `can_handoff`: we stayed in the
+            // critical section and did not block.
+            let how = tsleep_handoff(&g, r.ident(), INTERRUPTIBLE, "receive", client, to_pri);
+            drop(g);
+            if how == Wake::Interrupted {
+                return Ok(self.abandon(&r));
+            }
+            crate::tsleep_interlock::<M>(r.ident());
+        } else {
+            drop(g);
+            drop(st);
+            crate::wakeup::<M>(ident);
+        }
+        Ok(match self.await_delivery(&r, buf) {
+            Some(res) => res,
+            None => self.receive(buf, base_pri),
+        })
     }
 
     /// Fails `rcvid`'s send with [`Error::Peer`]`(code)`.
@@ -258,7 +348,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     pub fn read(&self, rcvid: u64, offset: usize, dst: &P::Bufs) -> Result<usize, Error> {
         let s = self.pinned(rcvid)?;
         let r = P::copy(&s.smsg, offset, dst, 0);
-        s.unpin::<M>();
+        s.unpin();
         r.map_err(|_| Error::Fault)
     }
 
@@ -269,7 +359,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     pub fn write(&self, rcvid: u64, offset: usize, src: &P::Bufs) -> Result<usize, Error> {
         let s = self.pinned(rcvid)?;
         let r = P::copy(src, 0, &s.rmsg, offset);
-        s.unpin::<M>();
+        s.unpin();
         r.map_err(|_| Error::Fault)
     }
 }
@@ -277,7 +367,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
 /// Puts received sender `s` back at the head of its priority on the send
 /// queue (its receiver could not take it), or fails it if there is no
 /// memory for that.
-fn give_back<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>, s: &Sender<P>, rcvid: u64) {
+fn give_back<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>, s: &Sender<M, P>, rcvid: u64) {
     if s.state() != RECEIVED || s.rcvid.load(Ordering::Relaxed) != rcvid {
         return;
     }
@@ -291,7 +381,7 @@ fn give_back<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>, s: &Sender<P>, r
     let at = st
         .senders
         .iter()
-        .position(|&o| rec::<Sender<P>>(o).pri <= s.pri)
+        .position(|&o| rec::<Sender<M, P>>(o).pri <= s.pri)
         .unwrap_or(st.senders.len());
     st.senders.insert(at, s);
     s.set_state(QUEUED);

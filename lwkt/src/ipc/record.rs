@@ -24,7 +24,9 @@ pub(crate) const DONE: u8 = 2;
 const LEAVING: u32 = 1 << 31;
 
 /// A thread blocked in `send`.
-pub(crate) struct Sender<P: Payload> {
+pub(crate) struct Sender<M: Machine, P: Payload> {
+    /// Its thread (blocked in the call while the record exists).
+    pub td: &'static Thread<M>,
     pub pri: u8,
     pub who: P::Who,
     pub smsg: P::Bufs,
@@ -38,10 +40,11 @@ pub(crate) struct Sender<P: Payload> {
     pins: AtomicU32,
 }
 
-impl<P: Payload> Sender<P> {
-    pub fn new(pri: u8, who: P::Who, smsg: P::Bufs, rmsg: P::Bufs) -> Self {
+impl<M: Machine, P: Payload> Sender<M, P> {
+    pub fn new(td: &'static Thread<M>, who: P::Who, smsg: P::Bufs, rmsg: P::Bufs) -> Self {
         Sender {
-            pri,
+            td,
+            pri: td.sched_priority(),
             who,
             smsg,
             rmsg,
@@ -84,7 +87,7 @@ impl<P: Payload> Sender<P> {
 
     /// A peer is done with the buffers. The record may be gone as soon as
     /// this returns; `self` is not touched after the decrement.
-    pub fn unpin<M: Machine>(&self) {
+    pub fn unpin(&self) {
         let ident = self.ident();
         if self.pins.fetch_sub(1, Ordering::SeqCst) == LEAVING | 1 {
             crate::wakeup::<M>(ident);
@@ -102,7 +105,7 @@ impl<P: Payload> Sender<P> {
     ///
     /// Thread context (the owner's); may block, not interruptibly (the
     /// wait is for copies in progress).
-    pub fn wait_unpinned<M: Machine>(&self) {
+    pub fn wait_unpinned(&self) {
         debug_assert_eq!(self.state(), DONE);
         loop {
             crate::tsleep_interlock::<M>(self.ident());
@@ -163,7 +166,7 @@ impl<M: Machine> Receiver<M> {
 
     /// Gives it sender `s` (received, pinned for it) under `rcvid`. Under
     /// the token, the receiver off the queue.
-    pub fn give_msg<P: Payload>(&self, s: &Sender<P>, rcvid: u64) {
+    pub fn give_msg<P: Payload>(&self, s: &Sender<M, P>, rcvid: u64) {
         self.sender
             .store(core::ptr::from_ref(s).cast_mut().cast(), Ordering::Relaxed);
         self.rcvid.store(rcvid, Ordering::Relaxed);
@@ -171,7 +174,7 @@ impl<M: Machine> Receiver<M> {
     }
 
     /// The sender given: a pointer the pin keeps valid.
-    pub fn sender<P: Payload>(&self) -> *const Sender<P> {
+    pub fn sender<P: Payload>(&self) -> *const Sender<M, P> {
         self.sender.load(Ordering::Relaxed).cast_const().cast()
     }
 

@@ -22,7 +22,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             !M::mycpu().in_interrupt(),
             "ipc send from a hard-interrupt handler"
         );
-        let s = Sender::new(crate::current::<M>().sched_priority(), who, smsg, rmsg);
+        let s = Sender::new(crate::current::<M>(), who, smsg, rmsg);
         if !self.send_fast(&s) {
             self.send_slow(&s)?;
         }
@@ -32,7 +32,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// The fast path: the first waiting receiver sleeps on this CPU and may
     /// run at once, so it gets the message and the CPU directly. Returns
     /// false — having changed nothing — when a guard fails.
-    fn send_fast(&self, s: &Sender<P>) -> bool {
+    fn send_fast(&self, s: &Sender<M, P>) -> bool {
         if !self.fast {
             return false;
         }
@@ -72,7 +72,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// The general path: give the message to the first waiting receiver
     /// and wake it wherever it sleeps, or queue it. Leaves the sender
     /// interlocked on its record.
-    fn send_slow(&self, s: &Sender<P>) -> Result<(), Error> {
+    fn send_slow(&self, s: &Sender<M, P>) -> Result<(), Error> {
         let mut st = self.lock();
         if st.dead {
             return Err(Error::Gone);
@@ -101,12 +101,12 @@ impl<M: Machine, P: Payload> Channel<M, P> {
 
     /// Sleeps until the conversation is over and nobody uses our buffers.
     /// The sender is interlocked on its record, or was just woken.
-    fn await_reply(&self, s: &Sender<P>) -> Result<u64, Error> {
+    fn await_reply(&self, s: &Sender<M, P>) -> Result<u64, Error> {
         loop {
             if s.state() == DONE {
                 crate::tsleep_cancel::<M>();
                 if !s.unpinned() {
-                    s.wait_unpinned::<M>();
+                    s.wait_unpinned();
                 }
                 return s.result();
             }
@@ -121,7 +121,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
 
     /// Interrupted: out of the queue or the reply table, then wait for the
     /// copies in progress. A reply that came first still counts.
-    fn leave(&self, s: &Sender<P>) -> Result<u64, Error> {
+    fn leave(&self, s: &Sender<M, P>) -> Result<u64, Error> {
         {
             let mut st = self.lock();
             match s.state() {
@@ -136,7 +136,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                 _ => {}
             }
         }
-        s.wait_unpinned::<M>();
+        s.wait_unpinned();
         s.result()
     }
 }

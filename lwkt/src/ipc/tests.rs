@@ -125,6 +125,39 @@ fn echo_server(ch: &'static Chan, log: Log) {
     }
 }
 
+/// The same server as [`echo_server`], written as a server loop: each reply
+/// and the next receive are one [`Channel::reply_receive`].
+fn echo_server_rr(ch: &'static Chan, log: Log) {
+    let into = zeroed(4096);
+    let mut next = ch.receive(&into, pri::KERN_DAEMON);
+    loop {
+        match next {
+            Ok(Delivery::Msg(m)) => {
+                let mut got = contents(&into);
+                got.truncate(m.copied);
+                assert_eq!(m.copied, m.slen.min(4096));
+                log.lock().unwrap().push((m.who, got.clone()));
+                got.reverse();
+                next = ch
+                    .reply_receive(
+                        m.rcvid,
+                        got.len() as u64,
+                        Some(&buf(&got)),
+                        &into,
+                        pri::KERN_DAEMON,
+                    )
+                    .expect("the reply");
+            }
+            Ok(Delivery::Pulse(p)) if p.code == 0 => return,
+            Ok(Delivery::Pulse(p)) => {
+                log.lock().unwrap().push((p.code, Vec::new()));
+                next = ch.receive(&into, pri::KERN_DAEMON);
+            }
+            Err(e) => panic!("receive failed: {e:?}"),
+        }
+    }
+}
+
 fn message(who: u32, n: usize) -> Vec<u8> {
     (0..(n * 7 + who as usize) % 300)
         .map(|i| (i as u32 * 31 + who * 7 + n as u32) as u8)
@@ -217,16 +250,26 @@ struct Outcome {
     sends: u64,
     replies: u64,
     fast: u64,
+    fast_replies: u64,
     handoffs: u64,
 }
 
-fn conversation(fast: bool) -> Outcome {
+/// One client's conversation with an echo server on one CPU; `fast`: the
+/// channel's fast paths on; `rr`: the server replies and receives in one
+/// call.
+fn conversation(fast: bool, rr: bool) -> Outcome {
     run(1, None, move || {
         let ch = channel(fast);
         let log = Arc::new(Mutex::new(Vec::new()));
         let l = log.clone();
         let server = Builder::new("server")
-            .spawn::<S>(move || echo_server(ch, l))
+            .spawn::<S>(move || {
+                if rr {
+                    echo_server_rr(ch, l);
+                } else {
+                    echo_server(ch, l);
+                }
+            })
             .unwrap();
         // Let the server reach its receive, so the client finds it waiting.
         crate::yield_now::<S>();
@@ -270,35 +313,44 @@ fn conversation(fast: bool) -> Outcome {
             sends: st.sends,
             replies: st.replies,
             fast: st.fast,
+            fast_replies: st.fast_replies,
             handoffs: crate::sim::this_machine().cpus[0].stats.handoffs.get() - handoffs0,
         }
     })
 }
 
-/// The fast path and the general path give the same result: the same
+/// The fast paths and the general path give the same result: the same
 /// replies to the client, the same messages and pulses to the server in the
-/// same order, the same counts — and the fast path really ran in one and
-/// never in the other.
+/// same order, the same counts — and each fast path really ran where it
+/// applies and never otherwise: the send's (a waiting receiver) and the
+/// reply-and-receive's (a client to hand back to).
 #[test]
 fn fast_and_slow_paths_agree() {
-    let fast = conversation(true);
-    let slow = conversation(false);
-    assert_eq!(fast.fast, 100, "every send should take the fast path");
-    assert_eq!(fast.handoffs, 100);
-    assert_eq!(slow.fast, 0);
-    assert_eq!(slow.handoffs, 0);
-    assert_eq!(
-        Outcome {
-            fast: 0,
-            handoffs: 0,
-            ..fast
-        },
-        Outcome {
-            fast: 0,
-            handoffs: 0,
-            ..slow
-        }
-    );
+    let slow = conversation(false, false);
+    assert_eq!((slow.fast, slow.fast_replies, slow.handoffs), (0, 0, 0));
+    let same = |o: &Outcome| Outcome {
+        fast: 0,
+        fast_replies: 0,
+        handoffs: 0,
+        client: o.client.clone(),
+        server: o.server.clone(),
+        ..*o
+    };
+    for (fast, rr) in [(true, false), (false, true), (true, true)] {
+        let o = conversation(fast, rr);
+        let (sends, replies) = if fast {
+            (100, 100 * u64::from(rr))
+        } else {
+            (0, 0)
+        };
+        assert_eq!(o.fast, sends, "fast sends, fast {fast}, rr {rr}");
+        assert_eq!(
+            o.fast_replies, replies,
+            "fast replies, fast {fast}, rr {rr}"
+        );
+        assert_eq!(o.handoffs, sends + replies, "fast {fast}, rr {rr}");
+        assert_eq!(same(&o), same(&slow), "fast {fast}, rr {rr}");
+    }
 }
 
 /// Pulses come out in the order sent; a full queue refuses a user pulse
@@ -751,13 +803,32 @@ fn interrupts_at_random_lose_nothing() {
                     .cpu(c)
                     .spawn::<S>(move || {
                         // Until its pulse: each server takes exactly one.
+                        // Half the servers reply and receive in one call.
+                        let into = zeroed(64);
+                        let mut next = ch.receive(&into, pri::KERN_DAEMON);
                         loop {
-                            let into = zeroed(64);
-                            match ch.receive(&into, pri::KERN_DAEMON) {
+                            match next {
+                                Ok(Delivery::Msg(m)) if c % 2 == 0 => {
+                                    let r = ch.reply_receive(
+                                        m.rcvid,
+                                        1,
+                                        Some(&buf(b"r")),
+                                        &into,
+                                        pri::KERN_DAEMON,
+                                    );
+                                    next = match r {
+                                        Ok(n) => {
+                                            replied.fetch_add(1, Ordering::SeqCst);
+                                            n
+                                        }
+                                        Err(_) => ch.receive(&into, pri::KERN_DAEMON),
+                                    };
+                                }
                                 Ok(Delivery::Msg(m)) => {
                                     if ch.reply(m.rcvid, 1, Some(&buf(b"r"))).is_ok() {
                                         replied.fetch_add(1, Ordering::SeqCst);
                                     }
+                                    next = ch.receive(&into, pri::KERN_DAEMON);
                                 }
                                 Ok(Delivery::Pulse(_)) => return,
                                 Err(e) => panic!("receive: {e:?}"),
