@@ -120,10 +120,20 @@ impl<M: Machine> SleepQueues<M> {
 
 /// Takes `td` (owned by `cpu`) off its sleep queue if it is on one. Requires
 /// critical section on `cpu`.
+#[inline]
 pub(crate) fn remove_from_sleepq<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) {
     if !td.has(flags::TSLEEPQ) {
         return;
     }
+    if td.has(flags::SLEEP_DIRECT) {
+        td.clear(flags::TSLEEPQ | flags::SLEEP_DIRECT);
+        return;
+    }
+    remove_from_hash(cpu, td);
+}
+
+/// [`remove_from_sleepq`] of a sleeper in a hash queue.
+fn remove_from_hash<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) {
     let b = bucket(td.sleep_ident.load(Ordering::Relaxed));
     cpu.sleepq.remove(b, td);
     td.clear(flags::TSLEEPQ);
@@ -161,6 +171,73 @@ pub fn tsleep_interlock<M: Machine>(ident: usize) {
     // registration.
     fence(Ordering::SeqCst);
     drop(g);
+}
+
+/// [`tsleep_interlock`] for a sleeper that only [`wakeup_thread`] wakes —
+/// whose waker knows the thread, as an IPC record does: the thread is
+/// marked asleep on `ident` but enters no hash queue and no CPU set, so the
+/// sleep and its wakeup cost no hashing and no bucket walk. [`tsleep`],
+/// [`tsleep_cancel`], [`interrupt`] and the hand-off treat it as any
+/// sleep; [`wakeup`] never sees it.
+///
+/// No wakeup is lost without the set's ordering: a waker on another CPU
+/// always sends the sleeper's CPU a message, which runs in that CPU's
+/// critical section, before or after the sleeper's whole interlock and
+/// check; one on this CPU runs between them or not at all.
+///
+/// Thread context.
+#[inline]
+pub(crate) fn tsleep_interlock_direct<M: Machine>(ident: usize) {
+    let g = crit_enter::<M>();
+    let td = g.thread();
+    if td.has(flags::TSLEEPQ) {
+        if td.has(flags::SLEEP_DIRECT) && td.sleep_ident.load(Ordering::Relaxed) == ident {
+            drop(g);
+            return;
+        }
+        remove_from_sleepq(M::mycpu(), td);
+    }
+    td.sleep_ident.store(ident, Ordering::Relaxed);
+    td.set(flags::TSLEEPQ | flags::SLEEP_DIRECT);
+    drop(g);
+}
+
+/// Wakes `td` if it sleeps directly on `ident`
+/// ([`tsleep_interlock_direct`]); on another CPU by message. A thread that
+/// sleeps on something else, or not at all, is left alone. `td` must be a
+/// thread slot (slots are never freed); if the thread exited and its slot
+/// was reused, a sleeper there is woken only if it sleeps directly on the
+/// same ident, and every direct sleeper rechecks its condition.
+///
+/// Any context; never blocks.
+#[inline]
+pub(crate) fn wakeup_thread<M: Machine>(td: &'static Thread<M>, ident: usize) {
+    let g = crit_enter::<M>();
+    let cpu = M::mycpu();
+    if let Some(owner) = crate::sched::elsewhere(cpu, td) {
+        M::world()
+            .ipi
+            .send(owner, wakeup_thread_remote::<M>, tdptr(td) as usize, ident);
+    } else if td.has(flags::SLEEP_DIRECT)
+        && td.has(flags::TSLEEPQ)
+        && td.sleep_ident.load(Ordering::Relaxed) == ident
+    {
+        td.clear(flags::TSLEEPQ | flags::SLEEP_DIRECT);
+        cpu.stats.wakeups.inc();
+        M::trace(
+            crate::Event::Wakeup,
+            u64::from(td.index.load(Ordering::Relaxed)),
+        );
+        crate::sched::schedule::<M>(td);
+    }
+    drop(g);
+}
+
+fn wakeup_thread_remote<M: Machine>(arg: usize, ident: usize) {
+    // If the thread moved on meanwhile, this forwards to its new owner.
+    if let Some(td) = deref(arg as *mut Thread<M>) {
+        wakeup_thread::<M>(td, ident);
+    }
 }
 
 /// Undoes [`tsleep_interlock`] when the condition says there is no need to

@@ -224,7 +224,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             st.stats.pulses += 1;
             r.give_pulse(p);
             crate::setpri::<M>(r.td, p.pri);
-            crate::wakeup::<M>(r.ident());
+            crate::sleep::wakeup_thread::<M>(r.td, r.ident());
             return Ok(());
         }
         if !reserved && st.pulses.len() >= PULSE_QUEUE {
@@ -252,7 +252,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         while let Some(s) = st.senders.pop_front() {
             let s = rec(s);
             s.finish(Err(Error::Gone));
-            crate::wakeup::<M>(s.ident());
+            crate::sleep::wakeup_thread::<M>(s.td, s.ident());
         }
         for i in 0..st.slots.len() {
             let p = st.slots[i].rec;
@@ -260,13 +260,13 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                 st.release_slot(i);
                 let s = rec(p);
                 s.finish(Err(Error::Gone));
-                crate::wakeup::<M>(s.ident());
+                crate::sleep::wakeup_thread::<M>(s.td, s.ident());
             }
         }
         while let Some(r) = st.receivers.pop_front() {
             let r = rec(r);
             r.fail(Error::Gone);
-            crate::wakeup::<M>(r.ident());
+            crate::sleep::wakeup_thread::<M>(r.td, r.ident());
         }
         st.pulses.clear();
         st.last_receiver = None;

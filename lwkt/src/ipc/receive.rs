@@ -65,7 +65,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                     let r = Receiver::new(td);
                     st.receivers.try_reserve(1).map_err(|_| Error::NoMemory)?;
                     st.receivers.push_back(&r);
-                    crate::tsleep_interlock::<M>(r.ident());
+                    crate::sleep::tsleep_interlock_direct::<M>(r.ident());
                     drop(st);
                     if let Some(res) = self.await_delivery(&r, buf) {
                         return res;
@@ -104,7 +104,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             if how == Wake::Interrupted {
                 return Some(self.abandon(r));
             }
-            crate::tsleep_interlock::<M>(r.ident());
+            crate::sleep::tsleep_interlock_direct::<M>(r.ident());
         }
     }
 
@@ -154,7 +154,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                 Some(Ok(Delivery::Msg(got)))
             }
             Err(side) => {
-                let ident = s.ident();
+                let (td, ident) = (s.td, s.ident());
                 let mut st = self.lock();
                 let mine = s.state() == RECEIVED && s.rcvid.load(Ordering::Relaxed) == rcvid;
                 let r = match side {
@@ -175,7 +175,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                 s.unpin();
                 drop(st);
                 if mine && side == Side::Src {
-                    crate::wakeup::<M>(ident);
+                    crate::sleep::wakeup_thread::<M>(td, ident);
                 }
                 r
             }
@@ -220,7 +220,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             Ok(_) => Ok(status),
             Err(_) => Err(Error::Fault),
         };
-        let ident = s.ident();
+        let (td, ident) = (s.td, s.ident());
         let mut st = self.lock();
         let live = s.state() == RECEIVED && s.rcvid.load(Ordering::Relaxed) == rcvid;
         if live {
@@ -231,7 +231,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         s.unpin();
         drop(st);
         if live {
-            crate::wakeup::<M>(ident);
+            crate::sleep::wakeup_thread::<M>(td, ident);
             Ok(())
         } else {
             Err(Error::Stale)
@@ -295,14 +295,14 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             // Something to take at once (or no room to wait): the general
             // receive.
             drop(st);
-            crate::wakeup::<M>(ident);
+            crate::sleep::wakeup_thread::<M>(client, ident);
             return Ok(self.receive(buf, base_pri));
         }
         // Back to our own priority before anyone can find us.
         set_own_pri::<M>(base_pri);
         let r = Receiver::new(td);
         st.receivers.push_back(&r);
-        crate::tsleep_interlock::<M>(r.ident());
+        crate::sleep::tsleep_interlock_direct::<M>(r.ident());
         let g = crate::crit_enter::<M>();
         let to_pri = client.sched_priority();
         if may_handoff && can_handoff(&g, INTERRUPTIBLE, client, ident, to_pri) {
@@ -315,11 +315,11 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             if how == Wake::Interrupted {
                 return Ok(self.abandon(&r));
             }
-            crate::tsleep_interlock::<M>(r.ident());
+            crate::sleep::tsleep_interlock_direct::<M>(r.ident());
         } else {
             drop(g);
             drop(st);
-            crate::wakeup::<M>(ident);
+            crate::sleep::wakeup_thread::<M>(client, ident);
         }
         Ok(match self.await_delivery(&r, buf) {
             Some(res) => res,
@@ -333,11 +333,11 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     pub fn error(&self, rcvid: u64, code: u32) -> Result<(), Error> {
         let mut st = self.lock();
         let s = st.lookup(rcvid)?;
-        let ident = s.ident();
+        let (td, ident) = (s.td, s.ident());
         st.release(rcvid);
         st.stats.replies += 1;
         s.finish(Err(Error::Peer(code)));
-        crate::wakeup::<M>(ident);
+        crate::sleep::wakeup_thread::<M>(td, ident);
         Ok(())
     }
 
@@ -375,7 +375,7 @@ fn give_back<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>, s: &Sender<M, P>
     st.stats.received -= 1;
     if st.senders.try_reserve(1).is_err() {
         s.finish(Err(Error::NoMemory));
-        crate::wakeup::<M>(s.ident());
+        crate::sleep::wakeup_thread::<M>(s.td, s.ident());
         return;
     }
     let at = st

@@ -88,9 +88,9 @@ impl<M: Machine, P: Payload> Sender<M, P> {
     /// A peer is done with the buffers. The record may be gone as soon as
     /// this returns; `self` is not touched after the decrement.
     pub fn unpin(&self) {
-        let ident = self.ident();
+        let (td, ident) = (self.td, self.ident());
         if self.pins.fetch_sub(1, Ordering::SeqCst) == LEAVING | 1 {
-            crate::wakeup::<M>(ident);
+            crate::sleep::wakeup_thread::<M>(td, ident);
         }
     }
 
@@ -108,7 +108,7 @@ impl<M: Machine, P: Payload> Sender<M, P> {
     pub fn wait_unpinned(&self) {
         debug_assert_eq!(self.state(), DONE);
         loop {
-            crate::tsleep_interlock::<M>(self.ident());
+            crate::sleep::tsleep_interlock_direct::<M>(self.ident());
             if self.pins.fetch_or(LEAVING, Ordering::SeqCst) & !LEAVING == 0 {
                 crate::tsleep_cancel::<M>();
                 return;

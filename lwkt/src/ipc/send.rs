@@ -60,7 +60,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         st.received_by(r.td);
         st.stats.sends += 1;
         st.stats.fast += 1;
-        crate::tsleep_interlock::<M>(s.ident());
+        crate::sleep::tsleep_interlock_direct::<M>(s.ident());
         drop(st);
         // Nothing ran on this CPU since `can_handoff`: we stayed in the
         // critical section and did not block.
@@ -89,12 +89,12 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             // The priority first: on another CPU the two messages arrive in
             // order, so the receiver is queued at its new priority.
             crate::setpri::<M>(r.td, s.pri);
-            crate::tsleep_interlock::<M>(s.ident());
-            crate::wakeup::<M>(r.ident());
+            crate::sleep::tsleep_interlock_direct::<M>(s.ident());
+            crate::sleep::wakeup_thread::<M>(r.td, r.ident());
         } else {
             st.enqueue_sender(s)?;
             st.boost(s.pri);
-            crate::tsleep_interlock::<M>(s.ident());
+            crate::sleep::tsleep_interlock_direct::<M>(s.ident());
         }
         Ok(())
     }
@@ -115,7 +115,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             if how == Wake::Interrupted {
                 return self.leave(s);
             }
-            crate::tsleep_interlock::<M>(s.ident());
+            crate::sleep::tsleep_interlock_direct::<M>(s.ident());
         }
     }
 
