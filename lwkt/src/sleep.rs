@@ -245,6 +245,11 @@ fn wakeup_thread_remote<M: Machine>(arg: usize, ident: usize) {
 ///
 /// Thread context.
 pub fn tsleep_cancel<M: Machine>() {
+    // Only this thread puts itself on a sleep queue: not on one now, it
+    // cannot be on one before it returns.
+    if !M::mycpu().curthread().has(flags::TSLEEPQ) {
+        return;
+    }
     let g = crit_enter::<M>();
     remove_from_sleepq(M::mycpu(), g.thread());
     drop(g);

@@ -104,7 +104,10 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             if how == Wake::Interrupted {
                 return Some(self.abandon(r));
             }
-            crate::sleep::tsleep_interlock_direct::<M>(r.ident());
+            // Given something meanwhile: no need to sleep again.
+            if r.state() == WAITING {
+                crate::sleep::tsleep_interlock_direct::<M>(r.ident());
+            }
         }
     }
 
@@ -207,35 +210,53 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     ///
     /// Thread context; never blocks but for the token and page faults.
     pub fn reply(&self, rcvid: u64, status: u64, src: Option<&P::Bufs>) -> Result<(), Error> {
-        let s = self.pinned(rcvid)?;
-        let copied = match src {
-            Some(b) => P::copy(b, 0, &s.rmsg, 0),
-            None => Ok(0),
-        };
-        if copied == Err(Side::Src) {
-            s.unpin();
-            return Err(Error::Fault);
-        }
-        let result = match copied {
-            Ok(_) => Ok(status),
-            Err(_) => Err(Error::Fault),
-        };
-        let (td, ident) = (s.td, s.ident());
-        let mut st = self.lock();
-        let live = s.state() == RECEIVED && s.rcvid.load(Ordering::Relaxed) == rcvid;
-        if live {
-            st.release(rcvid);
-            st.stats.replies += 1;
-            s.finish(result);
-        }
-        s.unpin();
+        let (st, td, ident) = self.finish_reply(rcvid, status, src)?;
         drop(st);
-        if live {
-            crate::sleep::wakeup_thread::<M>(td, ident);
-            Ok(())
-        } else {
-            Err(Error::Stale)
+        crate::sleep::wakeup_thread::<M>(td, ident);
+        Ok(())
+    }
+
+    /// The reply: copies `src` to the reply buffers of `rcvid`'s sender and
+    /// ends its send with `status` (as [`Channel::reply`] says), returning
+    /// the channel still locked and what to wake. With nothing to copy it
+    /// is one pass through the token; otherwise the sender is pinned and
+    /// the copy done outside it.
+    fn finish_reply(
+        &self,
+        rcvid: u64,
+        status: u64,
+        src: Option<&P::Bufs>,
+    ) -> Result<(Locked<'_, M, P>, &'static crate::Thread<M>, usize), Error> {
+        let mut st = self.lock();
+        let s = st.lookup(rcvid)?;
+        let copy = src.filter(|b| P::len(b) != 0 && P::len(&s.rmsg) != 0);
+        let result = match copy {
+            None => Ok(status),
+            Some(b) => {
+                s.pin();
+                drop(st);
+                let copied = P::copy(b, 0, &s.rmsg, 0);
+                if copied == Err(Side::Src) {
+                    s.unpin();
+                    return Err(Error::Fault);
+                }
+                st = self.lock();
+                if !(s.state() == RECEIVED && s.rcvid.load(Ordering::Relaxed) == rcvid) {
+                    s.unpin();
+                    return Err(Error::Stale);
+                }
+                copied.map(|_| status).map_err(|_| Error::Fault)
+            }
+        };
+        // Taken before the record may go (once done and unpinned).
+        let (td, ident) = (s.td, s.ident());
+        st.release(rcvid);
+        st.stats.replies += 1;
+        s.finish(result);
+        if copy.is_some() {
+            s.unpin();
         }
+        Ok((st, td, ident))
     }
 
     /// Replies to `rcvid` as [`Channel::reply`] and then receives as
@@ -266,31 +287,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         );
         let td = crate::current::<M>();
         let may_handoff = self.fast && td.tokens_held() == 0 && td.crit_depth() == 0;
-        let s = self.pinned(rcvid)?;
-        let copied = match src {
-            Some(b) => P::copy(b, 0, &s.rmsg, 0),
-            None => Ok(0),
-        };
-        if copied == Err(Side::Src) {
-            s.unpin();
-            return Err(Error::Fault);
-        }
-        let result = match copied {
-            Ok(_) => Ok(status),
-            Err(_) => Err(Error::Fault),
-        };
-        // What the hand-off needs of the client, taken while the pin keeps
-        // its record: once it is unpinned and done the record may be gone.
-        let (ident, client) = (s.ident(), s.td);
-        let mut st = self.lock();
-        if !(s.state() == RECEIVED && s.rcvid.load(Ordering::Relaxed) == rcvid) {
-            s.unpin();
-            return Err(Error::Stale);
-        }
-        st.release(rcvid);
-        st.stats.replies += 1;
-        s.finish(result);
-        s.unpin();
+        let (mut st, client, ident) = self.finish_reply(rcvid, status, src)?;
         if st.dead || st.next_is_pulse().is_some() || st.receivers.try_reserve(1).is_err() {
             // Something to take at once (or no room to wait): the general
             // receive.
@@ -315,7 +312,10 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             if how == Wake::Interrupted {
                 return Ok(self.abandon(&r));
             }
-            crate::sleep::tsleep_interlock_direct::<M>(r.ident());
+            // Given something meanwhile: no need to sleep again.
+            if r.state() == WAITING {
+                crate::sleep::tsleep_interlock_direct::<M>(r.ident());
+            }
         } else {
             drop(g);
             drop(st);

@@ -115,7 +115,10 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             if how == Wake::Interrupted {
                 return self.leave(s);
             }
-            crate::sleep::tsleep_interlock_direct::<M>(s.ident());
+            // Done meanwhile: no need to sleep again.
+            if s.state() != DONE {
+                crate::sleep::tsleep_interlock_direct::<M>(s.ident());
+            }
         }
     }
 
