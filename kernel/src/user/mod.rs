@@ -311,6 +311,23 @@ pub fn before_user_return(frame: &mut TrapFrame) {
     debug_assert!(frame.user_mode());
 }
 
+/// [`before_user_return`] for the system-call path, which has the current
+/// thread's user context `u` at hand already (a thread's context changes only
+/// in [`exit_current`], which does not return), so it is not looked up again.
+/// Same conditions.
+#[inline(always)]
+pub fn before_syscall_return(u: &UserThread, frame: &TrapFrame) {
+    lwkt::doreti::<X86>(true);
+    if !lwkt::usched::may_return::<X86>() {
+        take_turn();
+    }
+    if u.process.dying() {
+        cpu::interrupts_enable();
+        exit_current(None)
+    }
+    debug_assert!(frame.user_mode());
+}
+
 /// Takes this CPU's user turn (`lwkt::usched`), waiting for it if another
 /// user thread has it; returns without it only if the process is ending
 /// (the caller then ends the thread). The current thread is a user thread.
