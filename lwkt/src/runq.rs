@@ -130,9 +130,32 @@ impl<M: Machine> RunQueue<M> {
         load(&td.rq_next).is_some()
     }
 
-    /// Moves `td` to the tail of its level (round-robin).
+    /// Moves `td` (which is queued) to the tail of its level (round-robin).
+    ///
+    /// What `remove` then `push_tail` would do, without their work on the
+    /// level's bit and the count, which do not change: a tail stays where
+    /// it is, and any other thread has a successor that keeps the level
+    /// non-empty.
+    #[inline]
     pub(crate) fn rotate(&self, td: &'static Thread<M>) {
-        self.remove(td);
-        self.push_tail(td);
+        let Some(next) = load(&td.rq_next) else {
+            return;
+        };
+        let p = td.priority() as usize;
+        let prev = load(&td.rq_prev);
+        match prev {
+            Some(pv) => store(&pv.rq_next, Some(next)),
+            None => store(&self.heads[p], Some(next)),
+        }
+        store(&next.rq_prev, prev);
+        // `td` had a successor, so the level's tail is another thread.
+        let tail = load(&self.tails[p]);
+        debug_assert!(tail.is_some_and(|t| !ptr::eq(t, td)));
+        if let Some(t) = tail {
+            store(&t.rq_next, Some(td));
+        }
+        store(&td.rq_prev, tail);
+        store(&td.rq_next, None);
+        store(&self.tails[p], Some(td));
     }
 }
