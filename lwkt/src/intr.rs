@@ -108,19 +108,18 @@ pub fn device_interrupt<M: Machine>(vector: u8) {
 /// (interrupts disabled), after the handler.
 ///
 /// Inlined: on most ways out there is nothing to do, which one look at the
-/// request flags and the preemption candidate tells (the checks below would
-/// all find nothing either); the rest is out of line.
+/// request flags tells (no deferred work, no preemption candidate —
+/// `rqf::PREEMPT` — and, to user mode, no reschedule: the checks below
+/// would all find nothing either); the rest is out of line.
 #[inline(always)]
 pub fn doreti<M: Machine>(to_user: bool) {
     let cpu = M::mycpu();
     let mask = if to_user {
-        rqf::IDLECHECK_MASK | rqf::RESCHED
+        rqf::IDLECHECK_MASK | rqf::PREEMPT | rqf::RESCHED
     } else {
-        rqf::IDLECHECK_MASK
+        rqf::IDLECHECK_MASK | rqf::PREEMPT
     };
-    if cpu.reqflags.load(Ordering::Relaxed) & mask == 0
-        && cpu.preempt_candidate.load(Ordering::Relaxed).is_null()
-    {
+    if cpu.reqflags.load(Ordering::Relaxed) & mask == 0 {
         return;
     }
     doreti_work::<M>(cpu, to_user);

@@ -314,6 +314,7 @@ fn set_candidate<M: Machine>(cpu: &Cpu<M>, ntd: &'static Thread<M>, refused: boo
     }
     cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
     cpu.preempt_refused.store(refused, Ordering::Relaxed);
+    M::local_or(&cpu.reqflags, rqf::PREEMPT);
     true
 }
 
@@ -450,6 +451,9 @@ fn preempt_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'s
 pub(crate) fn preempt_pending<M: Machine>() {
     let cpu = M::mycpu();
     loop {
+        // The flag first: a candidate an interrupt records between the two
+        // sets it again (and is taken by the swap, or stays).
+        M::local_and_not(&cpu.reqflags, rqf::PREEMPT);
         let cand = cpu
             .preempt_candidate
             .swap(ptr::null_mut(), Ordering::Relaxed);
@@ -460,6 +464,7 @@ pub(crate) fn preempt_pending<M: Machine>() {
         let td = cpu.curthread();
         if td.crit_depth() != 0 || cpu.in_interrupt() {
             cpu.preempt_candidate.store(cand, Ordering::Relaxed);
+            M::local_or(&cpu.reqflags, rqf::PREEMPT);
             return;
         }
         // Still runnable here, not running, and still better than us?
@@ -497,6 +502,7 @@ pub(crate) fn preempt_pending<M: Machine>() {
         {
             cpu.preempt_candidate.store(tdptr(next), Ordering::Relaxed);
             cpu.preempt_refused.store(true, Ordering::Relaxed);
+            M::local_or(&cpu.reqflags, rqf::PREEMPT);
         }
         crate::crit::crit_dec_noyield(td);
         // A refused preemption (a miss leaves its candidate for the next

@@ -88,6 +88,7 @@ impl UserThread {
 /// `td`'s user context, if it is a user thread. `td` is the current thread,
 /// or a thread of this CPU that is not running (the switch), so its context
 /// cannot be freed meanwhile.
+#[inline]
 fn user_of(td: &Thread<X86>) -> Option<&'static UserThread> {
     let p = td.context().user.load(Ordering::Relaxed);
     // SAFETY: a non-zero `user` is a leaked `Box<UserThread>`, freed only by
@@ -112,6 +113,7 @@ pub fn tid_of(td: &Thread<X86>) -> u64 {
 /// The current thread's user context, if it is a user thread.
 ///
 /// Thread context.
+#[inline]
 pub fn current() -> Option<&'static UserThread> {
     user_of(lwkt::current::<X86>())
 }
