@@ -544,17 +544,20 @@ pub(crate) fn yield_to_best<M: Machine>() {
 ///
 /// Thread context; may block.
 pub fn yield_now<M: Machine>() {
-    let g = crit_enter::<M>();
+    // The CPU looked up before the section, with no store between: one
+    // lookup serves both.
     let cpu = M::mycpu();
+    let g = crit_enter::<M>();
     let td = g.thread();
-    let queued = td.has(flags::RUNQ);
-    if queued {
+    // Inside `g`: the switch needs no section of its own. Two calls, so
+    // the common one knows `td` is queued without testing it again.
+    if td.has(flags::RUNQ) {
         cpu.runq.rotate(td);
+        switch_in_crit(cpu, td, true);
     } else {
         crate::sched::enqueue(cpu, td);
+        switch_in_crit(cpu, td, false);
     }
-    // Inside `g`: the switch needs no section of its own.
-    switch_in_crit(cpu, td, queued);
     drop(g);
 }
 

@@ -344,6 +344,7 @@ pub(crate) fn release_all<M: Machine>(td: &Thread<M>) {
 
 /// [`release_all`] for a thread with a non-empty stack. Requires critical
 /// section.
+#[cold]
 #[inline(never)]
 fn release_all_held<M: Machine>(td: &Thread<M>) {
     let have = td.tokens.have.swap(NOT_SET, Ordering::Relaxed);
