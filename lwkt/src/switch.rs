@@ -279,9 +279,7 @@ fn switch_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'st
 #[inline(always)]
 pub fn switch_return<M: Machine>(otd: &'static Thread<M>) {
     otd.clear(flags::RUNNING);
-    if otd.migrate_to.load(Ordering::Relaxed) != crate::thread::NO_CPU
-        || otd.has(flags::EXITING)
-    {
+    if otd.migrate_to.load(Ordering::Relaxed) != crate::thread::NO_CPU || otd.has(flags::EXITING) {
         switch_return_slow(otd);
     }
 }
