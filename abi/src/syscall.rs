@@ -320,6 +320,7 @@ impl core::fmt::Display for Error {
 }
 
 /// A call's result as the kernel returns it in `rax`.
+#[inline]
 pub fn encode(r: Result<u64, Error>) -> u64 {
     match r {
         Ok(v) => v,
@@ -328,6 +329,7 @@ pub fn encode(r: Result<u64, Error>) -> u64 {
 }
 
 /// A raw `rax` as a result.
+#[inline]
 pub fn decode(rax: u64) -> Result<u64, Error> {
     let r = rax as i64;
     if r >= 0 {

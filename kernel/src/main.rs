@@ -10,6 +10,8 @@
 // `Arc::try_new` and friends: a system call's allocations fail with
 // `NoMemory` instead of aborting (the toolchain is pinned to a nightly).
 #![feature(allocator_api)]
+// The syscall handler saves no register the entry saved already.
+#![feature(rust_preserve_none_cc)]
 
 extern crate alloc;
 

@@ -24,8 +24,10 @@ use crate::mm::stack::KernelStack;
 /// by this are pointer tables (8 KiB).
 pub const MAX_CPUS: usize = ipi::MAX_CPUS;
 
-/// A local counter: written only by its CPU, read by anyone.
+/// A local counter: written only by its CPU, read by anyone. Transparent:
+/// [`count_syscall`] increments one in place by its address.
 #[derive(Default)]
+#[repr(transparent)]
 pub struct LocalCounter(AtomicU64);
 
 impl LocalCounter {
@@ -267,14 +269,35 @@ pub unsafe fn install_ap(block: &'static PerCpu) {
 }
 
 /// This CPU's block.
+///
+/// The read is `pure`: the compiler may reuse the value of an earlier read
+/// when no call and no memory write (an `sti`/`cli` counts as one) lies
+/// between them. That is sound because a thread changes CPU only by
+/// switching, inside a call, and a preempted thread resumes on its own CPU.
 #[inline(always)]
 pub fn mycpu() -> &'static PerCpu {
     let p: *const PerCpu;
     // SAFETY: the GS base of every CPU points at its installed, 'static `PerCpu`,
     // whose first word is its own address; reading it has no side effects.
     unsafe {
-        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags));
+        core::arch::asm!("mov {}, gs:[0]", out(reg) p, options(pure, readonly, nostack, preserves_flags));
         &*p
+    }
+}
+
+/// Counts a system call on this CPU ([`PerCpu::syscalls`]): one GS-relative
+/// `inc`, which no interrupt on this CPU can split. Any context.
+#[inline(always)]
+pub fn count_syscall() {
+    // SAFETY: the GS base points at this CPU's installed `PerCpu` (see
+    // `mycpu`); `syscalls` is a `LocalCounter`, an `AtomicU64` at its offset,
+    // written only by its own CPU.
+    unsafe {
+        core::arch::asm!(
+            "inc qword ptr gs:[{off}]",
+            off = const core::mem::offset_of!(PerCpu, syscalls),
+            options(nostack),
+        );
     }
 }
 

@@ -47,9 +47,11 @@ fn name(code: u32) -> &'static str {
     }
 }
 
-/// One entry.
+/// One entry. The TSC is kept as `rdtsc` gives it, in halves: two stores,
+/// no combining on the recording side.
 pub struct Entry {
-    tsc: AtomicU64,
+    tsc_lo: AtomicU32,
+    tsc_hi: AtomicU32,
     code: AtomicU32,
     arg: AtomicU64,
 }
@@ -67,7 +69,8 @@ impl TraceRing {
         TraceRing {
             entries: [const {
                 Entry {
-                    tsc: AtomicU64::new(0),
+                    tsc_lo: AtomicU32::new(0),
+                    tsc_hi: AtomicU32::new(0),
                     code: AtomicU32::new(0),
                     arg: AtomicU64::new(0),
                 }
@@ -82,7 +85,9 @@ impl TraceRing {
         let i = self.next.load(Ordering::Relaxed);
         self.next.store(i.wrapping_add(1), Ordering::Relaxed);
         let e = &self.entries[i as usize % RING];
-        e.tsc.store(cpu::rdtsc(), Ordering::Relaxed);
+        let (lo, hi) = cpu::rdtsc_halves();
+        e.tsc_lo.store(lo, Ordering::Relaxed);
+        e.tsc_hi.store(hi, Ordering::Relaxed);
         e.arg.store(arg, Ordering::Relaxed);
         e.code.store(code, Ordering::Relaxed);
     }
@@ -119,7 +124,8 @@ pub fn dump(cpu: &PerCpu, now: u64) {
     let first = n.saturating_sub(RING as u32);
     for i in first..n {
         let e = &ring.entries[i as usize % RING];
-        let tsc = e.tsc.load(Ordering::Relaxed);
+        let tsc = u64::from(e.tsc_hi.load(Ordering::Relaxed)) << 32
+            | u64::from(e.tsc_lo.load(Ordering::Relaxed));
         let code = e.code.load(Ordering::Relaxed);
         let ago = crate::arch::tsc::ticks_to_ns(now.saturating_sub(tsc)) / 1000;
         println!(

@@ -30,6 +30,11 @@ pub mod rqf {
     /// A higher-priority thread may run: reschedule at the next opportunity
     /// (a yield, the return to user mode, the idle loop).
     pub const RESCHED: u32 = 1 << 3;
+    /// A preemption candidate is recorded (`Cpu::preempt_candidate`): set
+    /// with every store of one, cleared before it is taken, so the end of a
+    /// critical section and `doreti` learn all they need from this word in
+    /// one load. (Set with no candidate left, it costs one needless `splz`.)
+    pub const PREEMPT: u32 = 1 << 4;
     /// What `splz` replays when a critical section ends.
     pub const IDLECHECK_MASK: u32 = IPIQ | INTPEND | TIMER;
 }
@@ -169,7 +174,8 @@ pub struct Cpu<M: Machine> {
     pub(crate) pending_ticks: AtomicU32,
     /// Device vectors deferred by a critical section, one bit each.
     pub(crate) pending_irqs: [AtomicU64; 4],
-    /// A preemptable thread scheduled while we could not switch to it.
+    /// A preemptable thread scheduled while we could not switch to it
+    /// (non-null only with [`rqf::PREEMPT`] set in `reqflags`).
     pub(crate) preempt_candidate: AtomicPtr<Thread<M>>,
     /// The candidate's attempt was refused and counted a miss already (its
     /// switch at the section's end counts nothing); otherwise it was asked

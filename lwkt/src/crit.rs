@@ -79,9 +79,8 @@ impl<M: Machine> Drop for CritGuard<M> {
 pub(crate) fn crit_exit_td<M: Machine>(td: &'static Thread<M>) {
     if crit_dec_noyield(td) == 0 {
         let cpu = M::mycpu();
-        if cpu.reqflags.load(Ordering::Relaxed) & rqf::IDLECHECK_MASK != 0
-            || !cpu.preempt_candidate.load(Ordering::Relaxed).is_null()
-        {
+        // Deferred interrupts, or a deferred preemption (`rqf::PREEMPT`).
+        if cpu.reqflags.load(Ordering::Relaxed) & (rqf::IDLECHECK_MASK | rqf::PREEMPT) != 0 {
             maybe_splz::<M>();
         }
     }

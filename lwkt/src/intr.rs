@@ -106,8 +106,28 @@ pub fn device_interrupt<M: Machine>(vector: u8) {
 /// then deferred work if any. `to_user` says the trap returns to user mode,
 /// where a pending reschedule is honoured too. Hard-interrupt context
 /// (interrupts disabled), after the handler.
+///
+/// Inlined: on most ways out there is nothing to do, which one look at the
+/// request flags tells (no deferred work, no preemption candidate —
+/// `rqf::PREEMPT` — and, to user mode, no reschedule: the checks below
+/// would all find nothing either); the rest is out of line.
+#[inline(always)]
 pub fn doreti<M: Machine>(to_user: bool) {
     let cpu = M::mycpu();
+    let mask = if to_user {
+        rqf::IDLECHECK_MASK | rqf::PREEMPT | rqf::RESCHED
+    } else {
+        rqf::IDLECHECK_MASK | rqf::PREEMPT
+    };
+    if cpu.reqflags.load(Ordering::Relaxed) & mask == 0 {
+        return;
+    }
+    doreti_work::<M>(cpu, to_user);
+}
+
+/// What [`doreti`] does when something is pending. Hard-interrupt context.
+#[inline(never)]
+fn doreti_work<M: Machine>(cpu: &'static Cpu<M>, to_user: bool) {
     if cpu.in_interrupt() || cpu.curthread().crit_depth() != 0 {
         // A nested trap, or one that interrupted a critical section: the
         // outer level (or the section's end) does this.

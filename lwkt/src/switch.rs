@@ -72,6 +72,10 @@ pub fn current<M: Machine>() -> &'static Thread<M> {
 
 /// Picks the thread to run next on `cpu` after `td`, getting its tokens.
 /// Requires critical section.
+///
+/// Inlined: the common cases — nothing runnable, or a best thread that
+/// needs no tokens — are a few loads; the token passes are out of line.
+#[inline(always)]
 pub(crate) fn choose_next<M: Machine>(
     cpu: &'static Cpu<M>,
     td: &'static Thread<M>,
@@ -88,6 +92,17 @@ pub(crate) fn choose_next<M: Machine>(
     if first.tokens.is_empty() {
         return first;
     }
+    choose_with_tokens(cpu, td)
+}
+
+/// [`choose_next`] when the best runnable thread needs tokens: passes over
+/// the run queue until a thread gets all of its own. Requires critical
+/// section.
+#[inline(never)]
+fn choose_with_tokens<M: Machine>(
+    cpu: &'static Cpu<M>,
+    td: &'static Thread<M>,
+) -> &'static Thread<M> {
     // Failed passes in a row, this CPU's: the idle thread's retries for a
     // blocked thread count too, so they reach the sorted fallback as well.
     // (A count left by passes before a switch to a thread without tokens
@@ -153,6 +168,7 @@ fn backoff<M: Machine>(spinning: u32) {
 /// The thread to switch to from `td`: the one `td` preempted if any (a
 /// preemptor that blocks or exits gives the CPU straight back), otherwise the
 /// best runnable one. Requires critical section.
+#[inline(always)]
 pub(crate) fn next_thread<M: Machine>(
     cpu: &'static Cpu<M>,
     td: &'static Thread<M>,
@@ -179,14 +195,25 @@ pub(crate) fn next_thread<M: Machine>(
 pub fn switch<M: Machine>() {
     let cpu = M::mycpu();
     let td = cpu.curthread();
+    crit_inc(td);
+    switch_in_crit(cpu, td, false);
+    crit_exit_td(td);
+}
+
+/// The body of [`switch`] from `td`, the current thread of `cpu`, for
+/// callers that hold a critical section across it already (so the switch
+/// opens none of its own: it only has to be in one) and have `cpu` and `td`
+/// at hand. `queued`: the caller knows `td` is on the run queue. Requires
+/// critical section; may block.
+#[inline(always)]
+fn switch_in_crit<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, queued: bool) {
     debug_assert!(
         !cpu.in_interrupt(),
         "lwkt switch from a hard-interrupt handler"
     );
-    debug_assert!(td.has(flags::RUNNING));
-    crit_inc(td);
+    debug_assert!(td.has(flags::RUNNING) && td.crit_depth() > 0);
     crate::token::release_all(td);
-    let ntd = if !td.has(flags::RUNQ) && ptr::eq(cpu.usched.cur_ptr(), td) {
+    let ntd = if !queued && !td.has(flags::RUNQ) && ptr::eq(cpu.usched.cur_ptr(), td) {
         // The current user thread blocks: its turn goes (`usched`).
         crate::usched::switch_away(cpu, td)
     } else {
@@ -195,7 +222,6 @@ pub fn switch<M: Machine>() {
     if !ptr::eq(ntd, td) {
         switch_to(cpu, td, ntd);
     }
-    crit_exit_td(td);
 }
 
 /// Switches from the current thread `td` straight to `ntd`, a runnable
@@ -215,6 +241,7 @@ pub(crate) fn switch_direct<M: Machine>(
 
 /// Performs the switch from `td` to `ntd` on `cpu` and, once `td` runs again,
 /// the post-switch bookkeeping. Requires critical section.
+#[inline(always)]
 fn switch_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'static Thread<M>) {
     assert!(
         !ntd.has(flags::RUNNING),
@@ -245,16 +272,28 @@ fn switch_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'st
 ///
 /// Called by [`switch`] and by the start of every new thread. Requires
 /// critical section.
+///
+/// Inlined for the common case: `otd` neither migrates nor exits. RUNNING
+/// is cleared first in every case: nothing else runs on this CPU before the
+/// migration message or the reaping, which come after it as before.
+#[inline(always)]
 pub fn switch_return<M: Machine>(otd: &'static Thread<M>) {
+    otd.clear(flags::RUNNING);
+    if otd.migrate_to.load(Ordering::Relaxed) != crate::thread::NO_CPU || otd.has(flags::EXITING) {
+        switch_return_slow(otd);
+    }
+}
+
+/// [`switch_return`] for an outgoing thread that migrates or exits, its
+/// RUNNING flag cleared. Requires critical section.
+#[inline(never)]
+fn switch_return_slow<M: Machine>(otd: &'static Thread<M>) {
     let to = otd.migrate_to.load(Ordering::Relaxed);
     if to != crate::thread::NO_CPU && !otd.has(flags::PREEMPT_LOCK) {
         debug_assert!(otd.has(flags::MIGRATING));
         otd.migrate_to
             .store(crate::thread::NO_CPU, Ordering::Relaxed);
-        otd.clear(flags::RUNNING);
         crate::sched::send_setcpu::<M>(otd, to as usize);
-    } else {
-        otd.clear(flags::RUNNING);
     }
     if otd.has(flags::EXITING) {
         crate::lifecycle::reap::<M>(otd);
@@ -273,6 +312,7 @@ fn set_candidate<M: Machine>(cpu: &Cpu<M>, ntd: &'static Thread<M>, refused: boo
     }
     cpu.preempt_candidate.store(tdptr(ntd), Ordering::Relaxed);
     cpu.preempt_refused.store(refused, Ordering::Relaxed);
+    M::local_or(&cpu.reqflags, rqf::PREEMPT);
     true
 }
 
@@ -409,6 +449,9 @@ fn preempt_to<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, ntd: &'s
 pub(crate) fn preempt_pending<M: Machine>() {
     let cpu = M::mycpu();
     loop {
+        // The flag first: a candidate an interrupt records between the two
+        // sets it again (and is taken by the swap, or stays).
+        M::local_and_not(&cpu.reqflags, rqf::PREEMPT);
         let cand = cpu
             .preempt_candidate
             .swap(ptr::null_mut(), Ordering::Relaxed);
@@ -419,6 +462,7 @@ pub(crate) fn preempt_pending<M: Machine>() {
         let td = cpu.curthread();
         if td.crit_depth() != 0 || cpu.in_interrupt() {
             cpu.preempt_candidate.store(cand, Ordering::Relaxed);
+            M::local_or(&cpu.reqflags, rqf::PREEMPT);
             return;
         }
         // Still runnable here, not running, and still better than us?
@@ -456,6 +500,7 @@ pub(crate) fn preempt_pending<M: Machine>() {
         {
             cpu.preempt_candidate.store(tdptr(next), Ordering::Relaxed);
             cpu.preempt_refused.store(true, Ordering::Relaxed);
+            M::local_or(&cpu.reqflags, rqf::PREEMPT);
         }
         crate::crit::crit_dec_noyield(td);
         // A refused preemption (a miss leaves its candidate for the next
@@ -487,7 +532,8 @@ pub fn lwkt_yield<M: Machine>() {
 pub(crate) fn yield_to_best<M: Machine>() {
     let g = crit_enter::<M>();
     crate::sched::schedule_self::<M>(&g);
-    switch::<M>();
+    // Inside `g`: the switch needs no section of its own.
+    switch_in_crit(M::mycpu(), g.thread(), false);
     drop(g);
 }
 
@@ -496,15 +542,20 @@ pub(crate) fn yield_to_best<M: Machine>() {
 ///
 /// Thread context; may block.
 pub fn yield_now<M: Machine>() {
-    let g = crit_enter::<M>();
+    // The CPU looked up before the section, with no store between: one
+    // lookup serves both.
     let cpu = M::mycpu();
-    let td = cpu.curthread();
+    let g = crit_enter::<M>();
+    let td = g.thread();
+    // Inside `g`: the switch needs no section of its own. Two calls, so
+    // the common one knows `td` is queued without testing it again.
     if td.has(flags::RUNQ) {
         cpu.runq.rotate(td);
+        switch_in_crit(cpu, td, true);
     } else {
         crate::sched::enqueue(cpu, td);
+        switch_in_crit(cpu, td, false);
     }
-    switch::<M>();
     drop(g);
 }
 

@@ -73,6 +73,60 @@ fn run_queue_orders_by_priority_and_rotates_within_one() {
 }
 
 #[test]
+fn run_queue_rotates_and_unlinks_anywhere_in_a_level() {
+    let threads: Vec<&'static Thread<S>> = (0..5)
+        .map(|_| &*Box::leak(Box::new(Thread::blank())))
+        .collect();
+    for (td, p) in threads.iter().zip([7u8, 7, 7, 7, 3]) {
+        td.pri.store(p, Ordering::Relaxed);
+    }
+    let q = crate::runq::RunQueue::<S>::new();
+    let order = |q: &crate::runq::RunQueue<S>| {
+        let mut v = Vec::new();
+        let mut p = q.best();
+        while let Some(t) = p {
+            v.push(threads.iter().position(|x| std::ptr::eq(*x, t)).unwrap());
+            p = q.next_after(t);
+        }
+        v
+    };
+    // Alone at its level: a rotation changes nothing.
+    q.push_tail(threads[4]);
+    q.rotate(threads[4]);
+    assert_eq!(order(&q), vec![4]);
+    assert!(!q.has_peer_after(threads[4]));
+    for td in &threads[..4] {
+        q.push_tail(td);
+    }
+    assert_eq!(order(&q), vec![0, 1, 2, 3, 4]);
+    // The head, a middle thread and the tail.
+    q.rotate(threads[0]);
+    assert_eq!(order(&q), vec![1, 2, 3, 0, 4]);
+    q.rotate(threads[2]);
+    assert_eq!(order(&q), vec![1, 3, 0, 2, 4]);
+    q.rotate(threads[2]);
+    assert_eq!(order(&q), vec![1, 3, 0, 2, 4]);
+    assert!(q.has_peer_after(threads[0]));
+    assert!(!q.has_peer_after(threads[2]));
+    assert_eq!(q.len(), 5);
+    // Unlinking the middle, the tail and the head keeps the rest in order.
+    q.remove(threads[3]);
+    assert_eq!(order(&q), vec![1, 0, 2, 4]);
+    q.remove(threads[2]);
+    assert_eq!(order(&q), vec![1, 0, 4]);
+    q.remove(threads[1]);
+    assert_eq!(order(&q), vec![0, 4]);
+    q.push_tail(threads[3]);
+    assert_eq!(order(&q), vec![0, 3, 4]);
+    q.remove(threads[0]);
+    q.remove(threads[3]);
+    assert_eq!(q.best_priority(), Some(3));
+    q.remove(threads[4]);
+    assert!(q.is_empty());
+    assert_eq!(q.len(), 0);
+}
+
+#[test]
 fn yield_ping_pong_alternates_on_one_cpu() {
     let log = run(1, None, || {
         let log = Arc::new(Mutex::new(Vec::new()));

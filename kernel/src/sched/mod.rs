@@ -19,7 +19,7 @@ use lwkt::{Cpu, Machine, Thread, World};
 
 use crate::arch::apic::{self, with_lapic};
 use crate::arch::cpu;
-use crate::arch::switch::{SwitchContext, init_stack, wyvern_switch};
+use crate::arch::switch::{SwitchContext, init_stack, switch_stacks};
 use crate::arch::trap::{self, TrapFrame};
 use crate::mm::stack::KernelStack;
 use crate::percpu;
@@ -100,13 +100,14 @@ impl Machine for X86 {
         );
     }
 
+    #[inline(always)]
     unsafe fn switch(from: &'static Thread<X86>, to: &'static Thread<X86>) -> &'static Thread<X86> {
         crate::user::switch_hook(from, to);
         // SAFETY: `from` is current and `to` not running, both in critical
         // sections (the trait's conditions 1 and 2); `to`'s saved RSP came from
         // a previous switch or `init_stack`.
         let prev = unsafe {
-            wyvern_switch(
+            switch_stacks(
                 from.context().sp.as_ptr(),
                 to.context().sp.load(Ordering::Relaxed),
                 core::ptr::from_ref(from) as usize,
@@ -120,7 +121,7 @@ impl Machine for X86 {
         // SAFETY: as in `switch`; `from` never resumes, and its stack is reaped
         // only after `to` runs.
         unsafe {
-            wyvern_switch(
+            switch_stacks(
                 from.context().sp.as_ptr(),
                 to.context().sp.load(Ordering::Relaxed),
                 core::ptr::from_ref(from) as usize,

@@ -88,6 +88,7 @@ impl UserThread {
 /// `td`'s user context, if it is a user thread. `td` is the current thread,
 /// or a thread of this CPU that is not running (the switch), so its context
 /// cannot be freed meanwhile.
+#[inline]
 fn user_of(td: &Thread<X86>) -> Option<&'static UserThread> {
     let p = td.context().user.load(Ordering::Relaxed);
     // SAFETY: a non-zero `user` is a leaked `Box<UserThread>`, freed only by
@@ -112,6 +113,7 @@ pub fn tid_of(td: &Thread<X86>) -> u64 {
 /// The current thread's user context, if it is a user thread.
 ///
 /// Thread context.
+#[inline]
 pub fn current() -> Option<&'static UserThread> {
     user_of(lwkt::current::<X86>())
 }
@@ -305,6 +307,23 @@ pub fn before_user_return(frame: &mut TrapFrame) {
     if let Some(u) = current()
         && u.process.dying()
     {
+        cpu::interrupts_enable();
+        exit_current(None)
+    }
+    debug_assert!(frame.user_mode());
+}
+
+/// [`before_user_return`] for the system-call path, which has the current
+/// thread's user context `u` at hand already (a thread's context changes only
+/// in [`exit_current`], which does not return), so it is not looked up again.
+/// Same conditions.
+#[inline(always)]
+pub fn before_syscall_return(u: &UserThread, frame: &TrapFrame) {
+    lwkt::doreti::<X86>(true);
+    if !lwkt::usched::may_return::<X86>() {
+        take_turn();
+    }
+    if u.process.dying() {
         cpu::interrupts_enable();
         exit_current(None)
     }

@@ -22,15 +22,17 @@ use crate::sched::X86;
 use crate::{percpu, stats};
 
 /// Runs the system call in `frame` (number in `rax`, arguments in `rdi`,
-/// `rsi`, `rdx`, `r10`, `r8`, `r9`) and puts the result in `rax`.
+/// `rsi`, `rdx`, `r10`, `r8`, `r9`) and puts the result in `rax`. Returns the
+/// calling thread's user context, for the way out (it stays the thread's
+/// until `exit_current`, which does not return here).
 ///
 /// Thread context of a user thread, interrupts enabled.
 #[inline(always)]
-pub fn dispatch(frame: &mut TrapFrame) {
+pub fn dispatch(frame: &mut TrapFrame) -> &'static UserThread {
     let u = current().expect("a system call from a kernel thread");
-    let a = [
-        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
-    ];
+    // Each call reads the arguments it takes, where it takes them: an array
+    // built here would load all six registers on every call.
+    let a = Args(frame);
     let r = match frame.rax {
         nr::NOP => Ok(0),
         nr::DEBUG_WRITE => debug_write(u, a[0], a[1]),
@@ -38,14 +40,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::THREAD_CREATE => u.process.start_thread(a[0], a[1], None),
         nr::THREAD_EXIT => exit_current(Some(a[0] as i64)),
         nr::THREAD_JOIN => u.process.join(u.tid, a[0]).map(|c| c as u64),
-        nr::SPAWN => spawn(u, a),
+        nr::SPAWN => spawn(u, a.all()),
         nr::WAIT => wait(u, a[0], a[1]),
-        nr::YIELD => {
-            // The CPU's user turn, to the best waiting thread of at least
-            // this one's priority (on the way out).
-            lwkt::usched::yield_user::<X86>();
-            Ok(0)
-        }
+        nr::YIELD => yield_turn(),
         nr::SLEEP => sleep(a[0]),
         nr::CLOCK => Ok(tsc::ticks_to_ns(cpu::rdtsc() - tsc::boot_tsc())),
         nr::MAP => map(u, a[0], a[1]),
@@ -58,13 +55,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::CHANNEL_DESTROY => ipc::channel_destroy(u, a[0]),
         nr::CONNECT_ATTACH => ipc::connect_attach(u, a[0], a[1]),
         nr::CONNECT_DETACH => ipc::connect_detach(u, a[0]),
-        nr::MSG_SEND => ipc::send(u, a),
-        nr::MSG_RECEIVE => ipc::receive(u, a),
-        nr::MSG_REPLY => ipc::reply(u, a),
-        nr::MSG_REPLY_RECEIVE => ipc::reply_receive(u, a),
+        nr::MSG_SEND => ipc::send(u, a.all()),
+        nr::MSG_RECEIVE => ipc::receive(u, a.all()),
+        nr::MSG_REPLY => ipc::reply(u, a.all()),
+        nr::MSG_REPLY_RECEIVE => ipc::reply_receive(u, a.all()),
         nr::MSG_ERROR => ipc::msg_error(u, a[0], a[1]),
-        nr::MSG_READ => ipc::read_write(u, a, false),
-        nr::MSG_WRITE => ipc::read_write(u, a, true),
+        nr::MSG_READ => ipc::read_write(u, a.all(), false),
+        nr::MSG_WRITE => ipc::read_write(u, a.all(), true),
         nr::MSG_SEND_PULSE => ipc::send_pulse(u, a[0], a[1], a[2]),
         nr::KILL => kill(u, a[0]),
         nr::IO_GRANT => io_grant(u, a[0], a[1], a[2]),
@@ -88,6 +85,46 @@ pub fn dispatch(frame: &mut TrapFrame) {
         _ => Err(Error::NoSys),
     };
     frame.rax = abi::encode(r);
+    u
+}
+
+/// The arguments of the system call in a frame, in order.
+struct Args<'a>(&'a TrapFrame);
+
+impl Args<'_> {
+    /// All six.
+    #[inline(always)]
+    fn all(&self) -> [u64; 6] {
+        let f = self.0;
+        [f.rdi, f.rsi, f.rdx, f.r10, f.r8, f.r9]
+    }
+}
+
+impl core::ops::Index<usize> for Args<'_> {
+    type Output = u64;
+
+    #[inline(always)]
+    fn index(&self, i: usize) -> &u64 {
+        let f = self.0;
+        match i {
+            0 => &f.rdi,
+            1 => &f.rsi,
+            2 => &f.rdx,
+            3 => &f.r10,
+            4 => &f.r8,
+            5 => &f.r9,
+            _ => panic!("a system call has six arguments"),
+        }
+    }
+}
+
+/// `YIELD`: the CPU's user turn, to the best waiting thread of at least this
+/// one's priority (on the way out). Out of line: inlined, the compiler tested
+/// for it before the jump table, on every system call.
+#[inline(never)]
+fn yield_turn() -> Result<u64, Error> {
+    lwkt::usched::yield_user::<X86>();
+    Ok(0)
 }
 
 /// Writes user bytes to the console, control characters (but newline and

@@ -103,6 +103,18 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// Reads the time-stamp counter as its low and high halves, as `rdtsc`
+/// gives them: for a store that needs no combining (the trace ring).
+#[inline(always)]
+pub fn rdtsc_halves() -> (u32, u32) {
+    let (lo, hi): (u32, u32);
+    // SAFETY: `rdtsc` has no side effects; CR4.TSD is clear in ring 0.
+    unsafe {
+        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
+    }
+    (lo, hi)
+}
+
 /// Reads CR2, the linear address of the last page fault.
 #[inline(always)]
 pub fn read_cr2() -> u64 {

@@ -1,21 +1,28 @@
 //! The context switch and a new thread's first instructions.
 //!
-//! A switched-out thread's state is its stack: [`wyvern_switch`] pushes RFLAGS
-//! and the six callee-saved registers of the System V ABI (the caller saved
-//! the rest, as for any call), stores RSP into the outgoing thread's context,
-//! loads the incoming thread's RSP and pops the same. Interrupts are disabled
-//! for exactly those instructions (`pushfq; cli` … `popfq`): RFLAGS is saved
-//! per thread, so each thread resumes with its own interrupt flag. The kernel
-//! is soft-float (the `x86_64-unknown-none` target), so kernel threads carry no
-//! FPU or SSE state; user threads will save theirs with their user context.
+//! A switched-out thread's state is its stack: [`switch_stacks`] pushes RFLAGS,
+//! RBP and RBX and the address where the thread resumes, stores RSP into the
+//! outgoing thread's context, loads the incoming thread's RSP and `ret`s to
+//! the address on top of it — where the incoming thread pops the same three.
+//! The other callee-saved registers of the System V ABI (R12–R15) are
+//! declared clobbered instead of saved: the compiler keeps in them only what
+//! the function around the switch needs, and saves for its own caller only
+//! those it uses (a full save was six pushes and pops per switch, on top of
+//! the prologue's own). The caller saved the rest, as for any call.
+//! Interrupts are disabled for exactly those instructions (`pushfq; cli` …
+//! `popfq`): RFLAGS is saved per thread, so each thread resumes with its own
+//! interrupt flag. The kernel is soft-float (the `x86_64-unknown-none`
+//! target), so kernel threads carry no FPU or SSE state; user threads save
+//! theirs with their user context.
 //!
 //! The third argument is the outgoing thread; the incoming one receives it in
-//! RAX as the function's return value — the `prev` LWKT's `switch_return`
-//! needs — whether it resumes inside `wyvern_switch` or starts fresh in
+//! RDX, which [`switch_stacks`] returns — the `prev` LWKT's `switch_return`
+//! needs — whether it resumes inside a `switch_stacks` or starts fresh in
 //! [`wyvern_thread_trampoline`].
 //!
 //! A new thread's stack is laid out by [`init_stack`] to look like a thread
-//! switched out right before the trampoline, with interrupts enabled.
+//! switched out with the trampoline as its resume address and interrupts
+//! enabled.
 
 use core::arch::naked_asm;
 
@@ -33,7 +40,12 @@ pub struct SwitchContext {
     pub user: core::sync::atomic::AtomicUsize,
 }
 
-/// Switches stacks.
+/// Switches stacks: saves the current thread's state on its stack and its RSP
+/// at `from_sp`, resumes the thread whose saved RSP is `to_sp`. Returns, once
+/// the current thread is switched back to, the `prev` its switcher passed.
+///
+/// Inlined into the scheduler's switch, so the registers it clobbers are
+/// saved only where the function around it uses them.
 ///
 /// # Safety
 ///
@@ -42,37 +54,50 @@ pub struct SwitchContext {
 /// 2. `to_sp` is the saved RSP of a thread switched out by this function or
 ///    prepared by [`init_stack`], not running anywhere.
 /// 3. Both threads are in critical sections (the scheduler's contract).
-#[unsafe(naked)]
-pub unsafe extern "C" fn wyvern_switch(from_sp: *mut u64, to_sp: u64, prev: usize) -> usize {
-    naked_asm!(
-        "pushfq",
-        "cli",
-        "push rbp",
-        "push rbx",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        "mov [rdi], rsp",
-        "mov rsp, rsi",
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "pop rbx",
-        "pop rbp",
-        "mov rax, rdx",
-        "popfq",
-        "ret",
-    )
+#[inline(always)]
+pub unsafe fn switch_stacks(from_sp: *mut u64, to_sp: u64, prev: usize) -> usize {
+    let prev_out: usize;
+    // SAFETY: the caller's conditions: `from_sp` is ours to write, and `to_sp`
+    // holds a resume address, RBX, RBP and RFLAGS (pushed below, or laid out
+    // by `init_stack`). Every register but RBX, RBP and RSP is declared
+    // clobbered: the other thread runs arbitrary code before we resume.
+    unsafe {
+        core::arch::asm!(
+            "pushfq",
+            "cli",
+            "push rbp",
+            "push rbx",
+            "lea rax, [rip + 2f]",
+            "push rax",
+            "mov [rdi], rsp",
+            "mov rsp, rsi",
+            "ret",
+            "2:",
+            "pop rbx",
+            "pop rbp",
+            "popfq",
+            in("rdi") from_sp,
+            in("rsi") to_sp,
+            inout("rdx") prev => prev_out,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("C"),
+        );
+    }
+    prev_out
 }
 
-/// First instructions of every new thread: `wyvern_switch` "returned" here with
-/// the previous thread in RAX.
+/// First instructions of every new thread: the switch "returned" here with
+/// the previous thread in RDX and the new stack's RBX, RBP and RFLAGS on top.
 #[unsafe(naked)]
 pub unsafe extern "C" fn wyvern_thread_trampoline() -> ! {
     naked_asm!(
-        "mov rdi, rax",
+        "pop rbx",
+        "pop rbp",
+        "popfq",
+        "mov rdi, rdx",
         "xor ebp, ebp",
         "call {start}",
         "ud2",
@@ -88,18 +113,14 @@ const INITIAL_RFLAGS: u64 = 0x202;
 /// enabled and the stack aligned for a call; returns the saved RSP.
 pub fn init_stack(top: u64) -> u64 {
     assert!(top.is_multiple_of(16));
-    // From the saved RSP upward: r15 r14 r13 r12 rbx rbp, rflags, return
-    // address, two words of padding (so RSP is 16-byte aligned after the
-    // `ret`, as the trampoline's `call` needs).
-    let words: [u64; 10] = [
-        0,
-        0,
-        0,
-        0,
+    // From the saved RSP upward: resume address, rbx, rbp, rflags, two words
+    // of padding (so RSP is 16-byte aligned after the trampoline's pops, as
+    // its `call` needs).
+    let words: [u64; 6] = [
+        wyvern_thread_trampoline as *const () as u64,
         0,
         0,
         INITIAL_RFLAGS,
-        wyvern_thread_trampoline as *const () as u64,
         0,
         0,
     ];

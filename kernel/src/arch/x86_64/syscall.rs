@@ -21,16 +21,21 @@
 //! non-canonical `rcx` faults *in ring 0* on Intel CPUs with the user's stack
 //! pointer loaded; the check against [`USER_TOP`] keeps it from ever seeing
 //! one, and the last user page is never mapped, so no user instruction runs
-//! up to the boundary.
+//! up to the boundary. The `sysretq` path loads the registers with `mov`s
+//! rather than popping the frame: `rcx` keeps the return address the check
+//! loaded, and the frame's `rcx`/`r11` slots, which `sysretq` overwrites
+//! anyway, are not read.
 //!
 //! # MSRs
 //!
 //! `STAR` selects kernel CS/SS = 0x08/0x10 on entry and user CS/SS =
 //! 0x2b/0x23 on return (see `gdt`); `LSTAR` is the entry; `SFMASK` clears IF
 //! (the entry runs with interrupts off until it is on the kernel stack), DF,
-//! TF, NT and AC (SMAP stays in force in the kernel whatever the user set).
+//! TF, NT and AC (SMAP stays in force in the kernel whatever the user set);
+//! so the entry needs no `cld`.
 
 use core::arch::global_asm;
+use core::mem::offset_of;
 
 use wyvern_abi::syscall::USER_TOP;
 use x86_64::VirtAddr;
@@ -47,7 +52,7 @@ pub const SYSCALL_VECTOR: u64 = 256;
 /// RFLAGS a user thread starts with: IF and the reserved bit 1.
 pub const USER_RFLAGS: u64 = 0x202;
 
-const FRAME_RIP_OFFSET: usize = core::mem::offset_of!(TrapFrame, rip);
+const FRAME_RIP_OFFSET: usize = offset_of!(TrapFrame, rip);
 
 global_asm!(
     r#"
@@ -80,10 +85,10 @@ wyvern_syscall_entry:
     push r13
     push r14
     push r15
-    cld
-    mov rdi, rsp
+    mov r12, rsp
     call wyvern_syscall_handler
-    jmp wyvern_user_return
+    // Not reached: the handler leaves through the way back itself.
+    ud2
 
     .balign 16
     .global wyvern_user_return
@@ -94,24 +99,21 @@ wyvern_user_return:
     mov r11, {user_top}
     cmp rcx, r11
     jae wyvern_trap_return
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
-    mov rcx, [rsp + 16]
-    mov r11, [rsp + 32]
-    mov rsp, [rsp + 40]
+    mov r15, [rsp + {r15}]
+    mov r14, [rsp + {r14}]
+    mov r13, [rsp + {r13}]
+    mov r12, [rsp + {r12}]
+    mov r10, [rsp + {r10}]
+    mov r9, [rsp + {r9}]
+    mov r8, [rsp + {r8}]
+    mov rbp, [rsp + {rbp}]
+    mov rdi, [rsp + {rdi}]
+    mov rsi, [rsp + {rsi}]
+    mov rdx, [rsp + {rdx}]
+    mov rbx, [rsp + {rbx}]
+    mov rax, [rsp + {rax}]
+    mov r11, [rsp + {rflags}]
+    mov rsp, [rsp + {rsp}]
     swapgs
     sysretq
     "#,
@@ -123,6 +125,21 @@ wyvern_user_return:
     vector = const FRAME_VECTOR_OFFSET,
     rip = const FRAME_RIP_OFFSET,
     user_top = const USER_TOP,
+    r15 = const offset_of!(TrapFrame, r15),
+    r14 = const offset_of!(TrapFrame, r14),
+    r13 = const offset_of!(TrapFrame, r13),
+    r12 = const offset_of!(TrapFrame, r12),
+    r10 = const offset_of!(TrapFrame, r10),
+    r9 = const offset_of!(TrapFrame, r9),
+    r8 = const offset_of!(TrapFrame, r8),
+    rbp = const offset_of!(TrapFrame, rbp),
+    rdi = const offset_of!(TrapFrame, rdi),
+    rsi = const offset_of!(TrapFrame, rsi),
+    rdx = const offset_of!(TrapFrame, rdx),
+    rbx = const offset_of!(TrapFrame, rbx),
+    rax = const offset_of!(TrapFrame, rax),
+    rflags = const offset_of!(TrapFrame, rflags),
+    rsp = const offset_of!(TrapFrame, rsp),
 );
 
 unsafe extern "C" {
@@ -154,17 +171,34 @@ pub fn init_local() {
 }
 
 /// Called by the syscall entry on the thread's kernel stack with interrupts
-/// disabled; returns with them disabled, for the way out.
+/// disabled, `frame` the user frame it pushed; leaves for user mode through
+/// [`wyvern_user_return`] itself (with interrupts disabled) instead of
+/// returning to the entry: the frame holds every user register, so nothing
+/// this function would restore on a return is needed again — which is why
+/// it uses the `preserve_none` convention (its argument in `r12`): it saves
+/// none of the callee-saved registers the C convention would make it keep.
 #[unsafe(no_mangle)]
-extern "C" fn wyvern_syscall_handler(frame: *mut TrapFrame) {
+extern "rust-preserve-none" fn wyvern_syscall_handler(frame: *mut TrapFrame) -> ! {
     // SAFETY: the entry passes the frame it just pushed at the top of this
     // thread's kernel stack; nothing else refers to it while we run.
-    let frame = unsafe { &mut *frame };
-    percpu::mycpu().syscalls.inc();
+    let f = unsafe { &mut *frame };
+    percpu::count_syscall();
     super::cpu::interrupts_enable();
-    crate::user::syscall::dispatch(frame);
+    let u = crate::user::syscall::dispatch(f);
     super::cpu::interrupts_disable();
-    crate::user::before_user_return(frame);
+    crate::user::before_syscall_return(u, f);
+    // SAFETY: `frame` is at the top of the stack, where the entry built it
+    // (so moving RSP there discards only this function's frame, which holds
+    // nothing to drop); interrupts are off, as the way back needs.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {frame}",
+            "jmp {ret}",
+            frame = in(reg) frame,
+            ret = sym wyvern_user_return,
+            options(noreturn),
+        )
+    }
 }
 
 /// Leaves the kernel for user mode with the registers of `frame`, which must
