@@ -175,7 +175,7 @@ pub fn setpri_self<M: Machine>(p: u8) {
 /// Sets `td`'s priority: a kernel thread's LWKT level, a user thread's user
 /// priority — and its level with it unless it is raised to kernel level
 /// (`usched`). Requires critical section on `td`'s CPU.
-fn set_priority<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, p: u8) {
+pub(crate) fn set_priority<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>, p: u8) {
     let level = if td.is_user() {
         td.upri.store(p, Ordering::Relaxed);
         if td.has(flags::UKERN) {

@@ -188,6 +188,7 @@ pub fn tsleep_interlock<M: Machine>(ident: usize) {
 /// Thread context.
 #[inline]
 pub(crate) fn tsleep_interlock_direct<M: Machine>(ident: usize) {
+    debug_assert_eq!(ident % DIRECT_ALIGN, 0, "direct sleep ident misaligned");
     let g = crit_enter::<M>();
     let td = g.thread();
     if td.has(flags::TSLEEPQ) {
@@ -202,6 +203,14 @@ pub(crate) fn tsleep_interlock_direct<M: Machine>(ident: usize) {
     drop(g);
 }
 
+/// Alignment of a direct sleep's ident: the low bits of a wakeup message's
+/// word are free to carry a priority ([`wakeup_thread_at`]). IPC records,
+/// the only direct sleepers, are aligned to it.
+pub(crate) const DIRECT_ALIGN: usize = 64;
+/// In a direct wakeup's word: the low five bits are a priority to set.
+const WITH_PRI: usize = 32;
+const _: () = assert!((crate::pri::MAX as usize) < WITH_PRI && WITH_PRI < DIRECT_ALIGN);
+
 /// Wakes `td` if it sleeps directly on `ident`
 /// ([`tsleep_interlock_direct`]); on another CPU by message. A thread that
 /// sleeps on something else, or not at all, is left alone. `td` must be a
@@ -212,16 +221,40 @@ pub(crate) fn tsleep_interlock_direct<M: Machine>(ident: usize) {
 /// Any context; never blocks.
 #[inline]
 pub(crate) fn wakeup_thread<M: Machine>(td: &'static Thread<M>, ident: usize) {
+    debug_assert_eq!(ident % DIRECT_ALIGN, 0, "direct sleep ident misaligned");
+    wake_direct::<M>(td, ident);
+}
+
+/// [`wakeup_thread`], and sets the woken thread's priority to `pri` first
+/// (as [`crate::setpri`] would) — one message across CPUs where a `setpri`
+/// and a wakeup would be two. A thread no longer asleep there keeps its
+/// priority.
+///
+/// Any context; never blocks.
+#[inline]
+pub(crate) fn wakeup_thread_at<M: Machine>(td: &'static Thread<M>, ident: usize, pri: u8) {
+    debug_assert_eq!(ident % DIRECT_ALIGN, 0, "direct sleep ident misaligned");
+    assert!(pri <= crate::pri::MAX, "priority {pri} out of range");
+    wake_direct::<M>(td, ident | WITH_PRI | usize::from(pri));
+}
+
+/// Wakes `td` if it sleeps directly on `word`'s ident; with [`WITH_PRI`]
+/// in `word`, at the priority below it.
+fn wake_direct<M: Machine>(td: &'static Thread<M>, word: usize) {
+    let ident = word & !(DIRECT_ALIGN - 1);
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
     if let Some(owner) = crate::sched::elsewhere(cpu, td) {
         M::world()
             .ipi
-            .send(owner, wakeup_thread_remote::<M>, tdptr(td) as usize, ident);
+            .send(owner, wakeup_thread_remote::<M>, tdptr(td) as usize, word);
     } else if td.has(flags::SLEEP_DIRECT)
         && td.has(flags::TSLEEPQ)
         && td.sleep_ident.load(Ordering::Relaxed) == ident
     {
+        if word & WITH_PRI != 0 {
+            crate::sched::set_priority(cpu, td, (word & (WITH_PRI - 1)) as u8);
+        }
         td.clear(flags::TSLEEPQ | flags::SLEEP_DIRECT);
         cpu.stats.wakeups.inc();
         M::trace(
@@ -233,10 +266,10 @@ pub(crate) fn wakeup_thread<M: Machine>(td: &'static Thread<M>, ident: usize) {
     drop(g);
 }
 
-fn wakeup_thread_remote<M: Machine>(arg: usize, ident: usize) {
+fn wakeup_thread_remote<M: Machine>(arg: usize, word: usize) {
     // If the thread moved on meanwhile, this forwards to its new owner.
     if let Some(td) = deref(arg as *mut Thread<M>) {
-        wakeup_thread::<M>(td, ident);
+        wake_direct::<M>(td, word);
     }
 }
 

@@ -223,8 +223,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             let r = rec(r);
             st.stats.pulses += 1;
             r.give_pulse(p);
-            crate::setpri::<M>(r.td, p.pri);
-            crate::sleep::wakeup_thread::<M>(r.td, r.ident());
+            crate::sleep::wakeup_thread_at::<M>(r.td, r.ident(), p.pri);
             return Ok(());
         }
         if !reserved && st.pulses.len() >= PULSE_QUEUE {

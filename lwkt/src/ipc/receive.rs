@@ -88,11 +88,15 @@ impl<M: Machine, P: Payload> Channel<M, P> {
                 GOT_MSG => {
                     crate::tsleep_cancel::<M>();
                     let s: &Sender<M, P> = rec(r.sender::<P>());
+                    // The giver's wakeup set it if we were still asleep.
+                    set_own_pri::<M>(s.pri);
                     return self.copy_in(s, r.rcvid.load(Ordering::Relaxed), buf);
                 }
                 GOT_PULSE => {
                     crate::tsleep_cancel::<M>();
-                    return Some(Ok(Delivery::Pulse(r.pulse())));
+                    let p = r.pulse();
+                    set_own_pri::<M>(p.pri);
+                    return Some(Ok(Delivery::Pulse(p)));
                 }
                 FAILED => {
                     crate::tsleep_cancel::<M>();
@@ -226,7 +230,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         rcvid: u64,
         status: u64,
         src: Option<&P::Bufs>,
-    ) -> Result<(Locked<'_, M, P>, &'static crate::Thread<M>, usize), Error> {
+    ) -> Result<Replied<'_, M, P>, Error> {
         let mut st = self.lock();
         let s = st.lookup(rcvid)?;
         let copy = src.filter(|b| P::len(b) != 0 && P::len(&s.rmsg) != 0);
@@ -363,6 +367,10 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         r.map_err(|_| Error::Fault)
     }
 }
+
+/// What [`Channel::finish_reply`] leaves: the channel still locked, and the
+/// sender's thread and ident to wake.
+type Replied<'a, M, P> = (Locked<'a, M, P>, &'static crate::Thread<M>, usize);
 
 /// Puts received sender `s` back at the head of its priority on the send
 /// queue (its receiver could not take it), or fails it if there is no

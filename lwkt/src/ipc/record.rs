@@ -23,7 +23,9 @@ pub(crate) const DONE: u8 = 2;
 /// [`Sender::pins`] bit: the owner waits for the pins to drop to zero.
 const LEAVING: u32 = 1 << 31;
 
-/// A thread blocked in `send`.
+/// A thread blocked in `send`. Aligned for a direct sleep on its address
+/// ([`crate::sleep::DIRECT_ALIGN`]).
+#[repr(align(64))]
 pub(crate) struct Sender<M: Machine, P: Payload> {
     /// Its thread (blocked in the call while the record exists).
     pub td: &'static Thread<M>,
@@ -126,7 +128,9 @@ pub(crate) const GOT_PULSE: u8 = 2;
 /// Failed (the channel was destroyed).
 pub(crate) const FAILED: u8 = 3;
 
-/// A thread waiting in `receive`.
+/// A thread waiting in `receive`. Aligned for a direct sleep on its
+/// address ([`crate::sleep::DIRECT_ALIGN`]).
+#[repr(align(64))]
 pub(crate) struct Receiver<M: Machine> {
     pub td: &'static Thread<M>,
     state: AtomicU8,
@@ -206,3 +210,6 @@ impl<M: Machine> Receiver<M> {
         Error::decode(self.err.load(Ordering::Relaxed))
     }
 }
+
+// The records' `repr(align)` is the alignment direct sleeps ask for.
+const _: () = assert!(crate::sleep::DIRECT_ALIGN == 64);

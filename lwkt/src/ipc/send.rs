@@ -86,11 +86,10 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             s.pin();
             r.give_msg(s, rcvid);
             st.received_by(r.td);
-            // The priority first: on another CPU the two messages arrive in
-            // order, so the receiver is queued at its new priority.
-            crate::setpri::<M>(r.td, s.pri);
             crate::sleep::tsleep_interlock_direct::<M>(s.ident());
-            crate::sleep::wakeup_thread::<M>(r.td, r.ident());
+            // At the sender's priority: one message if on another CPU, so
+            // the receiver is queued at its new priority.
+            crate::sleep::wakeup_thread_at::<M>(r.td, r.ident(), s.pri);
         } else {
             st.enqueue_sender(s)?;
             st.boost(s.pri);
