@@ -328,6 +328,8 @@ pub fn tsleep<M: Machine>(ident: usize, flags_: u32, wmesg: &str, timeout: u64) 
 /// The part of a sleep before the switch: the interrupt check, the timeout,
 /// the message. `Some` when the sleep ends before it starts (an interrupt was
 /// requested). Requires critical section; the thread is on its sleep queue.
+/// Inlined, so the constant `wmesg` of the hand-off's callers folds.
+#[inline(always)]
 fn prepare_sleep<M: Machine>(
     cpu: &'static Cpu<M>,
     td: &'static Thread<M>,

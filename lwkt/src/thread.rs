@@ -351,6 +351,8 @@ impl<M: Machine> Thread<M> {
         ThreadName(n)
     }
 
+    /// Inlined: a constant message (every caller's) folds into one store.
+    #[inline(always)]
     pub(crate) fn set_wmesg(&self, wmesg: &str) {
         let mut b = [0u8; 8];
         let n = wmesg.len().min(8);
