@@ -153,7 +153,7 @@ pub fn tsleep_interlock<M: Machine>(ident: usize) {
     let cpu = M::mycpu();
     let td = g.thread();
     if td.has(flags::TSLEEPQ) {
-        if td.sleep_ident.load(Ordering::Relaxed) == ident {
+        if td.sleep_ident.load(Ordering::Relaxed) == ident && !td.has(flags::SLEEP_DIRECT) {
             drop(g);
             return;
         }

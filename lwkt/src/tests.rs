@@ -493,6 +493,99 @@ fn tsleep_interlock_never_loses_a_wakeup() {
     });
 }
 
+/// Direct sleeps (the IPC records'): the same storm across 4 CPUs woken by
+/// `wakeup_thread` loses nothing, `wakeup_thread_at` sets the priority it
+/// carries, and neither a hash `wakeup` of the same ident nor a
+/// `wakeup_thread` of another ident ends a direct sleep.
+#[test]
+fn direct_sleeps_never_lose_a_wakeup_and_only_their_waker_ends_them() {
+    const ROUNDS: u32 = 300;
+    #[repr(align(64))]
+    struct Slot(AtomicU32);
+    run(4, Some(Duration::from_millis(1)), || {
+        let slots: Arc<Vec<Slot>> = Arc::new((0..8).map(|_| Slot(AtomicU32::new(0))).collect());
+        let done = Arc::new(AtomicU32::new(0));
+        let mut refs = Vec::new();
+        for i in 0..8usize {
+            let (sl, done) = (slots.clone(), done.clone());
+            refs.push(
+                Builder::new("sleeper")
+                    .cpu(i % 4)
+                    .spawn::<S>(move || {
+                        let ident = &sl[i] as *const Slot as usize;
+                        for r in 1..=ROUNDS {
+                            loop {
+                                crate::sleep::tsleep_interlock_direct::<S>(ident);
+                                if sl[i].0.load(Ordering::SeqCst) >= r {
+                                    crate::tsleep_cancel::<S>();
+                                    break;
+                                }
+                                crate::tsleep::<S>(ident, crate::INTERLOCKED, "direct", 0);
+                            }
+                            done.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                    .unwrap(),
+            );
+        }
+        for r in 1..=ROUNDS {
+            for (i, sl) in slots.iter().enumerate() {
+                sl.0.store(r, Ordering::SeqCst);
+                let ident = sl as *const Slot as usize;
+                if r % 2 == 0 {
+                    crate::sleep::wakeup_thread::<S>(refs[i].thread(), ident);
+                } else {
+                    crate::sleep::wakeup_thread_at::<S>(refs[i].thread(), ident, pri::KERN_DAEMON);
+                }
+            }
+            wait_until("sleepers to finish the round", || {
+                done.load(Ordering::SeqCst) >= 8 * r
+            });
+        }
+        for r in &refs {
+            r.join();
+        }
+
+        // Who may end a direct sleep, on another CPU: not a hash wakeup,
+        // not a wakeup of another ident; the priority comes with the right
+        // one.
+        let slot = Box::leak(Box::new(Slot(AtomicU32::new(0))));
+        let ident = slot as *const Slot as usize;
+        let phase = Arc::new(AtomicU32::new(0));
+        let ph = phase.clone();
+        let t = Builder::new("direct")
+            .cpu(1)
+            .priority(pri::KERN_DAEMON)
+            .spawn::<S>(move || {
+                crate::sleep::tsleep_interlock_direct::<S>(ident);
+                ph.store(1, Ordering::SeqCst);
+                // Only the timeout ends this one.
+                assert_eq!(
+                    crate::tsleep::<S>(ident, crate::INTERLOCKED, "t", 20),
+                    Wake::TimedOut
+                );
+                crate::sleep::tsleep_interlock_direct::<S>(ident);
+                ph.store(2, Ordering::SeqCst);
+                assert_eq!(
+                    crate::tsleep::<S>(ident, crate::INTERLOCKED, "w", 0),
+                    Wake::Woken
+                );
+                assert_eq!(current::<S>().priority(), pri::KERN_DAEMON + 2);
+                ph.store(3, Ordering::SeqCst);
+            })
+            .unwrap();
+        wait_until("the first sleep", || phase.load(Ordering::SeqCst) == 1);
+        crate::wakeup::<S>(ident);
+        crate::sleep::wakeup_thread::<S>(t.thread(), ident + 64);
+        wait_until("the second sleep", || phase.load(Ordering::SeqCst) == 2);
+        // Let it block, then wake it at a new priority.
+        crate::tsleep::<S>(0xbeef8, 0, "pause", 3);
+        crate::sleep::wakeup_thread_at::<S>(t.thread(), ident, pri::KERN_DAEMON + 2);
+        wait_until("the wakeup", || phase.load(Ordering::SeqCst) == 3);
+        t.join();
+    });
+}
+
 #[test]
 fn sleep_timeouts_fire() {
     run(2, Some(Duration::from_millis(1)), || {

@@ -34,11 +34,13 @@
 //! record, and wakes it; the receiver itself copies a message in. So every
 //! copy is done by the thread whose own buffer is one of the two sides.
 //!
-//! Sleeps are `tsleep`s on the record's address with the interlock, so no
-//! wakeup is lost; a wakeup may reach a later sleeper on a reused stack
-//! address, which is harmless because every sleeper here re-checks its
-//! record (and the kernel's other sleepers never sleep on a stack address
-//! but in loops that re-check too).
+//! Sleeps are *direct* sleeps on the record's address with the interlock
+//! (`sleep::tsleep_interlock_direct`): the record names its thread, so a
+//! waker wakes that thread (`sleep::wakeup_thread`, one message if it is
+//! on another CPU) and no sleep-queue hashing is involved; no wakeup is
+//! lost. A wakeup may reach a later sleeper of the same thread on a reused
+//! stack address, which is harmless because every sleeper here re-checks
+//! its record.
 //!
 //! # The fast path
 //!
@@ -48,8 +50,12 @@
 //! copies the message in and returns to its server. The guards, the point
 //! of no return and the commit are in `Channel::send_fast`; every guard
 //! that fails leaves the general path, whose result is the same — the host
-//! tests run the same conversations both ways and compare. A send across
-//! CPUs wakes the receiver through its CPU's IPI queue.
+//! tests run the same conversations both ways and compare. The way back is
+//! the same: [`Channel::reply_receive`] — a server's reply and its next
+//! receive in one pass — hands the CPU straight to the client it replied
+//! to when nothing is queued for the server and the client may run at
+//! once. A send across CPUs wakes the receiver with one message to its
+//! CPU's IPI queue, which also sets its priority.
 //!
 //! # Priority inheritance
 //!
