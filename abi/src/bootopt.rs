@@ -99,6 +99,11 @@ pub struct BootOptions<'a> {
     pub apic: ApicChoice,
     /// TSC reference (`tscref=auto|hpet|pmtimer|pit`, default auto).
     pub tscref: TscRef,
+    /// The IPC fast paths — a send switching straight to a waiting server,
+    /// a reply-and-receive straight back to its client (`ipcfast=on|off`,
+    /// default on). Off, every message takes the general path: for
+    /// testing that both give the same results.
+    pub ipc_fast: bool,
     text: &'a str,
 }
 
@@ -138,6 +143,7 @@ impl Default for BootOptions<'_> {
             timer: TimerChoice::Auto,
             apic: ApicChoice::Auto,
             tscref: TscRef::Auto,
+            ipc_fast: true,
             text: "",
         }
     }
@@ -218,6 +224,13 @@ impl<'a> BootOptions<'a> {
                         _ => return Err(BootOptError::BadValue(word)),
                     }
                 }
+                "ipcfast" => {
+                    opts.ipc_fast = match value {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(BootOptError::BadValue(word)),
+                    }
+                }
                 k if PARAM_KEYS.contains(&k) => {
                     if value.parse::<u64>().is_err() {
                         return Err(BootOptError::BadValue(word));
@@ -289,6 +302,10 @@ mod tests {
         );
         assert_eq!(BootOptions::parse("").unwrap().tscref, TscRef::Auto);
         assert!(BootOptions::parse("tscref=sundial").is_err());
+        assert!(BootOptions::parse("").unwrap().ipc_fast);
+        assert!(!BootOptions::parse("ipcfast=off").unwrap().ipc_fast);
+        assert!(BootOptions::parse("ipcfast=on").unwrap().ipc_fast);
+        assert!(BootOptions::parse("ipcfast=maybe").is_err());
         let o = BootOptions::parse("stress=token seconds=5").unwrap();
         assert_eq!(o.mode, Mode::Stress("token"));
         assert_eq!(o.param("seconds"), Some(5));

@@ -98,6 +98,10 @@ fn kmain(boot_info: &'static mut BootInfo) -> ! {
     let _ = user::account::root();
     let platform = acpi::init(rsdp.expect("the bootloader found no RSDP"));
     let machine = arch::init_machine(platform, opts.timer, opts.apic, opts.tscref);
+    if !opts.ipc_fast {
+        user::ipc::FAST_PATHS.store(false, core::sync::atomic::Ordering::Relaxed);
+        println!("IPC fast paths off: every message takes the general path");
+    }
     arch::init_user_support();
     let report = smp::start_aps(platform);
     println!("local APIC: {}", arch::apic::describe());

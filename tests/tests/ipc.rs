@@ -4,7 +4,8 @@
 //! killed client, a destroyed channel, priority inheritance, bad buffers,
 //! the driver calls refused without an I/O grant —
 //! run twice, with no channel left and the kernel's memory back at its
-//! baseline after the second run.
+//! baseline after the second run; and at 1 and 8 CPUs again with the fast
+//! paths off (`ipcfast=off`), every message on the general path.
 
 use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
@@ -24,8 +25,20 @@ const CASES: [&str; 10] = [
 ];
 
 fn ipc(cpus: u32, apic: Apic) {
-    let mut boot = TestBoot::new("ipc", cpus)
+    run(TestBoot::new("ipc", cpus).apic(apic));
+}
+
+/// The same with the fast paths off (`ipcfast=off`): every message takes
+/// the general path, whose results the fast paths must give.
+fn ipc_general_path(cpus: u32, apic: Apic) {
+    run(TestBoot::new("ipc", cpus)
         .apic(apic)
+        .opt("ipcfast=off")
+        .must_contain("IPC fast paths off"));
+}
+
+fn run(boot: TestBoot) {
+    let mut boot = boot
         .must_contain("IPC done: 10 of 10 passed")
         .must_contain("no channel left, kernel memory back to baseline");
     for c in CASES {
@@ -50,5 +63,13 @@ apic_tests! {
 
     fn ipc_at_8_cpus(apic) {
         ipc(8, apic);
+    }
+
+    fn ipc_general_path_at_1_cpu(apic) {
+        ipc_general_path(1, apic);
+    }
+
+    fn ipc_general_path_at_8_cpus(apic) {
+        ipc_general_path(8, apic);
     }
 }

@@ -36,7 +36,7 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use lwkt::ipc::{self, Channel, Delivery, Payload, Pulse, Side};
 use wyvern_abi::syscall::{
@@ -260,6 +260,10 @@ pub struct Tables {
 /// Serial numbers of channels: the key of each one's pool token.
 static SERIAL: AtomicUsize = AtomicUsize::new(1);
 
+/// Whether channels made from now on may take the IPC fast paths (the boot
+/// option `ipcfast=off` clears it before any process runs).
+pub static FAST_PATHS: AtomicBool = AtomicBool::new(true);
+
 /// Channels alive in the system (created, not yet freed), for leak checks.
 pub static LIVE_CHANNELS: AtomicUsize = AtomicUsize::new(0);
 
@@ -385,7 +389,11 @@ pub fn channel_create(u: &UserThread, flags: u64) -> Result<u64, Error> {
     let key = SERIAL.fetch_add(1, Ordering::Relaxed) << 6;
     let floor = u.process.ipc.serial_floor.load(Ordering::Relaxed);
     let c = Arc::try_new(UChannel {
-        chan: Channel::with_serial(lwkt::pool_token(key), true, floor),
+        chan: Channel::with_serial(
+            lwkt::pool_token(key),
+            FAST_PATHS.load(Ordering::Relaxed),
+            floor,
+        ),
         public: flags & chan::PUBLIC != 0,
         _charge: charge,
     })
