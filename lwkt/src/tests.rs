@@ -447,49 +447,68 @@ fn wakeups_racing_sleeps_lose_nothing() {
     });
 }
 
+/// A flag a storm's sleeper waits on, aligned as a direct sleep's ident
+/// must be.
+#[repr(align(64))]
+struct Slot(AtomicU32);
+
+/// Eight sleepers on four CPUs each wait `rounds` times for their own flag
+/// to reach the round, with `interlock` as the first half of the sleep;
+/// `wake(round, i, sleeper, ident)` wakes sleeper `i` after its flag was
+/// set. Every sleeper must finish every round. Runs on the simulated
+/// machine (inside `run`).
+fn sleep_storm(
+    rounds: u32,
+    interlock: fn(usize),
+    wake: impl Fn(u32, usize, &crate::ThreadRef<S>, usize),
+) {
+    let slots: Arc<Vec<Slot>> = Arc::new((0..8).map(|_| Slot(AtomicU32::new(0))).collect());
+    let done = Arc::new(AtomicU32::new(0));
+    let mut refs = Vec::new();
+    for i in 0..8usize {
+        let (sl, done) = (slots.clone(), done.clone());
+        refs.push(
+            Builder::new("sleeper")
+                .cpu(i % 4)
+                .spawn::<S>(move || {
+                    let ident = &sl[i] as *const Slot as usize;
+                    for r in 1..=rounds {
+                        loop {
+                            interlock(ident);
+                            if sl[i].0.load(Ordering::SeqCst) >= r {
+                                crate::tsleep_cancel::<S>();
+                                break;
+                            }
+                            crate::tsleep::<S>(ident, crate::INTERLOCKED, "storm", 0);
+                        }
+                        done.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+                .unwrap(),
+        );
+    }
+    for r in 1..=rounds {
+        for (i, sl) in slots.iter().enumerate() {
+            sl.0.store(r, Ordering::SeqCst);
+            wake(r, i, &refs[i], sl as *const Slot as usize);
+        }
+        wait_until("sleepers to finish the round", || {
+            done.load(Ordering::SeqCst) >= 8 * r
+        });
+    }
+    for r in &refs {
+        r.join();
+    }
+}
+
 /// A raw interlocked sleep/wakeup storm: sleepers on all CPUs wait for their
 /// own flag; wakers set flags and wake; every sleeper wakes every round.
 #[test]
 fn tsleep_interlock_never_loses_a_wakeup() {
-    const ROUNDS: u32 = 500;
     run(4, None, || {
-        let flags_: Arc<Vec<AtomicU32>> = Arc::new((0..8).map(|_| AtomicU32::new(0)).collect());
-        let done = Arc::new(AtomicU32::new(0));
-        let mut refs = Vec::new();
-        for i in 0..8usize {
-            let (fl, done) = (flags_.clone(), done.clone());
-            refs.push(
-                Builder::new("sleeper")
-                    .cpu(i % 4)
-                    .spawn::<S>(move || {
-                        for r in 1..=ROUNDS {
-                            let ident = &fl[i] as *const _ as usize;
-                            loop {
-                                crate::tsleep_interlock::<S>(ident);
-                                if fl[i].load(Ordering::SeqCst) >= r {
-                                    crate::tsleep_cancel::<S>();
-                                    break;
-                                }
-                                crate::tsleep::<S>(ident, crate::INTERLOCKED, "storm", 0);
-                            }
-                            done.fetch_add(1, Ordering::SeqCst);
-                        }
-                    })
-                    .unwrap(),
-            );
-        }
-        for r in 1..=ROUNDS {
-            for (i, f) in flags_.iter().enumerate() {
-                f.store(r, Ordering::SeqCst);
-                crate::wakeup::<S>(&flags_[i] as *const _ as usize);
-            }
-            wait_until("sleepers to finish the round", || {
-                done.load(Ordering::SeqCst) >= 8 * r
-            });
-        }
-        for r in &refs {
-            r.join();
-        }
+        sleep_storm(500, crate::tsleep_interlock::<S>, |_, _, _, ident| {
+            crate::wakeup::<S>(ident)
+        });
     });
 }
 
@@ -499,52 +518,18 @@ fn tsleep_interlock_never_loses_a_wakeup() {
 /// `wakeup_thread` of another ident ends a direct sleep.
 #[test]
 fn direct_sleeps_never_lose_a_wakeup_and_only_their_waker_ends_them() {
-    const ROUNDS: u32 = 300;
-    #[repr(align(64))]
-    struct Slot(AtomicU32);
     run(4, Some(Duration::from_millis(1)), || {
-        let slots: Arc<Vec<Slot>> = Arc::new((0..8).map(|_| Slot(AtomicU32::new(0))).collect());
-        let done = Arc::new(AtomicU32::new(0));
-        let mut refs = Vec::new();
-        for i in 0..8usize {
-            let (sl, done) = (slots.clone(), done.clone());
-            refs.push(
-                Builder::new("sleeper")
-                    .cpu(i % 4)
-                    .spawn::<S>(move || {
-                        let ident = &sl[i] as *const Slot as usize;
-                        for r in 1..=ROUNDS {
-                            loop {
-                                crate::sleep::tsleep_interlock_direct::<S>(ident);
-                                if sl[i].0.load(Ordering::SeqCst) >= r {
-                                    crate::tsleep_cancel::<S>();
-                                    break;
-                                }
-                                crate::tsleep::<S>(ident, crate::INTERLOCKED, "direct", 0);
-                            }
-                            done.fetch_add(1, Ordering::SeqCst);
-                        }
-                    })
-                    .unwrap(),
-            );
-        }
-        for r in 1..=ROUNDS {
-            for (i, sl) in slots.iter().enumerate() {
-                sl.0.store(r, Ordering::SeqCst);
-                let ident = sl as *const Slot as usize;
+        sleep_storm(
+            300,
+            crate::sleep::tsleep_interlock_direct::<S>,
+            |r, _, td, ident| {
                 if r % 2 == 0 {
-                    crate::sleep::wakeup_thread::<S>(refs[i].thread(), ident);
+                    crate::sleep::wakeup_thread::<S>(td.thread(), ident);
                 } else {
-                    crate::sleep::wakeup_thread_at::<S>(refs[i].thread(), ident, pri::KERN_DAEMON);
+                    crate::sleep::wakeup_thread_at::<S>(td.thread(), ident, pri::KERN_DAEMON);
                 }
-            }
-            wait_until("sleepers to finish the round", || {
-                done.load(Ordering::SeqCst) >= 8 * r
-            });
-        }
-        for r in &refs {
-            r.join();
-        }
+            },
+        );
 
         // Who may end a direct sleep, on another CPU: not a hash wakeup,
         // not a wakeup of another ident; the priority comes with the right

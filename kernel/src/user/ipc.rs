@@ -615,6 +615,8 @@ fn reply_receive_one(
     recv_list: u64,
     nrecv: u64,
 ) -> Result<u64, Error> {
+    // `MSG_REPLY`'s checks, in its order (a shared helper returning the
+    // three measured 16 instructions more a round trip).
     let (c, rcvid) = conversation(u, a[0])?;
     if (a[1] as i64) < 0 {
         return Err(Error::Invalid);

@@ -272,8 +272,8 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// client it replied to sleeps on this CPU and may run at once, the
     /// server waits in receive and hands the CPU straight to that client
     /// (no run-queue pick), as a send hands it to a waiting receiver. Any
-    /// guard that fails wakes the client through its sleep queue as `reply`
-    /// does; the outcome is the same.
+    /// guard that fails wakes the client as `reply` does; the outcome is the
+    /// same.
     ///
     /// Thread context, never from a hard interrupt; blocks (interruptibly)
     /// in the receive.

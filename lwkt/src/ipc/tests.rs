@@ -106,28 +106,13 @@ fn channel(fast: bool) -> &'static Chan {
 type Log = Arc<Mutex<Vec<(u32, Vec<u8>)>>>;
 
 fn echo_server(ch: &'static Chan, log: Log) {
-    loop {
-        let into = zeroed(4096);
-        match ch.receive(&into, pri::KERN_DAEMON) {
-            Ok(Delivery::Msg(m)) => {
-                let mut got = contents(&into);
-                got.truncate(m.copied);
-                assert_eq!(m.copied, m.slen.min(4096));
-                log.lock().unwrap().push((m.who, got.clone()));
-                got.reverse();
-                ch.reply(m.rcvid, got.len() as u64, Some(&buf(&got)))
-                    .unwrap();
-            }
-            Ok(Delivery::Pulse(p)) if p.code == 0 => return,
-            Ok(Delivery::Pulse(p)) => log.lock().unwrap().push((p.code, Vec::new())),
-            Err(e) => panic!("receive failed: {e:?}"),
-        }
-    }
+    serve_echo(ch, log, false);
 }
 
-/// The same server as [`echo_server`], written as a server loop: each reply
-/// and the next receive are one [`Channel::reply_receive`].
-fn echo_server_rr(ch: &'static Chan, log: Log) {
+/// The echo server; `rr`: written as a server loop, each reply and the next
+/// receive one [`Channel::reply_receive`] (otherwise a `reply`, then a
+/// `receive`).
+fn serve_echo(ch: &'static Chan, log: Log, rr: bool) {
     let into = zeroed(4096);
     let mut next = ch.receive(&into, pri::KERN_DAEMON);
     loop {
@@ -138,15 +123,14 @@ fn echo_server_rr(ch: &'static Chan, log: Log) {
                 assert_eq!(m.copied, m.slen.min(4096));
                 log.lock().unwrap().push((m.who, got.clone()));
                 got.reverse();
-                next = ch
-                    .reply_receive(
-                        m.rcvid,
-                        got.len() as u64,
-                        Some(&buf(&got)),
-                        &into,
-                        pri::KERN_DAEMON,
-                    )
-                    .expect("the reply");
+                let (status, answer) = (got.len() as u64, buf(&got));
+                next = if rr {
+                    ch.reply_receive(m.rcvid, status, Some(&answer), &into, pri::KERN_DAEMON)
+                        .expect("the reply")
+                } else {
+                    ch.reply(m.rcvid, status, Some(&answer)).unwrap();
+                    ch.receive(&into, pri::KERN_DAEMON)
+                };
             }
             Ok(Delivery::Pulse(p)) if p.code == 0 => return,
             Ok(Delivery::Pulse(p)) => {
@@ -263,13 +247,7 @@ fn conversation(fast: bool, rr: bool) -> Outcome {
         let log = Arc::new(Mutex::new(Vec::new()));
         let l = log.clone();
         let server = Builder::new("server")
-            .spawn::<S>(move || {
-                if rr {
-                    echo_server_rr(ch, l);
-                } else {
-                    echo_server(ch, l);
-                }
-            })
+            .spawn::<S>(move || serve_echo(ch, l, rr))
             .unwrap();
         // Let the server reach its receive, so the client finds it waiting.
         crate::yield_now::<S>();
