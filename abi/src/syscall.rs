@@ -60,6 +60,8 @@
 //! | 42 | [`nr::MSI_ATTACH`] | connection id, pulse code, where to write a [`MsiTarget`] | a handle (from [`MSI_BASE`]) for `INTERRUPT_UNMASK`/`DETACH`; needs a device grant |
 //! | 43 | [`nr::HWINFO`] | [`hwinfo`] kind, buffer, length | bytes written: the framebuffer, ACPI's PCI and power facts, memory figures |
 //! | 44 | [`nr::MSG_REPLY_RECEIVE`] | receive id (0: none), status, `*const Iov` (the reply's pieces, then the receive buffer's), counts (reply's \| receive's << 32), channel id, `*mut MsgInfo` | as `MSG_RECEIVE`, after replying as `MSG_REPLY` |
+//! | 45 | [`nr::MSG_CALL`] | connection id; the message in the [message registers](#messages-in-registers) | the server's reply status; the reply in the message registers |
+//! | 46 | [`nr::MSG_REPLY_WAIT`] | channel id; the reply in the message registers, `r12` receive id (0: none), `r13` status | as `MSG_REPLY_RECEIVE`; the message and what `MsgInfo` says in registers |
 //!
 //! # Authority
 //!
@@ -125,6 +127,35 @@
 //! When a channel's server ends or destroys it, every blocked sender's call
 //! fails with [`Error::Gone`]; when a client ends while served, the
 //! server's reply fails with [`Error::Stale`].
+//!
+//! # Messages in registers
+//!
+//! A short message needs no buffer: [`nr::MSG_CALL`] sends the
+//! [`MSG_REGS`] *message registers* — `rsi`, `rdx`, `r10`, `r8`, `r9` in
+//! that order, [`MSG_REG_BYTES`] bytes, little-endian — and gets the
+//! reply back in them; [`nr::MSG_REPLY_WAIT`] is a server's
+//! `MSG_REPLY_RECEIVE` with the reply and the next message in the same
+//! registers. They are the buffer calls with a buffer of
+//! [`MSG_REG_BYTES`] held by the kernel, nothing else: a register message
+//! is received by `MSG_RECEIVE` as 40 bytes, a buffer message by
+//! `MSG_REPLY_WAIT` as its first 40 bytes (`MSG_READ` reaches the rest),
+//! `MSG_WRITE` writes into a register reply, and a reply longer than the
+//! registers is cut as a short reply buffer would cut it. Bytes nobody
+//! wrote read as zero.
+//!
+//! `MSG_CALL`: `rdi` the connection id, the message registers the
+//! message. Returns the reply status in `rax` and the reply in the
+//! message registers; on error they are as the caller left them.
+//!
+//! `MSG_REPLY_WAIT`: `rdi` the channel to receive on, `r12` the receive
+//! id to reply to (0: none), `r13` the status, the message registers the
+//! reply. Returns in `rax` the receive id (0: a pulse), in the message
+//! registers the message (a pulse: its code, then its value), in `rdi`
+//! the bytes the sender sent, `r15` the bytes it has room for in its
+//! reply, `r12` and `r13` the sending process and thread (a pulse: the
+//! process, and 0), `r14` the sender's priority. On error (as
+//! `MSG_REPLY_RECEIVE`: a failed reply receives nothing) only `rax`
+//! changes. `rcx` and `r11` are lost in every system call.
 
 /// System call numbers.
 pub mod nr {
@@ -224,8 +255,14 @@ pub mod nr {
     /// reply went. A server that cannot tell which from the code replies
     /// again: `Stale` says the reply went (or its client is gone).
     pub const MSG_REPLY_RECEIVE: u64 = 44;
+    /// Sends a message in registers and returns the reply in them
+    /// (seL4's Call: the module's "Messages in registers").
+    pub const MSG_CALL: u64 = 45;
+    /// Replies in registers, then receives the next message into them
+    /// (seL4's ReplyRecv: the module's "Messages in registers").
+    pub const MSG_REPLY_WAIT: u64 = 46;
     /// One past the highest call number.
-    pub const COUNT: u64 = 45;
+    pub const COUNT: u64 = 47;
 }
 
 /// First address above user space: every user pointer and mapping is below.
@@ -411,6 +448,11 @@ pub struct Iov {
 
 /// Pieces a message buffer may have at most.
 pub const MAX_IOV: u64 = 16;
+
+/// Message registers of `MSG_CALL` and `MSG_REPLY_WAIT`.
+pub const MSG_REGS: usize = 5;
+/// Bytes the message registers hold.
+pub const MSG_REG_BYTES: u64 = 8 * MSG_REGS as u64;
 
 /// Pulses a channel queues at most.
 pub const PULSE_QUEUE: u64 = 64;

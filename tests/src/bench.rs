@@ -284,9 +284,10 @@ fn behaviour(r: &Raw, reps: u32) -> Vec<String> {
                 "fewer than two system calls a process",
             );
         }
-        // The client's send and the server's reply-and-receive
-        // (MSG_REPLY_RECEIVE): two system calls a round trip.
-        "ipc-rtt-local" | "ipc-null" => {
+        // The client's call or send and the server's reply-and-receive
+        // (MSG_REPLY_WAIT or MSG_REPLY_RECEIVE): two system calls a round
+        // trip.
+        "ipc-rtt-local" | "ipc-rtt-local-buf" | "ipc-null" => {
             need(
                 c("syscalls") >= 2 * total,
                 "fewer than two system calls a round trip",
@@ -295,7 +296,7 @@ fn behaviour(r: &Raw, reps: u32) -> Vec<String> {
                 c("switches") >= 2 * total,
                 "fewer than two switches a round trip",
             );
-            if r.name == "ipc-rtt-local" {
+            if r.name != "ipc-null" {
                 // Both ways: the send to the waiting server, and the
                 // server's reply-and-receive back to its client.
                 need(

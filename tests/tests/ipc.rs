@@ -2,7 +2,9 @@
 //! payloads of 0 B to 64 KiB and scatter/gather, many clients and a server
 //! on every CPU, pulses in order and the queue's bound, a killed server, a
 //! killed client, a destroyed channel, priority inheritance, bad buffers,
-//! the driver calls refused without an I/O grant —
+//! reply-and-receive, messages in registers (`MSG_CALL`, `MSG_REPLY_WAIT`)
+//! against buffer parties and their refusals, the driver calls refused
+//! without an I/O grant —
 //! run twice, with no channel left and the kernel's memory back at its
 //! baseline after the second run; and at 1 and 8 CPUs again with the fast
 //! paths off (`ipcfast=off`), every message on the general path.
@@ -11,7 +13,7 @@ use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
 use wyvern_tests::qemu::Apic;
 
-const CASES: [&str; 10] = [
+const CASES: [&str; 11] = [
     "payloads",
     "many-clients",
     "pulses",
@@ -21,6 +23,7 @@ const CASES: [&str; 10] = [
     "priority-inheritance",
     "bad-buffers",
     "reply-receive",
+    "registers",
     "driver-calls-denied",
 ];
 
@@ -39,7 +42,7 @@ fn ipc_general_path(cpus: u32, apic: Apic) {
 
 fn run(boot: TestBoot) {
     let mut boot = boot
-        .must_contain("IPC done: 10 of 10 passed")
+        .must_contain("IPC done: 11 of 11 passed")
         .must_contain("no channel left, kernel memory back to baseline");
     for c in CASES {
         boot = boot.must_contain(&format!("IPC {c} ok"));

@@ -6,7 +6,7 @@
 
 use core::mem::MaybeUninit;
 
-use wyvern_abi::syscall::{Error, Iov, MAX_IOV, MsgInfo, nr};
+use wyvern_abi::syscall::{Error, Iov, MAX_IOV, MSG_REG_BYTES, MSG_REGS, MsgInfo, nr};
 
 use crate::sys::raw;
 
@@ -206,6 +206,113 @@ pub fn reply_receive(
     buf: &mut [u8],
 ) -> Result<Received, Error> {
     reply_receivev(rcvid, status, &[msg], chid, &mut [buf])
+}
+
+/// A message in registers: [`MSG_REGS`] words, [`MSG_REG_BYTES`] bytes
+/// (`wyvern_abi::syscall`, "Messages in registers").
+pub type Regs = [u64; MSG_REGS];
+
+/// Sends `msg` in registers through `coid` and blocks until the server
+/// replies; returns the reply's status and the reply (bytes the server did
+/// not write are zero).
+#[inline(always)]
+pub fn call_regs(coid: u64, msg: &Regs) -> Result<(u64, Regs), Error> {
+    let rax: u64;
+    let mut w = *msg;
+    // SAFETY: `MSG_CALL` reads and writes only registers: the message
+    // registers (declared in-out), `rax`, and the `syscall` instruction's
+    // `rcx` and `r11`.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr::MSG_CALL => rax,
+            in("rdi") coid,
+            inlateout("rsi") w[0],
+            inlateout("rdx") w[1],
+            inlateout("r10") w[2],
+            inlateout("r8") w[3],
+            inlateout("r9") w[4],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    wyvern_abi::syscall::decode(rax).map(|status| (status, w))
+}
+
+/// What [`reply_wait`] received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegMsg {
+    /// A message: reply to `rcvid`; its first [`MSG_REG_BYTES`] bytes are
+    /// `words`, `slen` bytes in all (`MSG_READ` reaches the rest), room for
+    /// `rlen` in its reply.
+    Msg {
+        rcvid: u64,
+        words: Regs,
+        slen: u64,
+        rlen: u64,
+        pid: u64,
+        tid: u64,
+        priority: u64,
+    },
+    /// A pulse.
+    Pulse {
+        code: u64,
+        value: u64,
+        pid: u64,
+        priority: u64,
+    },
+}
+
+/// Replies `status` and `reply` in registers to `rcvid` (0: no reply),
+/// then blocks for the next message or pulse on `chid`, received in
+/// registers: a server's loop in one system call and no buffer. Errors as
+/// [`reply_receivev`]'s.
+#[inline(always)]
+pub fn reply_wait(rcvid: u64, status: u64, reply: &Regs, chid: u64) -> Result<RegMsg, Error> {
+    let rax: u64;
+    let mut w = *reply;
+    let (slen, rlen, pid, tid, priority): (u64, u64, u64, u64, u64);
+    // SAFETY: `MSG_REPLY_WAIT` reads and writes only registers: those
+    // declared here, and the `syscall` instruction's `rcx` and `r11`.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") nr::MSG_REPLY_WAIT => rax,
+            inlateout("rdi") chid => slen,
+            inlateout("rsi") w[0],
+            inlateout("rdx") w[1],
+            inlateout("r10") w[2],
+            inlateout("r8") w[3],
+            inlateout("r9") w[4],
+            inlateout("r12") rcvid => pid,
+            inlateout("r13") status => tid,
+            lateout("r14") priority,
+            lateout("r15") rlen,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    let got = wyvern_abi::syscall::decode(rax)?;
+    Ok(if got == 0 {
+        RegMsg::Pulse {
+            code: w[0],
+            value: w[1],
+            pid,
+            priority,
+        }
+    } else {
+        RegMsg::Msg {
+            rcvid: got,
+            words: w,
+            slen,
+            rlen,
+            pid,
+            tid,
+            priority,
+        }
+    })
 }
 
 /// Fails message `rcvid`: its sender's call returns `e`.

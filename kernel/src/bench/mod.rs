@@ -77,6 +77,7 @@ static WORKLOADS: &[(&str, u64, Workload)] = &[
     ),
     ("process-spawn-exit", 100, workloads::process_spawn_exit),
     ("ipc-rtt-local", 5_000, workloads::ipc_rtt_local),
+    ("ipc-rtt-local-buf", 5_000, workloads::ipc_rtt_local_buf),
     ("ipc-rtt-cross", 2_000, workloads::ipc_rtt_cross),
     ("ipc-pulse", 5_000, workloads::ipc_pulse),
     ("ipc-null", 2_000, workloads::ipc_null),

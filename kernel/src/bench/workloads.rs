@@ -440,10 +440,17 @@ pub fn process_spawn_exit(n: u64, _k: usize) -> Rep {
     user_bench("spawn", n)
 }
 
-/// A null message round trip between two processes on the boot CPU: the
-/// client's send hands the CPU straight to the server blocked in receive.
+/// A null message round trip in registers between two processes on the
+/// boot CPU (`MSG_CALL`, `MSG_REPLY_WAIT`): the client's call hands the CPU
+/// straight to the server blocked in receive, and its reply hands it back.
 pub fn ipc_rtt_local(n: u64, _k: usize) -> Rep {
     user_bench("ipc-local", n)
+}
+
+/// The same round trip with the buffer calls (`MSG_SEND` of empty lists,
+/// `MSG_REPLY_RECEIVE`).
+pub fn ipc_rtt_local_buf(n: u64, _k: usize) -> Rep {
+    user_bench("ipc-local-buf", n)
 }
 
 /// A null message round trip, the server on another CPU: the send wakes it

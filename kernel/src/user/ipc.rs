@@ -40,11 +40,13 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use lwkt::ipc::{self, Channel, Delivery, Payload, Pulse, Side};
 use wyvern_abi::syscall::{
-    Error, Iov, MAX_CHANNELS, MAX_CONNECTIONS, MAX_IOV, MsgInfo, USER_TOP, chan,
+    Error, Iov, MAX_CHANNELS, MAX_CONNECTIONS, MAX_IOV, MSG_REG_BYTES, MSG_REGS, MsgInfo, USER_TOP,
+    chan,
 };
 
 use super::account::{Account, Charge, Res, cost};
 use super::{UserThread, process, uaccess};
+use crate::arch::trap::TrapFrame;
 use crate::mm::aspace::AddressSpace;
 use crate::mm::{PAGE_SIZE, phys_to_virt};
 use crate::sched::X86;
@@ -103,13 +105,51 @@ impl IovList {
     }
 }
 
-/// One party's buffers: a gather list in its address space.
+/// The message registers of a `MSG_CALL` or `MSG_REPLY_WAIT`, as a
+/// buffer the kernel holds in the call's frame: the caller's registers
+/// are copied in before and out after, and the other party copies to or
+/// from it as from any buffer ([`UserBufs::kernel`]).
+pub struct RegBuf {
+    words: [u64; MSG_REGS],
+    iov: Iov,
+}
+
+impl RegBuf {
+    /// Registers holding `words`.
+    #[inline(always)]
+    fn new(words: [u64; MSG_REGS]) -> RegBuf {
+        RegBuf {
+            words,
+            iov: Iov { base: 0, len: 0 },
+        }
+    }
+
+    /// This room as a party's buffers. It must not move while they are in
+    /// use: made and used in one call's frame.
+    #[inline(always)]
+    fn bufs(&mut self) -> UserBufs {
+        self.iov = Iov {
+            base: self.words.as_mut_ptr() as u64,
+            len: MSG_REG_BYTES,
+        };
+        UserBufs {
+            space: core::ptr::null(),
+            iov: &raw const self.iov,
+            n: 1,
+            total: MSG_REG_BYTES as usize,
+        }
+    }
+}
+
+/// One party's buffers: a gather list in its address space, or the
+/// message registers the kernel holds for it ([`RegBuf`]).
 #[derive(Clone, Copy)]
 pub struct UserBufs {
-    /// The owner's address space and its gather list (in the owner's
-    /// system-call frame: [`IovList`]). Both valid while the owner is
-    /// inside the call that passed these buffers (the pin rule keeps it
-    /// there while another thread copies).
+    /// The owner's address space (null: the one piece is kernel memory, a
+    /// [`RegBuf`]) and its gather list (in the owner's system-call frame:
+    /// [`IovList`]). Both valid while the owner is inside the call that
+    /// passed these buffers (the pin rule keeps it there while another
+    /// thread copies).
     space: *const AddressSpace,
     iov: *const Iov,
     n: usize,
@@ -143,10 +183,51 @@ impl UserBufs {
         (i, off)
     }
 
-    fn space(&self) -> &AddressSpace {
+    /// The owner's address space; `None` for the message registers.
+    fn space(&self) -> Option<&AddressSpace> {
         // SAFETY: see the field: the owner is in its call, its space alive.
-        unsafe { &*self.space }
+        unsafe { self.space.as_ref() }
     }
+
+    /// Whether these are message registers (kernel memory: a copy to or
+    /// from them needs no token and cannot fault on their side).
+    fn kernel(&self) -> bool {
+        self.space.is_null()
+    }
+
+    /// Where byte `va` of a piece is for the kernel: a user address through
+    /// the physical mapping (`None`: not mapped for this access), a kernel
+    /// one as it is.
+    fn at(&self, va: u64, write: bool) -> Option<*mut u8> {
+        match self.space() {
+            Some(sp) => sp
+                .translate_user(va, write)
+                .map(|pa| phys_to_virt(pa).as_mut_ptr::<u8>()),
+            None => Some(va as *mut u8),
+        }
+    }
+}
+
+/// Copies between two register buffers: plain kernel memory, nothing to
+/// translate, nothing that can fault or block.
+fn copy_regs(src: &UserBufs, soff: usize, dst: &UserBufs, doff: usize) -> usize {
+    let n = src
+        .total
+        .saturating_sub(soff)
+        .min(dst.total.saturating_sub(doff));
+    if n != 0 {
+        // SAFETY: both are `RegBuf`s of parties inside their calls (the pin
+        // rule), one piece each of `total` bytes; `n` stays within both.
+        // They are different calls' frames, but `copy` allows overlap anyway.
+        unsafe {
+            core::ptr::copy(
+                (src.iov()[0].base as *const u8).add(soff),
+                (dst.iov()[0].base as *mut u8).add(doff),
+                n,
+            );
+        }
+    }
+    n
 }
 
 /// Who sent a message.
@@ -167,6 +248,11 @@ impl Payload for UserIpc {
         b.total
     }
 
+    #[inline(always)]
+    fn copy_now(src: &UserBufs, soff: usize, dst: &UserBufs, doff: usize) -> Option<usize> {
+        (src.kernel() && dst.kernel()).then(|| copy_regs(src, soff, dst, doff))
+    }
+
     fn copy(src: &UserBufs, soff: usize, dst: &UserBufs, doff: usize) -> Result<usize, Side> {
         let want = src
             .total
@@ -175,12 +261,14 @@ impl Payload for UserIpc {
         if want == 0 {
             return Ok(0);
         }
-        let (ss, ds) = (src.space(), dst.space());
-        // Both tokens for the whole copy: taking the second may block and
-        // lose the first for a while, so nothing is translated before both
-        // are held; from then on nothing here blocks.
-        let _ts = lwkt::gettoken::<X86>(ss.token());
-        let _td = lwkt::gettoken::<X86>(ds.token());
+        if src.kernel() && dst.kernel() {
+            return Ok(copy_regs(src, soff, dst, doff));
+        }
+        // Both tokens (of the user sides) for the whole copy: taking the
+        // second may block and lose the first for a while, so nothing is
+        // translated before both are held; from then on nothing here blocks.
+        let _ts = src.space().map(|s| lwkt::gettoken::<X86>(s.token()));
+        let _td = dst.space().map(|s| lwkt::gettoken::<X86>(s.token()));
         let (siov, diov) = (src.iov(), dst.iov());
         let (mut si, mut so) = src.seek(soff);
         let (mut di, mut dof) = dst.seek(doff);
@@ -204,20 +292,15 @@ impl Payload for UserIpc {
                 .min(diov[di].len as usize - dof)
                 .min((PAGE_SIZE - sva % PAGE_SIZE) as usize)
                 .min((PAGE_SIZE - dva % PAGE_SIZE) as usize);
-            let spa = ss.translate_user(sva, false).ok_or(Side::Src)?;
-            let dpa = ds.translate_user(dva, true).ok_or(Side::Dst)?;
+            let sp = src.at(sva, false).ok_or(Side::Src)?;
+            let dp = dst.at(dva, true).ok_or(Side::Dst)?;
             // Source and destination may be the same frame (a process
             // sending to itself): `copy` allows overlap.
-            // SAFETY: both are user frames of spaces whose tokens we hold (none
-            // is freed under us), mapped writable by the physical mapping; `n`
-            // bytes stay within each page.
-            unsafe {
-                core::ptr::copy(
-                    phys_to_virt(spa).as_ptr::<u8>(),
-                    phys_to_virt(dpa).as_mut_ptr::<u8>(),
-                    n,
-                );
-            }
+            // SAFETY: a user side is a frame of a space whose token we hold
+            // (none is freed under us), mapped writable by the physical
+            // mapping, and `n` bytes stay within its page; a kernel side is
+            // a `RegBuf` of a party inside its call, `n` within its piece.
+            unsafe { core::ptr::copy(sp.cast_const(), dp, n) }
             done += n;
             so += n;
             dof += n;
@@ -639,6 +722,90 @@ fn reply_receive_one(
         .map_err(error)?
         .map_err(error)?;
     Ok(delivered(d, a[4], a[5]))
+}
+
+/// The message registers of a system call's frame, in order.
+#[inline(always)]
+fn regs_in(f: &TrapFrame) -> [u64; MSG_REGS] {
+    [f.rsi, f.rdx, f.r10, f.r8, f.r9]
+}
+
+/// Puts `w` in the message registers of a system call's frame.
+#[inline(always)]
+fn regs_out(f: &mut TrapFrame, w: &[u64; MSG_REGS]) {
+    (f.rsi, f.rdx, f.r10, f.r8, f.r9) = (w[0], w[1], w[2], w[3], w[4]);
+}
+
+/// `MSG_CALL`: `MSG_SEND` of the message registers, the reply into them
+/// (`wyvern_abi::syscall`, "Messages in registers").
+///
+/// Who may: a holder of connection `rdi` (`NotFound` otherwise). What it
+/// costs the kernel: the caller's own kernel stack while it waits (its
+/// send record and the two register buffers, in this call's frame); the
+/// channel's bound on unreplied messages and its queue's allocation refuse
+/// as for `MSG_SEND`.
+#[inline(always)]
+pub fn call(u: &UserThread, f: &mut TrapFrame) -> Result<u64, Error> {
+    let c = u.process.ipc.conn(f.rdi)?;
+    let mut msg = RegBuf::new(regs_in(f));
+    let mut reply = RegBuf::new([0; MSG_REGS]);
+    let who = Who {
+        pid: u.process.pid,
+        tid: u.tid,
+    };
+    let status = c.chan.send(who, msg.bufs(), reply.bufs()).map_err(error)?;
+    regs_out(f, &reply.words);
+    Ok(status)
+}
+
+/// `MSG_REPLY_WAIT`: `MSG_REPLY_RECEIVE` with the reply and the next
+/// message in the message registers — reply (unless `r12` is 0) to
+/// receive id `r12` with status `r13`, then receive on channel `rdi`.
+///
+/// Who may, and what it costs: as `MSG_REPLY_RECEIVE` — the owner of both
+/// ends (`NotFound` otherwise); a waiting receiver's record and two
+/// register buffers on the caller's own kernel stack; `Full` at the
+/// channel's bound on unreplied messages, `NoMemory` when its receiver
+/// queue cannot grow.
+#[inline(always)]
+pub fn reply_wait(u: &UserThread, f: &mut TrapFrame) -> Result<u64, Error> {
+    let (chid, rcvid, status) = (f.rdi, f.r12, f.r13);
+    let mut src = RegBuf::new(regs_in(f));
+    let mut buf = RegBuf::new([0; MSG_REGS]);
+    let base = u.base_priority();
+    let d = if rcvid == 0 {
+        let c = u.process.ipc.channel(chid)?;
+        c.chan.receive(&buf.bufs(), base)
+    } else {
+        // `MSG_REPLY`'s checks, in its order.
+        let (c, r) = conversation(u, rcvid)?;
+        if (status as i64) < 0 {
+            return Err(Error::Invalid);
+        }
+        if rcvid & ((1 << CHID_BITS) - 1) == chid {
+            c.chan
+                .reply_receive(r, status, Some(&src.bufs()), &buf.bufs(), base)
+                .map_err(error)?
+        } else {
+            c.chan.reply(r, status, Some(&src.bufs())).map_err(error)?;
+            let c = u.process.ipc.channel(chid)?;
+            c.chan.receive(&buf.bufs(), base)
+        }
+    };
+    Ok(match d.map_err(error)? {
+        Delivery::Msg(m) => {
+            regs_out(f, &buf.words);
+            (f.rdi, f.r15) = (m.slen as u64, m.rlen as u64);
+            (f.r12, f.r13, f.r14) = (m.who.pid, m.who.tid, u64::from(m.pri));
+            m.rcvid << CHID_BITS | chid
+        }
+        Delivery::Pulse(p) => {
+            regs_out(f, &[u64::from(p.code), p.value, 0, 0, 0]);
+            (f.rdi, f.r15) = (0, 0);
+            (f.r12, f.r13, f.r14) = (p.sender, 0, u64::from(p.pri));
+            0
+        }
+    })
 }
 
 /// `MSG_ERROR`.

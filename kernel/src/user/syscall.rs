@@ -59,6 +59,8 @@ pub fn dispatch(frame: &mut TrapFrame) -> &'static UserThread {
         nr::MSG_RECEIVE => ipc::receive(u, a.all()),
         nr::MSG_REPLY => ipc::reply(u, a.all()),
         nr::MSG_REPLY_RECEIVE => ipc::reply_receive(u, a.all()),
+        nr::MSG_CALL => ipc::call(u, frame),
+        nr::MSG_REPLY_WAIT => ipc::reply_wait(u, frame),
         nr::MSG_ERROR => ipc::msg_error(u, a[0], a[1]),
         nr::MSG_READ => ipc::read_write(u, a.all(), false),
         nr::MSG_WRITE => ipc::read_write(u, a.all(), true),

@@ -222,9 +222,10 @@ impl<M: Machine, P: Payload> Channel<M, P> {
 
     /// The reply: copies `src` to the reply buffers of `rcvid`'s sender and
     /// ends its send with `status` (as [`Channel::reply`] says), returning
-    /// the channel still locked and what to wake. With nothing to copy it
-    /// is one pass through the token; otherwise the sender is pinned and
-    /// the copy done outside it.
+    /// the channel still locked and what to wake. With nothing to copy, or
+    /// a copy that can be done at once ([`Payload::copy_now`]), it is one
+    /// pass through the token; otherwise the sender is pinned and the copy
+    /// done outside it.
     fn finish_reply(
         &self,
         rcvid: u64,
@@ -233,7 +234,12 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     ) -> Result<Replied<'_, M, P>, Error> {
         let mut st = self.lock();
         let s = st.lookup(rcvid)?;
-        let copy = src.filter(|b| P::len(b) != 0 && P::len(&s.rmsg) != 0);
+        let mut copy = src.filter(|b| P::len(b) != 0 && P::len(&s.rmsg) != 0);
+        if let Some(b) = copy
+            && P::copy_now(b, 0, &s.rmsg, 0).is_some()
+        {
+            copy = None;
+        }
         let result = match copy {
             None => Ok(status),
             Some(b) => {

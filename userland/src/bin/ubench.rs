@@ -6,10 +6,13 @@
 //! `thread` (create a thread that returns at once, and join it), `spawn`
 //! (spawn `true` and wait for it); it runs on CPU `CPU`, so repetitions find
 //! the same CPU's caches. Message passing, to a server process (a child
-//! `ubench serve K BASE`, serving channel `c` on CPU `BASE + c`, each
-//! server thread one `MSG_REPLY_RECEIVE` a message):
-//! `ipc-local N 0` (null message round trips, client and server on CPU 0:
-//! the fast path), `ipc-cross N 0` (client on CPU 0, server on CPU 1),
+//! `ubench serve K BASE PARENT GATE MODE`, serving channel `c` on CPU
+//! `BASE + c`, each server thread one `MSG_REPLY_WAIT` a message — in
+//! registers — or, MODE `buf`, one `MSG_REPLY_RECEIVE` with buffers):
+//! `ipc-local N 0` (null message round trips in registers, `MSG_CALL`,
+//! client and server on CPU 0: the fast path), `ipc-local-buf N 0` (the
+//! same with the buffer calls, `MSG_SEND` of empty lists), `ipc-cross N 0`
+//! (client on CPU 0, server on CPU 1),
 //! `ipc-pulse N 0` (pulses sent on CPU 0 and received there; a full queue
 //! makes the sender yield to the server), `ipc-null N K` (a client on each
 //! of CPUs 0..K, each sending null messages to the server on its own CPU:
@@ -22,8 +25,8 @@ extern crate alloc;
 use alloc::format;
 use alloc::vec::Vec;
 
-use wyvern_abi::syscall::Error;
-use wyvern_user::ipc::{self, Received};
+use wyvern_abi::syscall::{Error, MSG_REGS};
+use wyvern_user::ipc::{self, Received, RegMsg};
 use wyvern_user::{process, sys, thread};
 
 wyvern_user::entry!(main);
@@ -37,7 +40,8 @@ fn main(arg: &str) -> i64 {
     if op == "serve" {
         let parent = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
         let gate = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        return serve(n, cpu, parent, gate);
+        let regs = w.next() != Some("buf");
+        return serve(n, cpu, parent, gate, regs);
     }
     if op.starts_with("ipc-") {
         return ipc_bench(op, n, cpu);
@@ -85,12 +89,12 @@ extern "C" fn ubench_op() {
     core::arch::naked_asm!("ret")
 }
 
-/// `serve K BASE PARENT GATE`: channels `0..K`, channel `c` received on by
-/// a thread on CPU `BASE + c`, replying to every message with status 0 and
-/// no bytes; once they exist, one message to channel `GATE` of `PARENT`
-/// says so. (Nothing here sleeps or spins: benchmarks run with the tick
-/// stopped.)
-fn serve(k: u64, base: u64, parent: u64, gate: u64) -> i64 {
+/// `serve K BASE PARENT GATE MODE`: channels `0..K`, channel `c` received
+/// on by a thread on CPU `BASE + c`, replying to every message with status
+/// 0 and no bytes (`regs`: the message registers, zero); once they exist,
+/// one message to channel `GATE` of `PARENT` says so. (Nothing here sleeps
+/// or spins: benchmarks run with the tick stopped.)
+fn serve(k: u64, base: u64, parent: u64, gate: u64, regs: bool) -> i64 {
     let chids: Vec<u64> = (0..k)
         .map(|_| ipc::channel_create().expect("channel"))
         .collect();
@@ -102,12 +106,23 @@ fn serve(k: u64, base: u64, parent: u64, gate: u64) -> i64 {
                 sys::set_cpu(base + c as u64).expect("server cpu");
                 let mut buf = [0u8; 8];
                 // One call a message: the reply to the last and the
-                // receive of the next (MSG_REPLY_RECEIVE).
+                // receive of the next (MSG_REPLY_WAIT or
+                // MSG_REPLY_RECEIVE).
                 let mut rcvid = 0;
                 loop {
-                    match ipc::reply_receive(rcvid, 0, &[], chid, &mut buf) {
-                        Ok(Received::Msg(m)) => rcvid = m.rcvid,
-                        Ok(Received::Pulse(_)) => rcvid = 0,
+                    let got = if regs {
+                        ipc::reply_wait(rcvid, 0, &[0; MSG_REGS], chid).map(|m| match m {
+                            RegMsg::Msg { rcvid, .. } => rcvid,
+                            RegMsg::Pulse { .. } => 0,
+                        })
+                    } else {
+                        ipc::reply_receive(rcvid, 0, &[], chid, &mut buf).map(|m| match m {
+                            Received::Msg(m) => m.rcvid,
+                            Received::Pulse(_) => 0,
+                        })
+                    };
+                    match got {
+                        Ok(r) => rcvid = r,
                         // The reply failed (its client gone) or the
                         // receive did: receive alone; that failing too
                         // (the channel destroyed) ends the server.
@@ -140,7 +155,7 @@ fn arrival(gate: u64) -> u64 {
 /// measured operations of every client together.
 fn ipc_bench(op: &str, n: u64, arg: u64) -> i64 {
     let (k, base) = match op {
-        "ipc-local" | "ipc-pulse" => (1, 0),
+        "ipc-local" | "ipc-local-buf" | "ipc-pulse" => (1, 0),
         "ipc-cross" => (1, 1),
         "ipc-null" => (arg.max(1), 0),
         _ => return -1,
@@ -149,8 +164,10 @@ fn ipc_bench(op: &str, n: u64, arg: u64) -> i64 {
     // Public: the server, our child, attaches to it.
     let gate = ipc::channel_create_with(wyvern_abi::syscall::chan::PUBLIC).expect("gate");
     let me = sys::info().pid;
-    let server =
-        process::spawn("ubench", &format!("serve {k} {base} {me} {gate}")).expect("spawn server");
+    let regs = op != "ipc-local-buf";
+    let mode = if regs { "regs" } else { "buf" };
+    let server = process::spawn("ubench", &format!("serve {k} {base} {me} {gate} {mode}"))
+        .expect("spawn server");
     let up = arrival(gate);
     ipc::reply(up, 0, &[]).expect("release the server");
     let pulses = op == "ipc-pulse";
@@ -175,6 +192,11 @@ fn ipc_bench(op: &str, n: u64, arg: u64) -> i64 {
                     }
                     // The last pulse is received before this returns.
                     ipc::send(coid, &[], &mut []).expect("send");
+                } else if regs {
+                    for _ in 0..n {
+                        ubench_op();
+                        ipc::call_regs(coid, &[0; MSG_REGS]).expect("call");
+                    }
                 } else {
                     for _ in 0..n {
                         ubench_op();

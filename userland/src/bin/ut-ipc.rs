@@ -555,6 +555,205 @@ fn reply_receive() -> Result<(), String> {
     r
 }
 
+/// Register conversations the `registers` case's client has: `ROUNDS`
+/// register calls, then a buffer send, then two more register calls.
+const ROUNDS: u64 = 20;
+
+/// Message words from bytes (little-endian, zero past the end).
+fn words_of(b: &[u8]) -> ipc::Regs {
+    let mut w = [0u64; wyvern_abi::syscall::MSG_REGS];
+    for (i, c) in b.chunks(8).take(w.len()).enumerate() {
+        let mut x = [0u8; 8];
+        x[..c.len()].copy_from_slice(c);
+        w[i] = u64::from_le_bytes(x);
+    }
+    w
+}
+
+/// What the `registers` case's client sends in register round `i`.
+fn round_msg(i: u64) -> ipc::Regs {
+    [i, i * 2, i << 32, !i, u64::MAX - i]
+}
+
+/// The `registers` case's client: `ROUNDS` register calls answered with
+/// every word plus one and status `i + 1`; a 100-byte buffer send whose
+/// 64-byte reply buffer gets the 40 bytes of a register reply; a register
+/// call answered by a 16-byte buffer reply; a register call answered by
+/// `MSG_WRITE` alone. Counts what came back right in `ok`.
+fn registers_client(coid: u64, ok: &AtomicU64) {
+    for i in 0..ROUNDS {
+        let m = round_msg(i);
+        match ipc::call_regs(coid, &m) {
+            Ok((s, w)) if s == i + 1 && w == m.map(|x| x.wrapping_add(1)) => {}
+            other => {
+                println!("ut-ipc: registers: round {i}: {other:?}");
+                return;
+            }
+        }
+        ok.fetch_add(1, Ordering::SeqCst);
+    }
+    let msg = pattern(100, 3);
+    let mut reply = [0xeeu8; 64];
+    let mut want = [0xeeu8; 64];
+    for (i, w) in round_msg(7).iter().enumerate() {
+        want[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    match ipc::send(coid, &msg, &mut reply) {
+        Ok(9) if reply == want => {
+            ok.fetch_add(1, Ordering::SeqCst);
+        }
+        other => println!("ut-ipc: registers: buffer send: {other:?}, {reply:x?}"),
+    }
+    let ones = u64::from_le_bytes([0x11; 8]);
+    match ipc::call_regs(coid, &round_msg(100)) {
+        Ok((7, w)) if w == [ones, ones, 0, 0, 0] => {
+            ok.fetch_add(1, Ordering::SeqCst);
+        }
+        other => println!("ut-ipc: registers: buffer reply: {other:?}"),
+    }
+    match ipc::call_regs(coid, &round_msg(200)) {
+        Ok((8, w)) if w == [0, 0, 0, 0, u64::from_le_bytes([0xab; 8])] => {
+            ok.fetch_add(1, Ordering::SeqCst);
+        }
+        other => println!("ut-ipc: registers: MSG_WRITE reply: {other:?}"),
+    }
+}
+
+/// Messages in registers (`MSG_CALL`, `MSG_REPLY_WAIT`): refusals of what
+/// is not the caller's, with a pulse queued that survives them and is then
+/// received in registers; a register conversation both ways; each kind of
+/// party against the other kind (a buffer message received in registers
+/// and read on with `MSG_READ`, a register reply into a reply buffer, a
+/// buffer reply and `MSG_WRITE` into the registers, a register message
+/// received into a buffer); a bad status, a conversation that is over, a
+/// destroyed channel.
+fn registers() -> Result<(), String> {
+    use ipc::RegMsg;
+    let me = sys::info().pid;
+    let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+    let coid = ipc::connect(0, chid).map_err(|e| format!("connect: {e}"))?;
+    let zero = [0u64; wyvern_abi::syscall::MSG_REGS];
+    static OK: AtomicU64 = AtomicU64::new(0);
+    OK.store(0, Ordering::SeqCst);
+    let r = (|| {
+        let none = wyvern_abi::syscall::MAX_CONNECTIONS - 1;
+        if ipc::call_regs(none, &zero) != Err(Error::NotFound) {
+            return Err("MSG_CALL on no connection was not NotFound".into());
+        }
+        ipc::pulse(coid, 11, 110).map_err(|e| format!("pulse: {e}"))?;
+        let theirs = wyvern_abi::syscall::MAX_CHANNELS - 1;
+        let bogus = ((1u64 << 40) << 10 | 1) << 6 | chid;
+        for (what, rcvid, on) in [
+            ("a channel not ours", 0, theirs),
+            ("a conversation not ours", (1 << 16) | theirs, chid),
+            ("no conversation", bogus, chid),
+        ] {
+            match ipc::reply_wait(rcvid, 0, &zero, on) {
+                Err(Error::NotFound) => {}
+                other => return Err(format!("MSG_REPLY_WAIT on {what}: {other:?}")),
+            }
+        }
+        match ipc::reply_wait(0, 0, &zero, chid) {
+            Ok(RegMsg::Pulse {
+                code: 11,
+                value: 110,
+                pid,
+                ..
+            }) if pid == me => {}
+            other => return Err(format!("the pulse in registers: {other:?}")),
+        }
+        let client = thread::spawn(move || registers_client(coid, &OK))
+            .map_err(|e| format!("thread: {e}"))?;
+        let mut got = ipc::reply_wait(0, 0, &zero, chid);
+        for i in 0..ROUNDS {
+            let (rcvid, words) = match got {
+                Ok(RegMsg::Msg {
+                    rcvid,
+                    words,
+                    slen: 40,
+                    rlen: 40,
+                    pid,
+                    tid,
+                    priority,
+                }) if pid == me && tid != 0 && priority != 0 => (rcvid, words),
+                other => return Err(format!("register round {i}: {other:?}")),
+            };
+            if words != round_msg(i) {
+                return Err(format!("register round {i}: words {words:x?}"));
+            }
+            if i == 1 && ipc::reply_wait(rcvid, 1 << 63, &zero, chid) != Err(Error::Invalid) {
+                return Err("a status of 2^63 was not refused".into());
+            }
+            got = ipc::reply_wait(rcvid, i + 1, &words.map(|x| x.wrapping_add(1)), chid);
+        }
+        // The buffer send, received in registers and read on.
+        let msg = pattern(100, 3);
+        let rcvid = match got {
+            Ok(RegMsg::Msg {
+                rcvid,
+                words,
+                slen: 100,
+                rlen: 64,
+                ..
+            }) if words == words_of(&msg) => rcvid,
+            other => return Err(format!("a buffer message in registers: {other:?}")),
+        };
+        let mut rest = [0u8; 80];
+        match ipc::read(rcvid, 40, &mut rest) {
+            Ok(60) if rest[..60] == msg[40..] => {}
+            other => return Err(format!("MSG_READ past the registers: {other:?}")),
+        }
+        // A register reply into its reply buffer; the next call in registers.
+        let rcvid = match ipc::reply_wait(rcvid, 9, &round_msg(7), chid) {
+            Ok(RegMsg::Msg { rcvid, words, .. }) if words == round_msg(100) => rcvid,
+            other => return Err(format!("the call after the buffer send: {other:?}")),
+        };
+        // A buffer reply into the registers; the next call into a buffer.
+        let mut buf = [0u8; 64];
+        let m = match ipc::reply_receive(rcvid, 7, &[0x11; 16], chid, &mut buf) {
+            Ok(Received::Msg(m)) if m.slen == 40 && m.rlen == 40 && m.copied == 40 => m,
+            other => return Err(format!("a register message into a buffer: {other:?}")),
+        };
+        if words_of(&buf[..40]) != round_msg(200) {
+            return Err(format!(
+                "a register message into a buffer: {:x?}",
+                &buf[..40]
+            ));
+        }
+        let mut part = [0u8; 64];
+        match ipc::read(m.rcvid, 16, &mut part) {
+            Ok(24) if part[..24] == buf[16..40] => {}
+            other => return Err(format!("MSG_READ of registers: {other:?}")),
+        }
+        match ipc::write(m.rcvid, 32, &[0xab; 16]) {
+            Ok(8) => {}
+            other => return Err(format!("MSG_WRITE into registers: {other:?}")),
+        }
+        ipc::reply(m.rcvid, 8, &[]).map_err(|e| format!("reply: {e}"))?;
+        if ipc::reply_wait(m.rcvid, 0, &zero, chid) != Err(Error::Stale) {
+            return Err("a conversation replied twice was not Stale".into());
+        }
+        let _ = client.join();
+        match OK.load(Ordering::SeqCst) {
+            n if n == ROUNDS + 3 => {}
+            n => {
+                return Err(format!(
+                    "the client got {n} of {} replies right",
+                    ROUNDS + 3
+                ));
+            }
+        }
+        ipc::channel_destroy(chid).map_err(|e| format!("destroy: {e}"))?;
+        match ipc::call_regs(coid, &zero) {
+            Err(Error::Gone) => Ok(()),
+            other => Err(format!("MSG_CALL to a destroyed channel: {other:?}")),
+        }
+    })();
+    let _ = ipc::channel_destroy(chid);
+    let _ = ipc::disconnect(coid);
+    r
+}
+
 /// A test case: `Err` says why it failed.
 type Case = fn() -> Result<(), String>;
 
@@ -599,7 +798,7 @@ fn driver_calls_denied() -> Result<(), String> {
 }
 
 fn tests() -> i64 {
-    let cases: [(&str, Case); 10] = [
+    let cases: [(&str, Case); 11] = [
         ("payloads", payloads),
         ("many-clients", many_clients),
         ("pulses", pulses),
@@ -609,6 +808,7 @@ fn tests() -> i64 {
         ("priority-inheritance", inheritance),
         ("bad-buffers", bad_buffers),
         ("reply-receive", reply_receive),
+        ("registers", registers),
         ("driver-calls-denied", driver_calls_denied),
     ];
     let mut passed = 0;

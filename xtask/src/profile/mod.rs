@@ -68,6 +68,7 @@ enum Marker {
 const TARGETS: &[(&str, Marker, u32)] = &[
     ("null-syscall", Marker::User, 1),
     ("ipc-rtt-local", Marker::User, 1),
+    ("ipc-rtt-local-buf", Marker::User, 1),
     ("ipc-rtt-cross", Marker::User, 2),
     ("switch", Marker::Kernel, 1),
 ];
