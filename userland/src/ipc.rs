@@ -6,7 +6,7 @@
 
 use core::mem::MaybeUninit;
 
-use wyvern_abi::syscall::{Error, Iov, MAX_IOV, MSG_REG_BYTES, MSG_REGS, MsgInfo, nr};
+use wyvern_abi::syscall::{Error, Iov, MAX_IOV, MSG_REGS, MsgInfo, nr};
 
 use crate::sys::raw;
 
@@ -208,7 +208,7 @@ pub fn reply_receive(
     reply_receivev(rcvid, status, &[msg], chid, &mut [buf])
 }
 
-/// A message in registers: [`MSG_REGS`] words, [`MSG_REG_BYTES`] bytes
+/// A message in registers: [`MSG_REGS`] words, [`MSG_REG_BYTES`](wyvern_abi::syscall::MSG_REG_BYTES) bytes
 /// (`wyvern_abi::syscall`, "Messages in registers").
 pub type Regs = [u64; MSG_REGS];
 
@@ -243,7 +243,7 @@ pub fn call_regs(coid: u64, msg: &Regs) -> Result<(u64, Regs), Error> {
 /// What [`reply_wait`] received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegMsg {
-    /// A message: reply to `rcvid`; its first [`MSG_REG_BYTES`] bytes are
+    /// A message: reply to `rcvid`; its first [`MSG_REG_BYTES`](wyvern_abi::syscall::MSG_REG_BYTES) bytes are
     /// `words`, `slen` bytes in all (`MSG_READ` reaches the rest), room for
     /// `rlen` in its reply.
     Msg {

@@ -34,7 +34,7 @@
 //! them fails with `Gone`) and its connections dropped; a channel's memory
 //! goes with its last connection.
 
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -210,7 +210,19 @@ impl UserBufs {
 
 /// Copies between two register buffers: plain kernel memory, nothing to
 /// translate, nothing that can fault or block.
+#[inline(always)]
 fn copy_regs(src: &UserBufs, soff: usize, dst: &UserBufs, doff: usize) -> usize {
+    let (sp, dp) = (src.iov()[0].base, dst.iov()[0].base);
+    if soff == 0 && doff == 0 && src.total == dst.total {
+        // The common case, a whole message or reply: five words.
+        // SAFETY: both are `RegBuf`s (`total` is then `MSG_REG_BYTES`, the
+        // words' size, and they are aligned) of parties inside their calls
+        // (the pin rule), different calls' frames.
+        unsafe {
+            (dp as *mut [u64; MSG_REGS]).write((sp as *const [u64; MSG_REGS]).read());
+        }
+        return src.total;
+    }
     let n = src
         .total
         .saturating_sub(soff)
@@ -220,11 +232,7 @@ fn copy_regs(src: &UserBufs, soff: usize, dst: &UserBufs, doff: usize) -> usize 
         // rule), one piece each of `total` bytes; `n` stays within both.
         // They are different calls' frames, but `copy` allows overlap anyway.
         unsafe {
-            core::ptr::copy(
-                (src.iov()[0].base as *const u8).add(soff),
-                (dst.iov()[0].base as *mut u8).add(doff),
-                n,
-            );
+            core::ptr::copy((sp as *const u8).add(soff), (dp as *mut u8).add(doff), n);
         }
     }
     n
@@ -360,8 +368,8 @@ impl Tables {
     /// Empty tables.
     pub const fn new() -> Tables {
         Tables {
-            channels: TokenCell::new(Vec::new()),
-            conns: TokenCell::new(Vec::new()),
+            channels: Table::new(),
+            conns: Table::new(),
             serial_floor: AtomicU64::new(0),
         }
     }
@@ -370,21 +378,21 @@ impl Tables {
     ///
     /// Thread context; may block.
     pub fn teardown(&self) {
-        let chans = self.channels.with(core::mem::take);
+        let chans = self.channels.change(core::mem::take);
         for c in chans.into_iter().flatten() {
             c.chan.chan.destroy();
         }
-        drop(self.conns.with(core::mem::take));
+        drop(self.conns.change(core::mem::take));
     }
 
     /// Channel `chid` of the process.
     fn channel(&self, chid: u64) -> Result<Arc<UChannel>, Error> {
-        get(&self.channels, chid)
+        self.channels.get(chid).map(|(c, _)| c)
     }
 
     /// The channel connection `coid` names.
     pub fn conn(&self, coid: u64) -> Result<Arc<UChannel>, Error> {
-        get(&self.conns, coid)
+        self.conns.get(coid).map(|(c, _)| c)
     }
 }
 
@@ -397,20 +405,114 @@ struct Entry {
 }
 
 /// A table of channels (by channel or connection id).
-type Table = TokenCell<Vec<Option<Entry>>>;
+struct Table {
+    entries: TokenCell<Vec<Option<Entry>>>,
+    /// Changes made to `entries` so far, counted under the token with each
+    /// change: a look-up made when the count was `n` is still the table's
+    /// answer while it is `n` ([`Recent`]).
+    changes: AtomicU64,
+}
 
-/// Entry `i` of `t`.
-fn get(t: &Table, i: u64) -> Result<Arc<UChannel>, Error> {
-    t.with(|t| {
-        t.get(i as usize)
-            .and_then(|e| e.as_ref().map(|e| e.chan.clone()))
-    })
-    .ok_or(Error::NotFound)
+impl Table {
+    const fn new() -> Table {
+        Table {
+            entries: TokenCell::new(Vec::new()),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `f` on the entries under the token: a change.
+    fn change<R>(&self, f: impl FnOnce(&mut Vec<Option<Entry>>) -> R) -> R {
+        self.entries.with(|t| {
+            let r = f(t);
+            self.changes.fetch_add(1, Ordering::Release);
+            r
+        })
+    }
+
+    /// Entry `i`, and the count of changes it is the answer at.
+    fn get(&self, i: u64) -> Result<(Arc<UChannel>, u64), Error> {
+        self.entries
+            .with(|t| {
+                let c = t.get(i as usize)?.as_ref()?.chan.clone();
+                Some((c, self.changes.load(Ordering::Relaxed)))
+            })
+            .ok_or(Error::NotFound)
+    }
+
+    /// Entry `i` for the calling thread, whose last look-up in this table
+    /// is `seen`: that one's answer again when it was of entry `i` and the
+    /// table has not changed since (no token, no search), otherwise a
+    /// look-up under the token, remembered.
+    ///
+    /// Thread context, on the thread `seen` belongs to.
+    #[inline(always)]
+    fn get_recent(&self, seen: &Seen, i: u64) -> Result<Arc<UChannel>, Error> {
+        // SAFETY: only its own thread touches a `Seen`, in its own system
+        // calls, one at a time; no reference to the value outlives this.
+        let last = unsafe { &*seen.0.get() };
+        if let Some((id, changes, ref w)) = *last
+            && id == i
+            && changes == self.changes.load(Ordering::Acquire)
+            && let Some(c) = w.upgrade()
+        {
+            return Ok(c);
+        }
+        self.get_and_remember(seen, i)
+    }
+
+    #[inline(never)]
+    fn get_and_remember(&self, seen: &Seen, i: u64) -> Result<Arc<UChannel>, Error> {
+        let (c, changes) = self.get(i)?;
+        // SAFETY: as in `get_recent`.
+        unsafe { *seen.0.get() = Some((i, changes, Arc::downgrade(&c))) };
+        Ok(c)
+    }
+}
+
+/// A thread's last look-up in one of its process's tables: the id, the
+/// table's count of changes then, and the channel — by a weak reference,
+/// so a channel gone from every table is freed (and its charges returned)
+/// whatever threads remember it; only its allocation waits for them.
+pub struct Seen(core::cell::UnsafeCell<Option<(u64, u64, Weak<UChannel>)>>);
+
+// SAFETY: only the thread the `Seen` belongs to reads or writes it, in its
+// own system calls (`Table::get_recent`); other threads only drop it with
+// the thread's user context, when nothing runs on it any more.
+unsafe impl Sync for Seen {}
+
+/// A user thread's last look-ups in its process's connection and channel
+/// tables ([`Table::get_recent`]): a client that calls one server, a server
+/// that serves one channel, finds it without the table's token.
+pub struct Recent {
+    conn: Seen,
+    channel: Seen,
+}
+
+impl Recent {
+    pub const fn new() -> Recent {
+        Recent {
+            conn: Seen(core::cell::UnsafeCell::new(None)),
+            channel: Seen(core::cell::UnsafeCell::new(None)),
+        }
+    }
+}
+
+/// The caller's connection `coid`. Thread context, on `u`'s thread.
+#[inline(always)]
+fn own_conn(u: &UserThread, coid: u64) -> Result<Arc<UChannel>, Error> {
+    u.process.ipc.conns.get_recent(&u.recent.conn, coid)
+}
+
+/// The caller's channel `chid`. Thread context, on `u`'s thread.
+#[inline(always)]
+fn own_channel(u: &UserThread, chid: u64) -> Result<Arc<UChannel>, Error> {
+    u.process.ipc.channels.get_recent(&u.recent.channel, chid)
 }
 
 /// Takes entry `i` out of `t`.
 fn take(t: &Table, i: u64) -> Result<Arc<UChannel>, Error> {
-    t.with(|t| t.get_mut(i as usize).and_then(Option::take))
+    t.change(|t| t.get_mut(i as usize).and_then(Option::take))
         .map(|e| e.chan)
         .ok_or(Error::NotFound)
 }
@@ -440,7 +542,7 @@ fn add_connection(account: &Arc<Account>, table: &Table, c: Arc<UChannel>) -> Re
         chan: c,
         _charge: Some(charge),
     };
-    table.with(|t| insert(t, e, MAX_CONNECTIONS))
+    table.change(|t| insert(t, e, MAX_CONNECTIONS))
 }
 
 fn error(e: ipc::Error) -> Error {
@@ -486,7 +588,10 @@ pub fn channel_create(u: &UserThread, flags: u64) -> Result<u64, Error> {
         chan: c,
         _charge: None,
     };
-    u.process.ipc.channels.with(|t| insert(t, e, MAX_CHANNELS))
+    u.process
+        .ipc
+        .channels
+        .change(|t| insert(t, e, MAX_CHANNELS))
 }
 
 /// `CHANNEL_DESTROY`.
@@ -506,7 +611,7 @@ pub fn channel_destroy(u: &UserThread, chid: u64) -> Result<u64, Error> {
 /// reveals nothing.
 pub fn connect_attach(u: &UserThread, pid: u64, chid: u64) -> Result<u64, Error> {
     let c = if pid == 0 || pid == u.process.pid {
-        u.process.ipc.channel(chid)?
+        own_channel(u, chid)?
     } else {
         // A process one may reach learns that a channel is missing; any
         // other gets `Denied` for a missing process, a missing channel and
@@ -528,7 +633,7 @@ pub fn connect_attach(u: &UserThread, pid: u64, chid: u64) -> Result<u64, Error>
 /// the sender's table. The sender pays for it: at its limit, the call fails
 /// with that limit's error and nothing is given.
 pub fn connect_give(u: &UserThread, coid: u64, rcvid: u64) -> Result<u64, Error> {
-    let c = u.process.ipc.conn(coid)?;
+    let c = own_conn(u, coid)?;
     let (ch, r) = conversation(u, rcvid)?;
     let who = ch.chan.sender_of(r).map_err(error)?;
     let to = process::find(who.pid).ok_or(Error::Stale)?;
@@ -546,7 +651,7 @@ pub fn connect_detach(u: &UserThread, coid: u64) -> Result<u64, Error> {
 
 /// `MSG_SEND`.
 pub fn send(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
-    let c = u.process.ipc.conn(a[0])?;
+    let c = own_conn(u, a[0])?;
     let space = &u.process.space;
     let (mut sl, mut rl) = (IovList::new(), IovList::new());
     let smsg = sl.read(space, a[1], a[2])?;
@@ -561,7 +666,7 @@ pub fn send(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
 /// `MSG_RECEIVE`.
 pub fn receive(u: &UserThread, a: [u64; 6]) -> Result<u64, Error> {
     let chid = a[0];
-    let c = u.process.ipc.channel(chid)?;
+    let c = own_channel(u, chid)?;
     let mut list = IovList::new();
     let buf = receive_args(u, &mut list, a[1], a[2], a[3])?;
     let d = c.chan.receive(&buf, u.base_priority()).map_err(error)?;
@@ -638,7 +743,7 @@ const _: () = assert!(ipc::RCVID_SLOT_BITS + ipc::RCVID_SERIAL_BITS + CHID_BITS 
 /// The channel and the channel's own receive id of a user receive id.
 fn conversation(u: &UserThread, rcvid: u64) -> Result<(Arc<UChannel>, u64), Error> {
     let chid = rcvid & ((1 << CHID_BITS) - 1);
-    let c = u.process.ipc.channel(chid)?;
+    let c = own_channel(u, chid)?;
     Ok((c, rcvid >> CHID_BITS))
 }
 
@@ -746,7 +851,7 @@ fn regs_out(f: &mut TrapFrame, w: &[u64; MSG_REGS]) {
 /// as for `MSG_SEND`.
 #[inline(always)]
 pub fn call(u: &UserThread, f: &mut TrapFrame) -> Result<u64, Error> {
-    let c = u.process.ipc.conn(f.rdi)?;
+    let c = own_conn(u, f.rdi)?;
     let mut msg = RegBuf::new(regs_in(f));
     let mut reply = RegBuf::new([0; MSG_REGS]);
     let who = Who {
@@ -774,7 +879,7 @@ pub fn reply_wait(u: &UserThread, f: &mut TrapFrame) -> Result<u64, Error> {
     let mut buf = RegBuf::new([0; MSG_REGS]);
     let base = u.base_priority();
     let d = if rcvid == 0 {
-        let c = u.process.ipc.channel(chid)?;
+        let c = own_channel(u, chid)?;
         c.chan.receive(&buf.bufs(), base)
     } else {
         // `MSG_REPLY`'s checks, in its order.
@@ -788,7 +893,7 @@ pub fn reply_wait(u: &UserThread, f: &mut TrapFrame) -> Result<u64, Error> {
                 .map_err(error)?
         } else {
             c.chan.reply(r, status, Some(&src.bufs())).map_err(error)?;
-            let c = u.process.ipc.channel(chid)?;
+            let c = own_channel(u, chid)?;
             c.chan.receive(&buf.bufs(), base)
         }
     };
@@ -836,7 +941,7 @@ pub fn read_write(u: &UserThread, a: [u64; 6], write: bool) -> Result<u64, Error
 /// `MSG_SEND_PULSE`.
 pub fn send_pulse(u: &UserThread, coid: u64, code: u64, value: u64) -> Result<u64, Error> {
     let code = u32::try_from(code).map_err(|_| Error::Invalid)?;
-    let c = u.process.ipc.conn(coid)?;
+    let c = own_conn(u, coid)?;
     let pri = lwkt::current::<X86>().sched_priority();
     c.chan
         .pulse(

@@ -68,6 +68,8 @@ pub struct UserThread {
     /// Its own priority (`SET_PRIORITY`), which it runs at but while it
     /// serves a message (then at its client's).
     base_pri: Arc<AtomicU8>,
+    /// Its last look-ups of a connection and a channel (`ipc::Recent`).
+    pub recent: ipc::Recent,
 }
 
 impl UserThread {
@@ -235,6 +237,7 @@ fn thread_main(arg: usize) {
             fpu_cpu: AtomicU32::new(NO_CPU),
             stack: s.stack,
             base_pri: s.base_pri,
+            recent: ipc::Recent::new(),
         },
     );
     let g = lwkt::crit_enter::<X86>();

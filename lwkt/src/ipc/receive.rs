@@ -147,7 +147,11 @@ impl<M: Machine, P: Payload> Channel<M, P> {
         rcvid: u64,
         buf: &P::Bufs,
     ) -> Option<Result<Delivery<P::Who>, Error>> {
-        match P::copy(&s.smsg, 0, buf, 0) {
+        let copied = match P::copy_now(&s.smsg, 0, buf, 0) {
+            Some(n) => Ok(n),
+            None => P::copy(&s.smsg, 0, buf, 0),
+        };
+        match copied {
             Ok(n) => {
                 let got = Received {
                     rcvid,
