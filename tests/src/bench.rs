@@ -564,8 +564,8 @@ mod tests {
     fn expected_sets() {
         let all = expected("all", 8).unwrap();
         assert_eq!(all.first().map(|(s, k)| (s.name, *k)), Some(("switch", 1)));
-        assert_eq!(all.len(), 35);
-        assert_eq!(expected("quick", 1).unwrap().len(), 15);
+        assert_eq!(all.len(), 36);
+        assert_eq!(expected("quick", 1).unwrap().len(), 16);
         assert!(expected("switch,nope", 8).is_none());
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
     }

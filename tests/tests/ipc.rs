@@ -3,7 +3,8 @@
 //! on every CPU, pulses in order and the queue's bound, a killed server, a
 //! killed client, a destroyed channel, priority inheritance, bad buffers,
 //! reply-and-receive, messages in registers (`MSG_CALL`, `MSG_REPLY_WAIT`)
-//! against buffer parties and their refusals, the driver calls refused
+//! against buffer parties and their refusals, a thread's remembered
+//! look-ups never outliving a detach or destroy, the driver calls refused
 //! without an I/O grant —
 //! run twice, with no channel left and the kernel's memory back at its
 //! baseline after the second run; and at 1 and 8 CPUs again with the fast
@@ -13,7 +14,7 @@ use wyvern_tests::apic_tests;
 use wyvern_tests::harness::TestBoot;
 use wyvern_tests::qemu::Apic;
 
-const CASES: [&str; 11] = [
+const CASES: [&str; 12] = [
     "payloads",
     "many-clients",
     "pulses",
@@ -24,6 +25,7 @@ const CASES: [&str; 11] = [
     "bad-buffers",
     "reply-receive",
     "registers",
+    "remembered-lookups",
     "driver-calls-denied",
 ];
 
@@ -42,7 +44,7 @@ fn ipc_general_path(cpus: u32, apic: Apic) {
 
 fn run(boot: TestBoot) {
     let mut boot = boot
-        .must_contain("IPC done: 11 of 11 passed")
+        .must_contain("IPC done: 12 of 12 passed")
         .must_contain("no channel left, kernel memory back to baseline");
     for c in CASES {
         boot = boot.must_contain(&format!("IPC {c} ok"));

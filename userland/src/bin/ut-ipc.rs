@@ -754,6 +754,50 @@ fn registers() -> Result<(), String> {
     r
 }
 
+/// A thread's remembered look-ups (the kernel keeps each thread's last
+/// connection and channel): a detached connection and a destroyed channel
+/// are gone at once for the thread that used them last, a new channel and
+/// connection under the same ids are the new ones, and what the thread
+/// remembers holds no charge — the account is back where it was.
+fn remembered_lookups() -> Result<(), String> {
+    let zero = [0u64; wyvern_abi::syscall::MSG_REGS];
+    let before = sys::account().map_err(|e| format!("account: {e}"))?.used;
+    let mut ids = Vec::new();
+    for code in [1u32, 2] {
+        let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
+        let coid = ipc::connect(0, chid).map_err(|e| format!("connect: {e}"))?;
+        ids.push((chid, coid));
+        ipc::pulse(coid, code, 0).map_err(|e| format!("pulse {code}: {e}"))?;
+        match ipc::reply_wait(0, 0, &zero, chid) {
+            Ok(ipc::RegMsg::Pulse { code: c, .. }) if c == u64::from(code) => {}
+            other => return Err(format!("pulse {code} on channel {chid}: {other:?}")),
+        }
+        ipc::disconnect(coid).map_err(|e| format!("disconnect: {e}"))?;
+        match ipc::pulse(coid, code, 0) {
+            Err(Error::NotFound) => {}
+            other => return Err(format!("a pulse through a detached connection: {other:?}")),
+        }
+        ipc::channel_destroy(chid).map_err(|e| format!("destroy: {e}"))?;
+        match ipc::reply_wait(0, 0, &zero, chid) {
+            Err(Error::NotFound) => {}
+            other => return Err(format!("a receive on a destroyed channel: {other:?}")),
+        }
+    }
+    // The second pair took the first's ids (lowest free), so the look-ups
+    // above met the same ids naming different objects.
+    if ids[0] != ids[1] {
+        return Err(format!("ids not reused: {ids:?}"));
+    }
+    let after = sys::account().map_err(|e| format!("account: {e}"))?.used;
+    if after.channels != before.channels
+        || after.connections != before.connections
+        || after.memory != before.memory
+    {
+        return Err(format!("charges left: before {before:?}, after {after:?}"));
+    }
+    Ok(())
+}
+
 /// A test case: `Err` says why it failed.
 type Case = fn() -> Result<(), String>;
 
@@ -798,7 +842,7 @@ fn driver_calls_denied() -> Result<(), String> {
 }
 
 fn tests() -> i64 {
-    let cases: [(&str, Case); 11] = [
+    let cases: [(&str, Case); 12] = [
         ("payloads", payloads),
         ("many-clients", many_clients),
         ("pulses", pulses),
@@ -809,6 +853,7 @@ fn tests() -> i64 {
         ("bad-buffers", bad_buffers),
         ("reply-receive", reply_receive),
         ("registers", registers),
+        ("remembered-lookups", remembered_lookups),
         ("driver-calls-denied", driver_calls_denied),
     ];
     let mut passed = 0;
