@@ -130,8 +130,13 @@ pub fn grant(u: &UserThread, pid: u64, phys: u64, len: u64, flags: u64) -> Resul
     if flags & !devmap::READ_ONLY != 0 || len == 0 {
         return Err(Error::Invalid);
     }
-    let end = phys.checked_add(len).ok_or(Error::Invalid)?;
-    let (start, end) = (phys & !(PAGE_SIZE - 1), end.next_multiple_of(PAGE_SIZE));
+    // The last page's end may be past the top of the address range: an
+    // error, never an overflow.
+    let end = phys
+        .checked_add(len)
+        .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
+        .ok_or(Error::Invalid)?;
+    let start = phys & !(PAGE_SIZE - 1);
     if end > 1 << 52 {
         return Err(Error::Invalid);
     }
@@ -166,8 +171,13 @@ pub fn map(u: &UserThread, phys: u64, len: u64, flags: u64) -> Result<u64, Error
     if flags & !(devmap::READ_ONLY | devmap::WRITE_COMBINE) != 0 || len == 0 {
         return Err(Error::Invalid);
     }
-    let end = phys.checked_add(len).ok_or(Error::Invalid)?;
-    let (start, end) = (phys & !(PAGE_SIZE - 1), end.next_multiple_of(PAGE_SIZE));
+    // The last page's end may be past the top of the address range: an
+    // error, never an overflow.
+    let end = phys
+        .checked_add(len)
+        .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
+        .ok_or(Error::Invalid)?;
+    let start = phys & !(PAGE_SIZE - 1);
     let write = flags & devmap::READ_ONLY == 0;
     if !u.process.devices.covers(start, end, write) {
         return Err(Error::Denied);

@@ -425,6 +425,13 @@ fn rights_check() -> i64 {
         sys::map_device(0x10_0000, 4096, 0),
         Error::Denied,
     );
+    // A range whose last page ends past 2^64 (the fuzzer found it once
+    // overflowing in the kernel).
+    check(
+        "MAP_DEVICE at the top of the range",
+        sys::map_device(u64::MAX - 4096, 4096, 0),
+        Error::Invalid,
+    );
     check(
         "DMA_ALLOC",
         sys::dma_alloc(4096).map(|(v, _)| v),
