@@ -21,6 +21,7 @@
 //! (a program may, with inline assembly; the kernel keeps their state per
 //! thread).
 #![no_std]
+#![feature(allocator_api)]
 
 extern crate alloc;
 

@@ -36,8 +36,11 @@ extern "C" fn trampoline(arg: u64) -> ! {
 }
 
 /// Starts a thread running `f`.
+/// `NoMemory` when the program's heap cannot hold the closure (as when the
+/// kernel refuses the thread), never an allocation-failure panic.
 pub fn spawn(f: impl FnOnce() + Send + 'static) -> Result<JoinHandle, Error> {
-    let job: Box<Job> = Box::new(Box::new(f));
+    let inner: Job = Box::try_new(f).map_err(|_| Error::NoMemory)?;
+    let job: Box<Job> = Box::try_new(inner).map_err(|_| Error::NoMemory)?;
     let arg = Box::into_raw(job);
     match sys::thread_create(trampoline, arg as u64) {
         Ok(tid) => Ok(JoinHandle { tid }),

@@ -223,7 +223,8 @@ fn map_until() -> i64 {
 
 /// Channels, connections and threads until each is refused, then holds.
 fn objects_until() -> i64 {
-    let mut chans = Vec::new();
+    // Room first: the siblings may leave no memory for the list to grow.
+    let mut chans = Vec::with_capacity(wyvern_abi::syscall::MAX_CHANNELS as usize);
     let chan_err = loop {
         match ipc::channel_create() {
             Ok(c) => chans.push(c),
