@@ -122,6 +122,10 @@ pub struct PerCpu {
     pub trace: crate::trace::TraceRing,
     /// Spinlocks this CPU holds (debug rank checking). Local.
     pub held_locks: crate::sync::HeldLocks,
+    /// Set while the CPU halts in its idle loop (the benchmarks wait for
+    /// the CPUs they do not use to be there: `bench::parties::settle`).
+    /// Local writer, any reader.
+    pub halted: AtomicBool,
 }
 
 /// Offset of [`PerCpu::kernel_rsp`], for the syscall entry.
@@ -167,6 +171,7 @@ impl PerCpu {
             timer_deadline: AtomicU64::new(0),
             trace: crate::trace::TraceRing::new(),
             held_locks: crate::sync::HeldLocks::new(),
+            halted: AtomicBool::new(false),
         }
     }
 

@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use lwkt::Builder;
 
 use crate::arch::cpu;
+use crate::percpu;
 use crate::sched::X86;
 use crate::sync::Once;
 
@@ -90,6 +91,7 @@ pub fn run<F>(cpus: &[usize], body: F) -> Rep
 where
     F: Fn(usize, &Gate) -> Option<Span> + Send + Sync + 'static,
 {
+    settle(cpus);
     let shared = Arc::new((
         Gate::new(cpus.len()),
         Gate::new(cpus.len()),
@@ -127,6 +129,36 @@ where
     Rep {
         tsc: end - start,
         ops: measured().map(|s| s.ops).sum(),
+    }
+}
+
+/// How many `pause`s [`settle`] waits at most (a CPU that never halts —
+/// busy with something of its own — only costs the wait).
+const SETTLE_PAUSES: u32 = 1 << 20;
+
+/// Waits until every online CPU that hosts none of the parties (`cpus`)
+/// halts in its idle loop. Under `-icount` the TSC counts every vCPU's
+/// instructions, in whatever order QEMU runs them: what is left of earlier
+/// work on an idle CPU — the end of a cpusync's handler, an exiting thread
+/// — would otherwise land in whichever repetition QEMU runs it during.
+/// `pause` lets QEMU run the other vCPUs; a few more after the last flag is
+/// seen let each reach its `hlt` (the flag is set just before `sti; hlt`).
+///
+/// Thread context.
+fn settle(cpus: &[usize]) {
+    let me = percpu::cpu_index();
+    let idle = |c: &&percpu::PerCpu| c.index() != me && !cpus.contains(&(c.index() as usize));
+    for _ in 0..SETTLE_PAUSES {
+        if percpu::online()
+            .filter(idle)
+            .all(|c| c.halted.load(Ordering::Relaxed))
+        {
+            for _ in 0..8 {
+                cpu::pause();
+            }
+            return;
+        }
+        cpu::pause();
     }
 }
 

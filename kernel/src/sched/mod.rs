@@ -136,10 +136,13 @@ impl Machine for X86 {
         // loaded (kernel threads keep whatever CR3 they find): otherwise
         // every unmap in that space would wake it with a shootdown IPI, for
         // nothing. Interrupts are off, so nothing else on this CPU runs.
-        if percpu::mycpu().loaded_space.load(Ordering::Relaxed) != 0 {
+        let me = percpu::mycpu();
+        if me.loaded_space.load(Ordering::Relaxed) != 0 {
             crate::mm::aspace::unload(0);
         }
+        me.halted.store(true, Ordering::Relaxed);
         cpu::enable_and_halt();
+        me.halted.store(false, Ordering::Relaxed);
     }
 
     #[inline]
