@@ -1,9 +1,9 @@
 //! The structured fuzzer: several of these run at once on every CPU, each
 //! doing random operations that *work* — so they reach the kernel's deep
 //! paths, not only its argument checks — and some that must not: channels,
-//! connections to each other's channels, messages and pulses between them
-//! (every process serves its public channel 0 with a thread that answers in
-//! random ways), threads that come and go, children spawned, waited for and
+//! connections to each other's channels, messages (buffer and register
+//! calls) and pulses between them (every process serves its public channel
+//! 0 with a thread that receives and answers in random ways), threads that come and go, children spawned, waited for and
 //! killed, memory mapped, touched and unmapped, priorities changed, kills
 //! of processes that are not its own, connections given, and random raw
 //! system calls among them. Every call must come back with a value or a
@@ -21,42 +21,83 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use wyvern_abi::syscall::{self as abi, Error, Priority, chan, nr, prot};
-use wyvern_user::ipc::{self, Received};
+use wyvern_abi::syscall::{self as abi, Error, MSG_REGS, Priority, chan, nr, prot};
+use wyvern_user::ipc::{self, Received, RegMsg};
 use wyvern_user::rng::Rng;
 use wyvern_user::{ensure, println, sys, thread};
 
 wyvern_user::entry!(main);
 
-/// How the server thread answers a message, by its first byte.
+/// How the server thread answers a message, at random: an error, a reply
+/// after reading past the message or writing part of the reply, a reply
+/// after a yield, or a reply of the sender's pid. It receives in one of
+/// three ways, at random each time: `MSG_RECEIVE` (answering with the
+/// separate calls), `MSG_REPLY_RECEIVE` or `MSG_REPLY_WAIT` (the answer,
+/// when it is a plain reply, joined to the next receive) — so the clients'
+/// buffer and register calls meet every kind of server, and kills and
+/// destroys meet them all.
 fn serve(chid: u64, seed: u64) {
     let mut r = Rng::new(seed);
     let mut buf = [0u8; 64];
+    // A reply left for the next joined call: receive id and status.
+    let mut owed: Option<(u64, u64)> = None;
     loop {
-        match ipc::receive(chid, &mut buf) {
-            Ok(Received::Msg(m)) => {
-                let _ = match r.below(6) {
-                    0 => ipc::error(m.rcvid, Error::Invalid),
-                    1 => {
-                        let mut more = [0u8; 16];
-                        let _ = ipc::read(m.rcvid, r.below(80), &mut more);
-                        ipc::reply(m.rcvid, 1, &more)
-                    }
-                    2 => {
-                        let _ = ipc::write(m.rcvid, r.below(16), b"partial");
-                        ipc::reply(m.rcvid, 2, &[])
-                    }
-                    3 => {
-                        sys::yield_now();
-                        ipc::reply(m.rcvid, 3, &buf[..8])
-                    }
-                    _ => ipc::reply(m.rcvid, m.pid, &[]),
-                };
+        let way = r.below(3);
+        let got = match (way, owed.take()) {
+            (0, o) => {
+                if let Some((rcvid, status)) = o {
+                    let _ = ipc::reply(rcvid, status, &buf[..8]);
+                }
+                ipc::receive(chid, &mut buf).map(|g| match g {
+                    Received::Msg(m) => Some((m.rcvid, m.pid)),
+                    Received::Pulse(_) => None,
+                })
             }
-            Ok(Received::Pulse(_)) => {}
+            (1, o) => {
+                let (rcvid, status) = o.unwrap_or((0, 0));
+                let reply = buf;
+                ipc::reply_receive(rcvid, status, &reply[..8], chid, &mut buf).map(|g| match g {
+                    Received::Msg(m) => Some((m.rcvid, m.pid)),
+                    Received::Pulse(_) => None,
+                })
+            }
+            (_, o) => {
+                let (rcvid, status) = o.unwrap_or((0, 0));
+                ipc::reply_wait(rcvid, status, &[status; MSG_REGS], chid).map(|g| match g {
+                    RegMsg::Msg { rcvid, pid, .. } => Some((rcvid, pid)),
+                    RegMsg::Pulse { .. } => None,
+                })
+            }
+        };
+        let (rcvid, pid) = match got {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            // A reply owed to a client that was killed is `Stale`, and the
+            // joined calls return it before receiving: receive again.
+            Err(Error::Stale) => continue,
             // Destroyed (the process is ending), or interrupted by a kill.
             Err(_) => return,
-        }
+        };
+        let _ = match r.below(6) {
+            0 => ipc::error(rcvid, Error::Invalid),
+            1 => {
+                let mut more = [0u8; 16];
+                let _ = ipc::read(rcvid, r.below(80), &mut more);
+                ipc::reply(rcvid, 1, &more)
+            }
+            2 => {
+                let _ = ipc::write(rcvid, r.below(16), b"partial");
+                ipc::reply(rcvid, 2, &[])
+            }
+            3 => {
+                sys::yield_now();
+                ipc::reply(rcvid, 3, &buf[..8])
+            }
+            _ => {
+                owed = Some((rcvid, pid));
+                Ok(0)
+            }
+        };
     }
 }
 
@@ -145,7 +186,13 @@ fn main(a: &str) -> i64 {
             6 | 7 if !conns.is_empty() => {
                 let c = conns[r.below(conns.len() as u64) as usize];
                 let mut reply = [0u8; 32];
-                match ipc::send(c, &[0u8; 48][..r.below(48) as usize], &mut reply) {
+                // The buffer call or the register call, at random.
+                let sent = if r.below(2) == 0 {
+                    ipc::send(c, &[0u8; 48][..r.below(48) as usize], &mut reply)
+                } else {
+                    ipc::call_regs(c, &[r.next_u64(); MSG_REGS]).map(|(s, _)| s)
+                };
+                match sent {
                     Ok(_) => {}
                     Err(e) => ensure!(
                         matches!(
