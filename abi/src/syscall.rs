@@ -37,7 +37,7 @@
 //! | 19 | [`nr::CONNECT_ATTACH`] | process id (0: self), channel id | connection id; [`Error::Denied`] unless allowed (see Authority) |
 //! | 20 | [`nr::CONNECT_DETACH`] | connection id | 0 |
 //! | 21 | [`nr::MSG_SEND`] | connection id, `*const Iov` send, count, `*const Iov` reply, count | the server's reply status |
-//! | 22 | [`nr::MSG_RECEIVE`] | channel id, `*const Iov`, count, `*mut MsgInfo` | receive id, or 0 for a pulse |
+//! | 22 | [`nr::MSG_RECEIVE`] | channel id, `*const Iov`, count, `*mut MsgInfo` | receive id, or 0 for a pulse ([`Error::Full`] when a sender waits while 1,023 messages of the channel are received and unreplied — a receive already waiting fails so too; the sender stays queued) |
 //! | 23 | [`nr::MSG_REPLY`] | receive id, status, `*const Iov`, count | 0 |
 //! | 24 | [`nr::MSG_ERROR`] | receive id, [`Error`] code | 0; the sender's call fails with that error |
 //! | 25 | [`nr::MSG_READ`] | receive id, offset, `*const Iov`, count | bytes read from the sender's message |

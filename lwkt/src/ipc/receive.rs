@@ -25,7 +25,9 @@ impl<M: Machine, P: Payload> Channel<M, P> {
     /// sender's priority; while it waits, at `base_pri`. Fails with
     /// [`Error::Gone`] (destroyed), [`Error::Fault`] (`buf` is bad: the
     /// message stays queued), [`Error::Interrupted`], or [`Error::Full`]
-    /// (too many messages received and unreplied).
+    /// (a sender waits and [`super::MAX_RCVIDS`] messages are received and
+    /// unreplied: the sender stays queued; a receive already waiting when
+    /// such a sender comes fails so too).
     ///
     /// Thread context, never from a hard interrupt; blocks (interruptibly).
     pub fn receive(&self, buf: &P::Bufs, base_pri: u8) -> Result<Delivery<P::Who>, Error> {

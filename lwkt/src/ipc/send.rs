@@ -78,22 +78,37 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             return Err(Error::Gone);
         }
         st.stats.sends += 1;
-        if let Some(&first) = st.receivers.front()
-            && let Ok(rcvid) = st.claim(s)
-        {
-            st.receivers.pop_front();
-            let r = rec(first);
-            s.pin();
-            r.give_msg(s, rcvid);
-            st.received_by(r.td);
-            crate::sleep::tsleep_interlock_direct::<M>(s.ident());
-            // At the sender's priority: one message if on another CPU, so
-            // the receiver is queued at its new priority.
-            crate::sleep::wakeup_thread_at::<M>(r.td, r.ident(), s.pri);
-        } else {
+        let Some(&first) = st.receivers.front() else {
             st.enqueue_sender(s)?;
             st.boost(s.pri);
             crate::sleep::tsleep_interlock_direct::<M>(s.ident());
+            return Ok(());
+        };
+        let r = rec(first);
+        match st.claim(s) {
+            Ok(rcvid) => {
+                st.receivers.pop_front();
+                s.pin();
+                r.give_msg(s, rcvid);
+                st.received_by(r.td);
+                crate::sleep::tsleep_interlock_direct::<M>(s.ident());
+                // At the sender's priority: one message if on another CPU,
+                // so the receiver is queued at its new priority.
+                crate::sleep::wakeup_thread_at::<M>(r.td, r.ident(), s.pri);
+            }
+            Err(e) => {
+                // At the bound of unreplied messages (or out of memory for
+                // the table): the sender queues, and the receiver fails as
+                // it would had it come after the sender (`receive`) — a
+                // receiver left waiting beside a queued sender would wait
+                // for the next sender while this one starved.
+                st.enqueue_sender(s)?;
+                st.receivers.pop_front();
+                r.fail(e);
+                crate::sleep::wakeup_thread::<M>(r.td, r.ident());
+                st.boost(s.pri);
+                crate::sleep::tsleep_interlock_direct::<M>(s.ident());
+            }
         }
         Ok(())
     }

@@ -932,3 +932,95 @@ fn stale_receive_ids_stay_stale() {
         c2.join();
     });
 }
+
+/// The bound on messages received and not replied ([`super::MAX_RCVIDS`]):
+/// a receive at the bound fails with `Full` and leaves the sender queued,
+/// whether the sender came first or the receiver was already waiting
+/// (then its wait fails with `Full`: a waiting receiver never sits beside
+/// a queued sender); a reply makes room and the next receive takes it,
+/// through `receive` and `reply_receive` alike.
+#[test]
+fn unreplied_messages_are_bounded() {
+    const N: usize = super::MAX_RCVIDS;
+    for rr in [false, true] {
+        run(1, None, move || {
+            let ch = channel(true);
+            let senders: Vec<_> = (0..N)
+                .map(|i| {
+                    Builder::new("sender")
+                        .spawn::<S>(move || {
+                            assert_eq!(ch.send(i as u32, buf(b"x"), zeroed(0)), Ok(i as u64));
+                        })
+                        .unwrap()
+                })
+                .collect();
+            let into = zeroed(1);
+            let mut held = Vec::new();
+            for _ in 0..N {
+                let Ok(Delivery::Msg(m)) = ch.receive(&into, 0) else {
+                    panic!("expected a message");
+                };
+                held.push(m);
+            }
+            assert_eq!(ch.queues(), (0, 0, 0, N));
+            // A receiver waits (nothing is queued); then a sender comes.
+            let waited: Arc<Mutex<Option<Result<(), Error>>>> = Arc::new(Mutex::new(None));
+            let w2 = waited.clone();
+            let waiter = Builder::new("waiter")
+                .spawn::<S>(move || {
+                    // Waiting at its own priority, so the main thread's
+                    // yields let it run once it is woken.
+                    let base = crate::current::<S>().sched_priority();
+                    let r = ch.receive(&zeroed(1), base).map(|_| ());
+                    *w2.lock().unwrap() = Some(r);
+                })
+                .unwrap();
+            while ch.queues().1 == 0 {
+                crate::yield_now::<S>();
+            }
+            let last = Builder::new("last")
+                .spawn::<S>(move || {
+                    assert_eq!(ch.send(N as u32, buf(b"y"), zeroed(0)), Ok(N as u64));
+                })
+                .unwrap();
+            let mut spins = 0u32;
+            while waited.lock().unwrap().is_none() {
+                spins += 1;
+                assert!(
+                    spins < 100_000,
+                    "a receiver still waits beside a queued sender: {:?}",
+                    ch.queues()
+                );
+                crate::yield_now::<S>();
+            }
+            assert_eq!(*waited.lock().unwrap(), Some(Err(Error::Full)));
+            waiter.join();
+            assert_eq!(ch.queues(), (1, 0, 0, N));
+            // At the bound with the sender queued: `Full`, nothing taken.
+            assert_eq!(ch.receive(&into, 0), Err(Error::Full));
+            assert_eq!(ch.queues(), (1, 0, 0, N));
+            // A reply makes room; the next receive takes the last sender.
+            let first = held.remove(0);
+            let next = if rr {
+                ch.reply_receive(first.rcvid, first.who.into(), None, &into, 0)
+                    .expect("the reply")
+            } else {
+                ch.reply(first.rcvid, first.who.into(), None).unwrap();
+                ch.receive(&into, 0)
+            };
+            let Ok(Delivery::Msg(m)) = next else {
+                panic!("expected the last message, got {next:?}");
+            };
+            assert_eq!(m.who, N as u32);
+            ch.reply(m.rcvid, N as u64, None).unwrap();
+            for m in held {
+                ch.reply(m.rcvid, m.who.into(), None).unwrap();
+            }
+            for s in senders {
+                s.join();
+            }
+            last.join();
+            assert_eq!(ch.queues(), (0, 0, 0, 0));
+        });
+    }
+}
