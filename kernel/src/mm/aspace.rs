@@ -765,9 +765,13 @@ impl AddressSpace {
             st.regions.clear();
             st.pages = 0;
             st.tables = 0;
-            // All but the root, which goes with the space.
-            let rest = st.charge.amount() - PAGE_SIZE;
-            st.charge.shrink(rest);
+            // The root's charge too: the space is over (its process ended),
+            // and its frame goes with the space a moment later — with the
+            // last reference to the process, which an exiting thread may
+            // still hold. The account has it back by the time the parent's
+            // `WAIT` returns; the kernel's reserve covers the moment.
+            let all = st.charge.amount();
+            st.charge.shrink(all);
         });
     }
 }

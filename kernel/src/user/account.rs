@@ -39,7 +39,11 @@
 //! charges bounds what user processes hold.
 //!
 //! A [`Charge`] uncharges when dropped: the object that holds it gives its
-//! resources back with its own lifetime.
+//! resources back with its own lifetime. An ended process and an ended
+//! thread give theirs back when they end, before their parent's `WAIT` or
+//! a join can return (their last records go a moment later, with the last
+//! reference, covered by the kernel's reserve): a parent that saw a child
+//! end has its account back and may spawn again within its limits at once.
 
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};

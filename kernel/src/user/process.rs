@@ -109,6 +109,11 @@ struct ProcState {
     stacks: u64,
     /// How the process ended (or is ending): the first exit or kill.
     status: Option<WaitStatus>,
+    /// Its own charges: one process, its records. Given back when it ends
+    /// ([`Process::finish`]), before its parent can see it ended: the
+    /// record itself goes a moment later, with the last reference (an
+    /// exiting thread's), and the kernel's reserve covers that moment.
+    charges: Option<(Charge, Charge)>,
 }
 
 /// A process.
@@ -121,7 +126,8 @@ pub struct Process {
     state: TokenCell<ProcState>,
     /// Exiting or killed: threads stop at their next return to user mode.
     dying: AtomicBool,
-    /// Every thread has ended and the address space is gone.
+    /// Every thread has ended, the address space is gone and the charges
+    /// are given back.
     ended: AtomicBool,
     /// Its channels and connections.
     pub ipc: super::ipc::Tables,
@@ -140,8 +146,6 @@ pub struct Process {
     privileged: AtomicBool,
     /// What it is charged to.
     pub account: Arc<Account>,
-    /// Its own charges: one process, its records.
-    _charges: (Charge, Charge),
     /// [`rights`] bits.
     rights: AtomicU64,
     /// The highest LWKT priority its threads may have.
@@ -304,6 +308,7 @@ fn spawn_as(
                 live: 0,
                 stacks: 0,
                 status: None,
+                charges: Some(charges),
             }),
             dying: AtomicBool::new(false),
             ended: AtomicBool::new(false),
@@ -314,7 +319,6 @@ fn spawn_as(
             klog_pos: AtomicU64::new(0),
             privileged: AtomicBool::new(privileged),
             account,
-            _charges: charges,
             rights: AtomicU64::new(rights),
             ceiling: AtomicU8::new(ceiling),
             output: crate::sync::SpinLock::ranked(
@@ -651,6 +655,10 @@ impl Process {
         super::device::process_ended(self);
         self.ipc.teardown();
         self.space.teardown();
+        // Its own charges, before anyone can see it ended: a parent whose
+        // `WAIT` returned has the account back in full (and may spawn again
+        // within its limits at once).
+        drop(self.state.with(|st| st.charges.take()));
         self.ended.store(true, Ordering::Release);
         // Children go to the process manager (which waits for any child),
         // or without one to nobody: then ended ones go now, the others when

@@ -206,6 +206,24 @@ fn main(_: &str) -> i64 {
         );
     }
     ensure!(sys::thread_join(1) == Err(Error::Busy), "joined itself");
+    // An ended child's and thread's charges are back by the time `WAIT` or
+    // the join returns: a parent may spawn again within its limits at once.
+    // (The first round is a warm-up: this process's heap and page tables
+    // reach the size the rounds need.)
+    let used = || sys::account().expect("account").used;
+    let mut before = None;
+    for i in 0..=50 {
+        let pid = sys::spawn("true", "").expect("spawn true");
+        ensure!(sys::wait(pid).is_ok(), "wait for child {i}");
+        let t = thread::spawn(|| {}).expect("thread");
+        ensure!(t.join() == Ok(0), "join thread {i}");
+        let after = used();
+        let before = *before.get_or_insert(after);
+        ensure!(
+            after == before,
+            "child {i} waited for, thread joined: account {after:?}, {before:?} after the first"
+        );
+    }
     ensure!(
         sys::thread_join(9999) == Err(Error::NotFound),
         "joined nothing"

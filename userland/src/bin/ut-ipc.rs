@@ -19,7 +19,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use wyvern_abi::syscall::{Error, PULSE_QUEUE, Priority, WaitStatus};
+use wyvern_abi::syscall::{Error, Limits, PULSE_QUEUE, Priority, WaitStatus};
 use wyvern_user::ipc::{self, Received};
 use wyvern_user::{println, process, sys, thread};
 
@@ -761,7 +761,7 @@ fn registers() -> Result<(), String> {
 /// remembers holds no charge — the account is back where it was.
 fn remembered_lookups() -> Result<(), String> {
     let zero = [0u64; wyvern_abi::syscall::MSG_REGS];
-    let before = sys::account().map_err(|e| format!("account: {e}"))?.used;
+    let before = own_use()?;
     let mut ids = Vec::new();
     for code in [1u32, 2] {
         let chid = ipc::channel_create().map_err(|e| format!("channel: {e}"))?;
@@ -788,7 +788,7 @@ fn remembered_lookups() -> Result<(), String> {
     if ids[0] != ids[1] {
         return Err(format!("ids not reused: {ids:?}"));
     }
-    let after = sys::account().map_err(|e| format!("account: {e}"))?.used;
+    let after = own_use()?;
     if after.channels != before.channels
         || after.connections != before.connections
         || after.memory != before.memory
@@ -796,6 +796,20 @@ fn remembered_lookups() -> Result<(), String> {
         return Err(format!("charges left: before {before:?}, after {after:?}"));
     }
     Ok(())
+}
+
+/// What the account uses now, which must be this process and its one
+/// thread alone: the children of the earlier cases were waited for and
+/// their threads joined, and the kernel gives an ended process's and
+/// thread's charges back before `WAIT` or the join returns.
+fn own_use() -> Result<Limits, String> {
+    let used = sys::account().map_err(|e| format!("account: {e}"))?.used;
+    if used.processes != 1 || used.threads != 1 {
+        return Err(format!(
+            "an ended child or thread is still charged after its WAIT or join: {used:?}"
+        ));
+    }
+    Ok(used)
 }
 
 /// A test case: `Err` says why it failed.
