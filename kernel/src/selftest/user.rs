@@ -190,16 +190,20 @@ fn user_usched() {
 
 /// A fuzzer on every CPU, twice (the first round brings the kernel's caches
 /// to their working size): afterwards the kernel holds no more memory than
-/// before the second round.
+/// before the second round. `seed=` moves both rounds' seeds (a hunt for
+/// bugs is the same test with other seeds), `iters=` sets the calls per
+/// fuzzer (4,000).
 fn user_fuzz() {
-    const CALLS: u64 = 4000;
+    let opts = crate::bootopts::load();
+    let calls = opts.param("iters").unwrap_or(4000);
+    let seed = opts.param("seed").unwrap_or(0);
     let n = ncpus();
     let round = |seed: u64| {
         let pids: Vec<u64> = (0..n)
             .map(|c| {
                 process::spawn(
                     "ut-fuzz",
-                    format!("{} {CALLS} {c}", seed + c as u64).as_bytes(),
+                    format!("{} {calls} {c}", seed + c as u64).as_bytes(),
                     0,
                     None,
                 )
@@ -213,18 +217,20 @@ fn user_fuzz() {
         }
     };
     let kernel = threads();
-    round(1000);
+    round(1000 + seed);
     grow_stack_region(512);
     let before = memory(kernel);
-    round(2000);
+    round(2000 + seed);
     let after = memory_after(kernel, before);
     check!(
         after == before,
         "kernel memory {after:?} != before {before:?}"
     );
     println!(
-        "user-fuzz: {} random calls on {n} CPUs, twice; kernel memory back to baseline",
-        CALLS * n as u64
+        "user-fuzz: {} random calls on {n} CPUs, twice (seeds {} and {}); kernel memory back to baseline",
+        calls * n as u64,
+        1000 + seed,
+        2000 + seed
     );
 }
 
@@ -351,9 +357,12 @@ fn warm_thread_slab(n: usize) {
 /// and pulses between them, threads, children, memory, priorities and kills;
 /// twice (the first round brings the kernel's caches to their working
 /// size). Every process must end well, and the kernel must hold no more
-/// memory afterwards than before the second round.
+/// memory afterwards than before the second round. `seed=` moves both
+/// rounds' seeds.
 fn user_chaos() {
-    let ops = crate::bootopts::load().param("iters").unwrap_or(2000);
+    let opts = crate::bootopts::load();
+    let ops = opts.param("iters").unwrap_or(2000);
+    let seed = opts.param("seed").unwrap_or(0);
     let n = ncpus();
     let round = |seed: u64| {
         let peers = process::count() as u64 + 2 * n as u64 + 16;
@@ -376,10 +385,10 @@ fn user_chaos() {
         }
     };
     let kernel = threads();
-    round(7000);
+    round(7000 + seed);
     grow_stack_region(512);
     let before = memory(kernel);
-    round(9000);
+    round(9000 + seed);
     let after = memory_after(kernel, before);
     check!(
         after == before,
