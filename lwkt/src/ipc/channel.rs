@@ -295,6 +295,16 @@ impl<M: Machine, P: Payload> State<M, P> {
         self.senders.remove(at);
     }
 
+    /// Fails every waiting receiver with `e` (a message is queued that
+    /// none of them may take: see `send_slow`).
+    pub fn fail_receivers(&mut self, e: Error) {
+        while let Some(r) = self.receivers.pop_front() {
+            let r = rec(r);
+            r.fail(e);
+            crate::sleep::wakeup_thread::<M>(r.td, r.ident());
+        }
+    }
+
     /// Takes `r` off the receiver queue (it was there).
     pub fn remove_receiver(&mut self, r: &Receiver<M>) {
         let at = self

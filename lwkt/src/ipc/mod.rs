@@ -34,6 +34,15 @@
 //! record, and wakes it; the receiver itself copies a message in. So every
 //! copy is done by the thread whose own buffer is one of the two sides.
 //!
+//! A receiver never waits while a message or pulse it may take is queued:
+//! a send or pulse goes to the first waiting receiver; one that finds the
+//! bound of unreplied messages reached queues and fails every waiting
+//! receive with `Full` (as a receive after it would fail); and a message
+//! or pulse given back (its receiver's buffer was bad, or it was
+//! interrupted first) goes on to the next waiting receiver. Otherwise a
+//! queued sender could wait beside idle receivers for a receive that never
+//! comes.
+//!
 //! Sleeps are *direct* sleeps on the record's address with the interlock
 //! (`sleep::tsleep_interlock_direct`): the record names its thread, so a
 //! waker wakes that thread (`sleep::wakeup_thread`, one message if it is

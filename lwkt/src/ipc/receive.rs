@@ -132,6 +132,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             GOT_PULSE => {
                 if st.pulses.try_reserve(1).is_ok() {
                     st.pulses.push_front(r.pulse());
+                    hand_on(&mut st);
                 }
             }
             FAILED => return Err(r.error()),
@@ -405,4 +406,37 @@ fn give_back<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>, s: &Sender<M, P>
         .unwrap_or(st.senders.len());
     st.senders.insert(at, s);
     s.set_state(QUEUED);
+    hand_on(st);
+}
+
+/// After a message or pulse went back to the head of its queue (its
+/// receiver could not take it): hands it on to the next waiting receiver,
+/// if one waits, as a send or pulse arriving then would. A receiver never
+/// waits beside a queued message or pulse: it would wait for the next one
+/// while this one waited for a receive that may never come.
+fn hand_on<M: Machine, P: Payload>(st: &mut Locked<'_, M, P>) {
+    let (Some(&first), Some(pulse)) = (st.receivers.front(), st.next_is_pulse()) else {
+        return;
+    };
+    let r = rec(first);
+    if pulse {
+        st.receivers.pop_front();
+        let p = st.pulses.pop_front().expect("a pulse is queued");
+        r.give_pulse(p);
+        crate::sleep::wakeup_thread_at::<M>(r.td, r.ident(), p.pri);
+        return;
+    }
+    let s: &Sender<M, P> = rec(*st.senders.front().expect("a sender is queued"));
+    match st.claim(s) {
+        Ok(rcvid) => {
+            st.receivers.pop_front();
+            st.senders.pop_front();
+            s.pin();
+            r.give_msg(s, rcvid);
+            st.received_by(r.td);
+            crate::sleep::wakeup_thread_at::<M>(r.td, r.ident(), s.pri);
+        }
+        // At the bound of unreplied messages: as `send_slow`.
+        Err(e) => st.fail_receivers(e),
+    }
 }

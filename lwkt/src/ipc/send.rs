@@ -84,9 +84,9 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             crate::sleep::tsleep_interlock_direct::<M>(s.ident());
             return Ok(());
         };
-        let r = rec(first);
         match st.claim(s) {
             Ok(rcvid) => {
+                let r = rec(first);
                 st.receivers.pop_front();
                 s.pin();
                 r.give_msg(s, rcvid);
@@ -98,14 +98,12 @@ impl<M: Machine, P: Payload> Channel<M, P> {
             }
             Err(e) => {
                 // At the bound of unreplied messages (or out of memory for
-                // the table): the sender queues, and the receiver fails as
-                // it would had it come after the sender (`receive`) — a
-                // receiver left waiting beside a queued sender would wait
-                // for the next sender while this one starved.
+                // the table): the sender queues, and every waiting receive
+                // fails as it would had it come after the sender (`receive`)
+                // — a receiver left waiting beside a queued sender would
+                // wait for the next sender while this one starved.
                 st.enqueue_sender(s)?;
-                st.receivers.pop_front();
-                r.fail(e);
-                crate::sleep::wakeup_thread::<M>(r.td, r.ident());
+                st.fail_receivers(e);
                 st.boost(s.pri);
                 crate::sleep::tsleep_interlock_direct::<M>(s.ident());
             }

@@ -935,8 +935,8 @@ fn stale_receive_ids_stay_stale() {
 
 /// The bound on messages received and not replied ([`super::MAX_RCVIDS`]):
 /// a receive at the bound fails with `Full` and leaves the sender queued,
-/// whether the sender came first or the receiver was already waiting
-/// (then its wait fails with `Full`: a waiting receiver never sits beside
+/// whether the sender came first or the receivers were already waiting
+/// (then every wait fails with `Full`: a waiting receiver never sits beside
 /// a queued sender); a reply makes room and the next receive takes it,
 /// through `receive` and `reply_receive` alike.
 #[test]
@@ -963,19 +963,24 @@ fn unreplied_messages_are_bounded() {
                 held.push(m);
             }
             assert_eq!(ch.queues(), (0, 0, 0, N));
-            // A receiver waits (nothing is queued); then a sender comes.
-            let waited: Arc<Mutex<Option<Result<(), Error>>>> = Arc::new(Mutex::new(None));
-            let w2 = waited.clone();
-            let waiter = Builder::new("waiter")
-                .spawn::<S>(move || {
-                    // Waiting at its own priority, so the main thread's
-                    // yields let it run once it is woken.
-                    let base = crate::current::<S>().sched_priority();
-                    let r = ch.receive(&zeroed(1), base).map(|_| ());
-                    *w2.lock().unwrap() = Some(r);
+            // Two receivers wait (nothing is queued); then a sender comes.
+            type Got = Arc<Mutex<Vec<Result<(), Error>>>>;
+            let waited: Got = Arc::new(Mutex::new(Vec::new()));
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let w = waited.clone();
+                    Builder::new("waiter")
+                        .spawn::<S>(move || {
+                            // Waiting at its own priority, so the main
+                            // thread's yields let it run once it is woken.
+                            let base = crate::current::<S>().sched_priority();
+                            let r = ch.receive(&zeroed(1), base).map(|_| ());
+                            w.lock().unwrap().push(r);
+                        })
+                        .unwrap()
                 })
-                .unwrap();
-            while ch.queues().1 == 0 {
+                .collect();
+            while ch.queues().1 < 2 {
                 crate::yield_now::<S>();
             }
             let last = Builder::new("last")
@@ -984,7 +989,7 @@ fn unreplied_messages_are_bounded() {
                 })
                 .unwrap();
             let mut spins = 0u32;
-            while waited.lock().unwrap().is_none() {
+            while waited.lock().unwrap().len() < 2 {
                 spins += 1;
                 assert!(
                     spins < 100_000,
@@ -993,8 +998,13 @@ fn unreplied_messages_are_bounded() {
                 );
                 crate::yield_now::<S>();
             }
-            assert_eq!(*waited.lock().unwrap(), Some(Err(Error::Full)));
-            waiter.join();
+            assert_eq!(
+                *waited.lock().unwrap(),
+                [Err(Error::Full), Err(Error::Full)]
+            );
+            for w in waiters {
+                w.join();
+            }
             assert_eq!(ch.queues(), (1, 0, 0, N));
             // At the bound with the sender queued: `Full`, nothing taken.
             assert_eq!(ch.receive(&into, 0), Err(Error::Full));
@@ -1023,4 +1033,117 @@ fn unreplied_messages_are_bounded() {
             assert_eq!(ch.queues(), (0, 0, 0, 0));
         });
     }
+}
+
+/// A message its receiver could not take (its buffer was bad) goes to the
+/// next receiver waiting, not back to a queue beside it; so does a pulse
+/// whose receiver was interrupted.
+#[test]
+fn what_a_receiver_gives_back_goes_to_the_next_one_waiting() {
+    run(1, None, || {
+        let ch = channel(true);
+        type Got = Arc<Mutex<Option<Result<Delivery<u32>, Error>>>>;
+        let spawn_receiver = |into: Bufs, got: Got| {
+            Builder::new("receiver")
+                .spawn::<S>(move || {
+                    let base = crate::current::<S>().sched_priority();
+                    let r = ch.receive(&into, base);
+                    *got.lock().unwrap() = Some(r);
+                })
+                .unwrap()
+        };
+        let first = Arc::new(Mutex::new(None));
+        let second = Arc::new(Mutex::new(None));
+        let r1 = spawn_receiver(bad(), first.clone());
+        while ch.queues().1 < 1 {
+            crate::yield_now::<S>();
+        }
+        let into = zeroed(8);
+        let r2 = spawn_receiver(into.clone(), second.clone());
+        while ch.queues().1 < 2 {
+            crate::yield_now::<S>();
+        }
+        let sender = Builder::new("sender")
+            .spawn::<S>(move || {
+                assert_eq!(ch.send(7, buf(b"hello"), zeroed(0)), Ok(77));
+            })
+            .unwrap();
+        let mut spins = 0u32;
+        let m = loop {
+            if let Some(r) = second.lock().unwrap().take() {
+                break r;
+            }
+            spins += 1;
+            assert!(
+                spins < 100_000,
+                "the message waits beside a waiting receiver: {:?}, first got {:?}",
+                ch.queues(),
+                first.lock().unwrap()
+            );
+            crate::yield_now::<S>();
+        };
+        assert_eq!(first.lock().unwrap().take(), Some(Err(Error::Fault)));
+        let Ok(Delivery::Msg(m)) = m else {
+            panic!("the second receiver got {m:?}");
+        };
+        assert_eq!((m.who, &contents(&into)[..5]), (7, &b"hello"[..]));
+        ch.reply(m.rcvid, 77, None).unwrap();
+        sender.join();
+        r1.join();
+        r2.join();
+        assert_eq!(ch.queues(), (0, 0, 0, 0));
+
+        // A pulse given to a receiver that was interrupted a moment before
+        // (it has not run since): it goes on to the one waiting behind.
+        let r1 = spawn_receiver(zeroed(8), first.clone());
+        while ch.queues().1 < 1 {
+            crate::yield_now::<S>();
+        }
+        let r2 = spawn_receiver(zeroed(8), second.clone());
+        while ch.queues().1 < 2 {
+            crate::yield_now::<S>();
+        }
+        crate::interrupt::<S>(&r1);
+        // At our priority: the receiver runs at it, and our yields let it.
+        let pri = crate::current::<S>().sched_priority();
+        ch.pulse(
+            Pulse {
+                code: 5,
+                value: 55,
+                pri,
+                sender: 0,
+            },
+            false,
+        )
+        .unwrap();
+        let mut spins = 0u32;
+        let p = loop {
+            if let Some(r) = second.lock().unwrap().take() {
+                break r;
+            }
+            spins += 1;
+            assert!(
+                spins < 100_000,
+                "the pulse waits beside a waiting receiver: {:?}, first got {:?}",
+                ch.queues(),
+                first.lock().unwrap()
+            );
+            crate::yield_now::<S>();
+        };
+        assert_eq!(first.lock().unwrap().take(), Some(Err(Error::Interrupted)));
+        assert!(
+            matches!(
+                p,
+                Ok(Delivery::Pulse(Pulse {
+                    code: 5,
+                    value: 55,
+                    ..
+                }))
+            ),
+            "the second receiver got {p:?}"
+        );
+        r1.join();
+        r2.join();
+        assert_eq!(ch.queues(), (0, 0, 0, 0));
+    });
 }
