@@ -261,6 +261,15 @@ pub fn slots_used() -> (usize, usize) {
     (s.next_fresh as usize, s.peak)
 }
 
+/// Page-table frames the region's slots have needed so far: one per 2 MiB
+/// of slots, made when the high-water mark ([`slots_used`]) first reaches
+/// them and kept, as the region's own structure — the measure of what the
+/// stacks' mappings cost beyond the stacks, not memory anyone holds.
+pub fn table_frames() -> usize {
+    let s = SLOTS.lock();
+    (u64::from(s.next_fresh) * SLOT_SIZE).div_ceil(2 << 20) as usize
+}
+
 /// What a guard address belongs to, for the overflow report.
 pub struct GuardOwner {
     slot: Option<u64>,
