@@ -386,6 +386,7 @@ fn finish_sleep<M: Machine>(td: &'static Thread<M>) -> Wake {
 ///
 /// Requires critical section (the caller's only one); the answer holds
 /// until the caller leaves it or blocks.
+#[inline(always)]
 pub(crate) fn can_handoff<M: Machine>(
     g: &CritGuard<M>,
     flags_: u32,

@@ -395,6 +395,7 @@ impl<M: Machine, P: Payload> State<M, P> {
     }
 
     /// Records the current thread as the last to take from the channel.
+    #[inline(always)]
     pub fn received_by(&mut self, td: &'static crate::Thread<M>) {
         if !self
             .last_receiver
