@@ -302,12 +302,11 @@ impl Payload for UserIpc {
                 .min((PAGE_SIZE - dva % PAGE_SIZE) as usize);
             let sp = src.at(sva, false).ok_or(Side::Src)?;
             let dp = dst.at(dva, true).ok_or(Side::Dst)?;
-            // SAFETY: a user side is a frame of a space whose token we hold
-            // (none is freed under us), mapped writable by the physical
-            // mapping, and `n` bytes stay within its page; a kernel side is
-            // a `RegBuf` of a party inside its call, `n` within its piece.
-            // Source and destination may be the same frame (a process
-            // sending to itself): `copy` allows overlap.
+            // A user side is a frame of a space whose token we hold (none is
+            // freed under us), mapped writable by the physical mapping; a
+            // kernel side is a `RegBuf` of a party inside its call.
+            // SAFETY: so both are valid for `n` bytes (one page, one piece);
+            // `copy` allows them to overlap (a process sending to itself).
             unsafe { core::ptr::copy(sp.cast_const(), dp, n) }
             done += n;
             so += n;

@@ -57,9 +57,10 @@ pub struct SwitchContext {
 #[inline(always)]
 pub unsafe fn switch_stacks(from_sp: *mut u64, to_sp: u64, prev: usize) -> usize {
     let prev_out: usize;
-    // SAFETY: the caller's conditions: `from_sp` is ours to write, and `to_sp`
+    // By the caller's conditions `from_sp` is ours to write, and `to_sp`
     // holds a resume address, RBX, RBP and RFLAGS (pushed below, or laid out
-    // by `init_stack`). Every register but RBX, RBP and RSP is declared
+    // by `init_stack`).
+    // SAFETY: so, and every register but RBX, RBP and RSP is declared
     // clobbered: the other thread runs arbitrary code before we resume.
     unsafe {
         core::arch::asm!(
