@@ -21,7 +21,7 @@ fn stats(c: usize) -> crate::CpuStatsSnapshot {
 
 /// Polls (lets interrupts in) and yields to equal threads on this CPU (kernel
 /// threads are not preempted by their equals) until `cond` or a deadline.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let t = std::time::Instant::now();
     while !cond() {
         assert!(

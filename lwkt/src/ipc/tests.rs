@@ -6,6 +6,7 @@ use std::vec::Vec;
 
 use super::{Channel, Delivery, Error, PULSE_QUEUE, Payload, Pulse, Side};
 use crate::sim::{Sim, run};
+use crate::tests::wait_until;
 use crate::thread::pri;
 use crate::{Builder, ThreadRef, Token};
 
@@ -933,6 +934,25 @@ fn stale_receive_ids_stay_stale() {
     });
 }
 
+/// What a [`receiver`] got, once its receive returned.
+type Got = Arc<Mutex<Option<Result<Delivery<u32>, Error>>>>;
+
+/// A thread that receives once on `ch` into `into` and leaves the result in
+/// the slot returned with it. It waits at its own priority, so the test
+/// thread's yields let it run once it is woken.
+fn receiver(ch: &'static Chan, into: Bufs) -> (ThreadRef<S>, Got) {
+    let got: Got = Arc::new(Mutex::new(None));
+    let slot = got.clone();
+    let td = Builder::new("receiver")
+        .spawn::<S>(move || {
+            let base = crate::current::<S>().sched_priority();
+            let r = ch.receive(&into, base);
+            *slot.lock().unwrap() = Some(r);
+        })
+        .unwrap();
+    (td, got)
+}
+
 /// The bound on messages received and not replied ([`super::MAX_RCVIDS`]):
 /// a receive at the bound fails with `Full` and leaves the sender queued,
 /// whether the sender came first or the receivers were already waiting
@@ -964,46 +984,19 @@ fn unreplied_messages_are_bounded() {
             }
             assert_eq!(ch.queues(), (0, 0, 0, N));
             // Two receivers wait (nothing is queued); then a sender comes.
-            type Got = Arc<Mutex<Vec<Result<(), Error>>>>;
-            let waited: Got = Arc::new(Mutex::new(Vec::new()));
-            let waiters: Vec<_> = (0..2)
-                .map(|_| {
-                    let w = waited.clone();
-                    Builder::new("waiter")
-                        .spawn::<S>(move || {
-                            // Waiting at its own priority, so the main
-                            // thread's yields let it run once it is woken.
-                            let base = crate::current::<S>().sched_priority();
-                            let r = ch.receive(&zeroed(1), base).map(|_| ());
-                            w.lock().unwrap().push(r);
-                        })
-                        .unwrap()
-                })
-                .collect();
-            while ch.queues().1 < 2 {
-                crate::yield_now::<S>();
-            }
+            let waiters = [receiver(ch, zeroed(1)), receiver(ch, zeroed(1))];
+            wait_until("two receivers waiting", || ch.queues().1 == 2);
             let last = Builder::new("last")
                 .spawn::<S>(move || {
                     assert_eq!(ch.send(N as u32, buf(b"y"), zeroed(0)), Ok(N as u64));
                 })
                 .unwrap();
-            let mut spins = 0u32;
-            while waited.lock().unwrap().len() < 2 {
-                spins += 1;
-                assert!(
-                    spins < 100_000,
-                    "a receiver still waits beside a queued sender: {:?}",
-                    ch.queues()
-                );
-                crate::yield_now::<S>();
-            }
-            assert_eq!(
-                *waited.lock().unwrap(),
-                [Err(Error::Full), Err(Error::Full)]
-            );
-            for w in waiters {
-                w.join();
+            wait_until("both waiting receives to end", || {
+                waiters.iter().all(|(_, got)| got.lock().unwrap().is_some())
+            });
+            for (td, got) in waiters {
+                assert_eq!(got.lock().unwrap().take(), Some(Err(Error::Full)));
+                td.join();
             }
             assert_eq!(ch.queues(), (1, 0, 0, N));
             // At the bound with the sender queued: `Full`, nothing taken.
@@ -1042,47 +1035,21 @@ fn unreplied_messages_are_bounded() {
 fn what_a_receiver_gives_back_goes_to_the_next_one_waiting() {
     run(1, None, || {
         let ch = channel(true);
-        type Got = Arc<Mutex<Option<Result<Delivery<u32>, Error>>>>;
-        let spawn_receiver = |into: Bufs, got: Got| {
-            Builder::new("receiver")
-                .spawn::<S>(move || {
-                    let base = crate::current::<S>().sched_priority();
-                    let r = ch.receive(&into, base);
-                    *got.lock().unwrap() = Some(r);
-                })
-                .unwrap()
-        };
-        let first = Arc::new(Mutex::new(None));
-        let second = Arc::new(Mutex::new(None));
-        let r1 = spawn_receiver(bad(), first.clone());
-        while ch.queues().1 < 1 {
-            crate::yield_now::<S>();
-        }
+        let (r1, first) = receiver(ch, bad());
+        wait_until("the first receiver waiting", || ch.queues().1 == 1);
         let into = zeroed(8);
-        let r2 = spawn_receiver(into.clone(), second.clone());
-        while ch.queues().1 < 2 {
-            crate::yield_now::<S>();
-        }
+        let (r2, second) = receiver(ch, into.clone());
+        wait_until("the second receiver waiting", || ch.queues().1 == 2);
         let sender = Builder::new("sender")
             .spawn::<S>(move || {
                 assert_eq!(ch.send(7, buf(b"hello"), zeroed(0)), Ok(77));
             })
             .unwrap();
-        let mut spins = 0u32;
-        let m = loop {
-            if let Some(r) = second.lock().unwrap().take() {
-                break r;
-            }
-            spins += 1;
-            assert!(
-                spins < 100_000,
-                "the message waits beside a waiting receiver: {:?}, first got {:?}",
-                ch.queues(),
-                first.lock().unwrap()
-            );
-            crate::yield_now::<S>();
-        };
+        wait_until("the message to reach the second receiver", || {
+            second.lock().unwrap().is_some()
+        });
         assert_eq!(first.lock().unwrap().take(), Some(Err(Error::Fault)));
+        let m = second.lock().unwrap().take().expect("received");
         let Ok(Delivery::Msg(m)) = m else {
             panic!("the second receiver got {m:?}");
         };
@@ -1095,14 +1062,10 @@ fn what_a_receiver_gives_back_goes_to_the_next_one_waiting() {
 
         // A pulse given to a receiver that was interrupted a moment before
         // (it has not run since): it goes on to the one waiting behind.
-        let r1 = spawn_receiver(zeroed(8), first.clone());
-        while ch.queues().1 < 1 {
-            crate::yield_now::<S>();
-        }
-        let r2 = spawn_receiver(zeroed(8), second.clone());
-        while ch.queues().1 < 2 {
-            crate::yield_now::<S>();
-        }
+        let (r1, first) = receiver(ch, zeroed(8));
+        wait_until("the first receiver waiting", || ch.queues().1 == 1);
+        let (r2, second) = receiver(ch, zeroed(8));
+        wait_until("the second receiver waiting", || ch.queues().1 == 2);
         crate::interrupt::<S>(&r1);
         // At our priority: the receiver runs at it, and our yields let it.
         let pri = crate::current::<S>().sched_priority();
@@ -1116,21 +1079,11 @@ fn what_a_receiver_gives_back_goes_to_the_next_one_waiting() {
             false,
         )
         .unwrap();
-        let mut spins = 0u32;
-        let p = loop {
-            if let Some(r) = second.lock().unwrap().take() {
-                break r;
-            }
-            spins += 1;
-            assert!(
-                spins < 100_000,
-                "the pulse waits beside a waiting receiver: {:?}, first got {:?}",
-                ch.queues(),
-                first.lock().unwrap()
-            );
-            crate::yield_now::<S>();
-        };
+        wait_until("the pulse to reach the second receiver", || {
+            second.lock().unwrap().is_some()
+        });
         assert_eq!(first.lock().unwrap().take(), Some(Err(Error::Interrupted)));
+        let p = second.lock().unwrap().take().expect("received");
         assert!(
             matches!(
                 p,
