@@ -122,6 +122,16 @@ pub fn set_framebuffer(info: FbInfo) {
     FB.call_once(|| info);
 }
 
+/// The whole pages of `len` bytes at `phys`: `Invalid` when the last one's
+/// end is past the top of the address range (an error, never an overflow).
+fn pages(phys: u64, len: u64) -> Result<(u64, u64), Error> {
+    let end = phys
+        .checked_add(len)
+        .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
+        .ok_or(Error::Invalid)?;
+    Ok((phys & !(PAGE_SIZE - 1), end))
+}
+
 /// `DEVICE_GRANT`.
 pub fn grant(u: &UserThread, pid: u64, phys: u64, len: u64, flags: u64) -> Result<u64, Error> {
     if !u.process.privileged() {
@@ -130,13 +140,7 @@ pub fn grant(u: &UserThread, pid: u64, phys: u64, len: u64, flags: u64) -> Resul
     if flags & !devmap::READ_ONLY != 0 || len == 0 {
         return Err(Error::Invalid);
     }
-    // The last page's end may be past the top of the address range: an
-    // error, never an overflow.
-    let end = phys
-        .checked_add(len)
-        .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
-        .ok_or(Error::Invalid)?;
-    let start = phys & !(PAGE_SIZE - 1);
+    let (start, end) = pages(phys, len)?;
     if end > 1 << 52 {
         return Err(Error::Invalid);
     }
@@ -171,13 +175,7 @@ pub fn map(u: &UserThread, phys: u64, len: u64, flags: u64) -> Result<u64, Error
     if flags & !(devmap::READ_ONLY | devmap::WRITE_COMBINE) != 0 || len == 0 {
         return Err(Error::Invalid);
     }
-    // The last page's end may be past the top of the address range: an
-    // error, never an overflow.
-    let end = phys
-        .checked_add(len)
-        .and_then(|e| e.checked_next_multiple_of(PAGE_SIZE))
-        .ok_or(Error::Invalid)?;
-    let start = phys & !(PAGE_SIZE - 1);
+    let (start, end) = pages(phys, len)?;
     let write = flags & devmap::READ_ONLY == 0;
     if !u.process.devices.covers(start, end, write) {
         return Err(Error::Denied);
