@@ -72,8 +72,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PATH")]
     pub markdown: Option<PathBuf>,
     /// Instead of measuring, profile one operation of this benchmark:
-    /// instructions per function (inclusive, exclusive), folded stacks and a
-    /// flame graph in --out (profile-NAME.txt, .folded, .svg).
+    /// instructions per function (inclusive, exclusive), folded stacks, a
+    /// flame graph and every pc's count in --out (profile-NAME.txt, .folded,
+    /// .svg, .pcs)
     #[arg(long, value_name = "NAME", conflicts_with_all = ["only", "quick", "compare", "runs"])]
     pub profile: Option<String>,
     /// With --profile: operations let pass before the one traced.

@@ -92,6 +92,8 @@ pub struct Trace {
     pub marker: &'static str,
     pub kernel_insns: u64,
     pub user_insns: u64,
+    /// How many times each pc ran, by pc.
+    pub pcs: std::collections::BTreeMap<u64, u64>,
     pub qemu: String,
     pub seconds: f64,
 }
@@ -229,6 +231,7 @@ fn trace(args: &BenchArgs, name: &str, marker: Marker, smp: u32) -> Result<Trace
         },
         kernel_insns: traced.kernel,
         user_insns: traced.user,
+        pcs: traced.pcs,
         qemu: env::qemu_version(&env),
         seconds: start.elapsed().as_secs_f64(),
     })
@@ -242,6 +245,7 @@ struct Traced {
     /// Instructions at kernel and at user addresses.
     kernel: u64,
     user: u64,
+    pcs: std::collections::BTreeMap<u64, u64>,
 }
 
 /// Lets `warmup` marker hits pass, then traces the next operation on the
@@ -299,6 +303,7 @@ fn run(
     let mut folded = Folded::default();
     folded.add(stack.frames());
     let mut kernel = u64::from(is_kernel(marker_pc));
+    let mut pcs = std::collections::BTreeMap::from([(marker_pc, 1)]);
     let others = smp > 1;
     if others {
         remote.ok("Qqemu.sstep=1")?;
@@ -343,6 +348,7 @@ fn run(
         stack.step(f, next == symbols.func(f).start, flow, slot);
         folded.add(stack.frames());
         kernel += u64::from(is_kernel(next));
+        *pcs.entry(next).or_insert(0) += 1;
         pc = next;
         func = f;
     }
@@ -352,5 +358,6 @@ fn run(
         folded,
         kernel,
         user,
+        pcs,
     })
 }

@@ -1,6 +1,7 @@
 //! A profile's table on the terminal and its files: `profile-NAME.txt` (the
 //! table), `profile-NAME.folded` (`root;a;b count` lines, the input of any
-//! flame graph tool) and `profile-NAME.svg` (a flame graph by `inferno`).
+//! flame graph tool), `profile-NAME.pcs` (every pc the operation ran, with
+//! its count) and `profile-NAME.svg` (a flame graph by `inferno`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -102,6 +103,8 @@ pub fn write(t: &Trace, dir: &Path) -> Result<()> {
     let folded_path = base.with_extension("folded");
     std::fs::write(&folded_path, &folded)
         .with_context(|| format!("writing {}", folded_path.display()))?;
+    let pcs_path = base.with_extension("pcs");
+    std::fs::write(&pcs_path, pcs(t)).with_context(|| format!("writing {}", pcs_path.display()))?;
     let svg = base.with_extension("svg");
     let mut opts = inferno::flamegraph::Options::default();
     opts.title = format!(
@@ -117,18 +120,71 @@ pub fn write(t: &Trace, dir: &Path) -> Result<()> {
     inferno::flamegraph::from_lines(&mut opts, folded.lines(), std::io::BufWriter::new(file))
         .with_context(|| format!("writing {}", svg.display()))?;
     println!(
-        "\nprofile: {} (table), {} (folded stacks), {} (flame graph); {:.0} s",
+        "\nprofile: {} (table), {} (folded stacks), {} (instructions by pc), {} (flame graph); {:.0} s",
         txt.display(),
         folded_path.display(),
+        pcs_path.display(),
         svg.display(),
         t.seconds
     );
     Ok(())
 }
 
+/// Every pc the operation ran, in address order, with how many times it
+/// ran and where it is (`function+offset`): for reading a hot function's
+/// instructions against `objdump -d` of the same ELF.
+fn pcs(t: &Trace) -> String {
+    let mut out = String::from("count  pc                  function+offset\n");
+    for (&pc, &n) in &t.pcs {
+        let f = t.symbols.func(t.symbols.find(pc));
+        let at = if f.start <= pc {
+            format!("{}+{:#x}", f.name, pc - f.start)
+        } else {
+            f.name.clone()
+        };
+        out.push_str(&format!("{n:>5}  {pc:#018x}  {at}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instructions_by_pc() {
+        let t = Trace {
+            name: "x".into(),
+            folded: Default::default(),
+            symbols: crate::profile::symbols::Symbols::from_list(&[
+                (0xffff_ffff_8000_1000, "a"),
+                (0xffff_ffff_8000_2000, "b"),
+            ]),
+            cpu: 0,
+            smp: 1,
+            warmup: 0,
+            marker: "m",
+            kernel_insns: 0,
+            user_insns: 0,
+            pcs: [
+                (0xffff_ffff_8000_2000, 1),
+                (0xffff_ffff_8000_1004, 3),
+                (0x40_0000, 2),
+            ]
+            .into(),
+            qemu: String::new(),
+            seconds: 0.0,
+        };
+        let text = pcs(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[1].starts_with("    2  0x0000000000400000  "),
+            "{text}"
+        );
+        assert_eq!(lines[2], "    3  0xffffffff80001004  a+0x4");
+        assert_eq!(lines[3], "    1  0xffffffff80002000  b+0x0");
+    }
 
     #[test]
     fn grouping() {
