@@ -6,7 +6,7 @@
 //!   benchmark) and their one-line text form, which the host passes through QEMU's
 //!   `fw_cfg` and the kernel parses.
 //! * [`result`]: the machine-readable lines a boot prints on serial.
-//! * [`bench`]: the benchmarks of `bench=` mode and the counters they report.
+//! * [`mod@bench`]: the benchmarks of `bench=` mode and the counters they report.
 //! * [`syscall`]: the system call numbers, errors and structures.
 //!
 //! The crate is `no_std`, allocation-free and has no `unsafe`, so the kernel links it

@@ -7,7 +7,7 @@
 //! the `t` console key) read any CPU's ring with relaxed loads.
 //!
 //! The scheduler's events come through `lwkt::Machine::trace`; the kernel adds
-//! its own (interrupts, IPIs sent, markers) with [`trace!`].
+//! its own (interrupts, IPIs sent, markers) with `trace!`.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 

@@ -12,7 +12,7 @@
 //!
 //! * [`crit`] — critical sections: a per-thread counter; interrupts arriving
 //!   inside one are deferred and replayed at its end ([`splz`]).
-//! * [`switch`] — `lwkt_switch`, preemption by interrupt threads, yields, the
+//! * [`mod@switch`] — `lwkt_switch`, preemption by interrupt threads, yields, the
 //!   scheduler clock, the idle loop.
 //! * [`sched`] — schedule, deschedule, priorities, migration.
 //! * [`lifecycle`] — thread creation with a per-CPU thread+stack cache, exit,

@@ -126,7 +126,7 @@ pub fn schedule_self<M: Machine>(_g: &CritGuard<M>) {
     enqueue(cpu, cpu.curthread());
 }
 
-/// Takes the current thread off the run queue: the next [`crate::switch`]
+/// Takes the current thread off the run queue: the next [`crate::switch()`]
 /// blocks it until someone schedules it. Requires critical section.
 pub fn deschedule_self<M: Machine>(_g: &CritGuard<M>) {
     let cpu = M::mycpu();

@@ -13,7 +13,7 @@
 //! `ThreadRef` dropped elsewhere), its stack is freed and the bare thread goes
 //! to the pool.
 //!
-//! Lock: the pool has one spinlock ([`crate::spin::SpinLock`]), taken inside a
+//! Lock: the pool has one spinlock (`crate::spin::SpinLock`), taken inside a
 //! critical section. It is off the scheduling path: only thread creation with
 //! an empty cache, and frees beyond the cache, reach it.
 

@@ -100,7 +100,7 @@ pub mod flags {
     /// Kept on its CPU by its own choice: the balancer never moves it.
     pub const PINNED: u32 = 1 << 17;
     /// With [`TSLEEPQ`]: asleep on its ident *directly*, in no hash queue —
-    /// only [`crate::sleep::wakeup_thread`] (and interrupts, timeouts,
+    /// only `crate::sleep::wakeup_thread` (and interrupts, timeouts,
     /// hand-offs) end the sleep.
     pub const SLEEP_DIRECT: u32 = 1 << 18;
 }

@@ -1,11 +1,11 @@
 //! The host side of Wyvern's QEMU boots, shared by `cargo xtask` and the
 //! integration tests in `tests/`.
 //!
-//! * [`env`] finds QEMU and OVMF, installing them on Debian/Ubuntu when it can.
+//! * [`mod@env`] finds QEMU and OVMF, installing them on Debian/Ubuntu when it can.
 //! * [`qemu`] turns a [`qemu::Boot`] into a QEMU command line and runs it with a
 //!   deadline, keeping the serial transcript.
 //! * [`symbolize`] turns the kernel's `BT` lines into function, file and line.
-//! * [`bench`] reads a benchmark boot's `BENCH` lines: parses, checks and
+//! * [`mod@bench`] reads a benchmark boot's `BENCH` lines: parses, checks and
 //!   turns them into figures.
 //! * [`linux`] boots Debian's Linux kernel on a benchmark boot's machine,
 //!   running the counterparts of Wyvern's benchmarks.

@@ -19,7 +19,7 @@
 //!
 //! # The local APIC the guest CPUs have
 //!
-//! `-cpu max` on QEMU 9.0 and later offers x2APIC (CPUID.1:ECX[21]); OVMF
+//! `-cpu max` on QEMU 9.0 and later offers x2APIC (CPUID.1:ECX bit 21); OVMF
 //! hands over in xAPIC mode below 256 CPUs and in x2APIC mode above.
 //! [`Apic::XApic`] takes the feature away (`-cpu max,-x2apic`): a CPU without
 //! x2APIC, as older machines and QEMU 7.2's TCG are. Every boot's transcript

@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Build the kernel ELF (target/x86_64-unknown-none/<profile>/wyvern).
+    /// Build the kernel ELF (`target/x86_64-unknown-none/<profile>/wyvern`).
     Build(build::BuildArgs),
     /// Write the bootable UEFI disk image, e.g. for a USB stick.
     Image(build::ImageArgs),

@@ -356,7 +356,7 @@ fn spin(iters: u64) {
     }
 }
 
-/// Runs chunks of [`spin`] until `limit` chunks or `ticks` ticks of this CPU
+/// Runs chunks of [`spin()`] until `limit` chunks or `ticks` ticks of this CPU
 /// since `ticks0`, whichever comes first; returns the chunks run. One code
 /// path for both halves of [`tick`], so they differ only by the ticks.
 #[inline(never)]

@@ -242,7 +242,7 @@ pub fn alloc() -> Option<PhysFrame> {
     Some(frame_of(n))
 }
 
-/// Like [`alloc`], with the frame filled with zeros.
+/// Like [`alloc()`], with the frame filled with zeros.
 pub fn alloc_zeroed() -> Option<PhysFrame> {
     let frame = alloc()?;
     let va = phys_to_virt(frame.start_address());

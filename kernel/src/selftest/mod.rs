@@ -8,7 +8,7 @@
 //! report lines too.
 //!
 //! A failing check prints `TEST <name> FAILED: <why>` and exits with the
-//! failure code at once ([`fail`], [`check!`]).
+//! failure code at once ([`fail`], `check!`).
 
 mod basic;
 mod instruments;

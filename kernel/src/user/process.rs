@@ -780,7 +780,7 @@ impl Process {
         }
     }
 
-    /// Sets thread `tid`'s own priority (see [`UserThread::base_priority`])
+    /// Sets thread `tid`'s own priority (see [`super::UserThread::base_priority`])
     /// and its current one.
     ///
     /// Thread context.

@@ -131,7 +131,7 @@ impl<M: Machine, P: Payload> Channel<M, P> {
 
     /// A channel whose conversation serials start after `serial`: what a
     /// server's channel id is reused with, so no rcvid of the channel it
-    /// replaces names one of its conversations ([`State::claim`]).
+    /// replaces names one of its conversations (`State::claim`).
     ///
     /// Any context.
     pub fn with_serial(token: &'static Token, fast: bool, serial: u64) -> Self {

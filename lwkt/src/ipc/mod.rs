@@ -18,15 +18,15 @@
 //! # Records and the pin rule
 //!
 //! A blocked party is a record on its own kernel stack: a sender's
-//! ([`record::Sender`]: its buffers, priority, state and result) and a
-//! waiting receiver's ([`record::Receiver`]: what it was given). The
+//! (`record::Sender`: its buffers, priority, state and result) and a
+//! waiting receiver's (`record::Receiver`: what it was given). The
 //! channel's queues and reply table hold pointers to them. Everything about
 //! a record is decided under the channel's token; copying a sender's data
 //! happens *outside* the token (a copy may fault, page in, take other
 //! tokens), so the copier first *pins* the sender record under the token.
 //! The owner of a record returns only when its record is in no queue or
 //! table and has no pins; a pinner that drops the last pin after the owner
-//! said it is leaving wakes it ([`record::Sender::unpin`]). That is the
+//! said it is leaving wakes it (`record::Sender::unpin`). That is the
 //! whole memory-safety argument for the raw pointers below.
 //!
 //! A receiver is never pinned: whoever delivers to a waiting receiver takes

@@ -4,7 +4,7 @@
 //! `wyvern_trap_stubs`, so stub *n* is at `wyvern_trap_stubs + 16·n`. Each pushes a
 //! zero where the CPU pushes no error code, then its vector, and jumps to
 //! `wyvern_trap_common`, which saves the general registers, `swapgs`es when the
-//! trap came from ring 3, and calls [`super::trap::trap_dispatch`] with the
+//! trap came from ring 3, and calls `super::trap::trap_dispatch` with the
 //! [`TrapFrame`](super::trap::TrapFrame). The debug exception, the NMI, the
 //! double fault and the machine check go to `wyvern_trap_paranoid` instead,
 //! each on its own IST stack, which decides on

@@ -47,7 +47,7 @@ pub struct Keyboard {
     pub interface: u8,
     /// bEndpointAddress (bit 7 set: IN).
     pub endpoint: u8,
-    /// wMaxPacketSize: size in [10:0], extra transactions in [12:11].
+    /// wMaxPacketSize: size in bits 10:0, extra transactions in bits 12:11.
     pub max_packet: u16,
     pub interval: u8,
     /// bMaxBurst of a SuperSpeed endpoint companion (0 otherwise).
