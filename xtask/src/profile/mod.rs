@@ -302,7 +302,6 @@ fn run(
     let mut stack = ShadowStack::new(vec![caller, marker_fn], slot);
     let mut folded = Folded::default();
     folded.add(stack.frames());
-    let mut kernel = u64::from(is_kernel(marker_pc));
     let mut pcs = std::collections::BTreeMap::from([(marker_pc, 1)]);
     let others = smp > 1;
     if others {
@@ -347,11 +346,15 @@ fn run(
         };
         stack.step(f, next == symbols.func(f).start, flow, slot);
         folded.add(stack.frames());
-        kernel += u64::from(is_kernel(next));
         *pcs.entry(next).or_insert(0) += 1;
         pc = next;
         func = f;
     }
+    let kernel = pcs
+        .iter()
+        .filter(|&(&pc, _)| is_kernel(pc))
+        .map(|(_, &n)| n)
+        .sum();
     let user = folded.total() - kernel;
     Ok(Traced {
         cpu: thread - 1,
