@@ -31,8 +31,12 @@
 //! * **Balancing by messages.** Each CPU publishes its load (its current
 //!   user thread and the ones waiting). A CPU with waiting threads pushes one
 //!   on its clock to the least loaded CPU when that one is two lower — or
-//!   one lower every [`ROTATE_TICKS`], so that the odd thread out of an
-//!   uneven split moves around instead of sharing a CPU for ever. A CPU
+//!   one lower when neither load has changed for [`ROTATE_TICKS`], so that
+//!   the odd thread out of an uneven split moves around instead of sharing
+//!   a CPU for ever. (A load that comes and goes — a thread that wakes to
+//!   work a while and sleeps again — is no uneven split: moving a thread
+//!   away from beside it would only start a chain of moves through CPUs
+//!   that were balanced all along.) A CPU
 //!   whose user side goes idle asks an overloaded CPU for a thread (a pull,
 //!   by IPI message). Either way the queue's owner takes the thread off its
 //!   own queue and wakes it with a destination; the thread migrates itself.
@@ -59,7 +63,9 @@ pub const DECAY_TICKS: u64 = 100;
 /// priority must be behind it to take the turn.
 pub const EST_QUANTUM: u32 = 3;
 
-/// Period of the moves that let an odd thread out travel (one load apart).
+/// How long two loads one apart must have stayed as they are before the
+/// odd thread out moves from the higher to the lower; so also the period
+/// at which it travels on through an uneven split.
 pub const ROTATE_TICKS: u64 = 25;
 
 /// Most threads a CPU pushes away on one tick.
@@ -90,6 +96,11 @@ pub struct UserSched<M: Machine> {
     /// The load smoothed over the last ticks, in sixteenths (each tick
     /// moves it an eighth of the way to the load). Shared like `load`.
     avg: AtomicU32,
+    /// The load at the last tick. Local.
+    sampled: AtomicU32,
+    /// The tick since which the load seen at each tick has stayed the
+    /// same. Shared like `load`.
+    settled: AtomicU64,
     /// [`STEP_ASIDE`] or [`YIELD`] (0: none). Local.
     resched: AtomicU32,
     /// Whether the CPU runs its scheduler (threads may be sent here).
@@ -133,6 +144,8 @@ impl<M: Machine> UserSched<M> {
             load: AtomicU32::new(0),
             incoming: AtomicU32::new(0),
             avg: AtomicU32::new(0),
+            sampled: AtomicU32::new(0),
+            settled: AtomicU64::new(0),
             resched: AtomicU32::new(0),
             online: AtomicBool::new(false),
             pulling: AtomicBool::new(false),
@@ -195,10 +208,15 @@ impl<M: Machine> UserSched<M> {
         self.load().min(self.steady())
     }
 
-    /// Moves the smoothed load an eighth of the way to the load. On the
-    /// clock.
-    fn smooth(&self) {
-        let (avg, now) = (self.avg.load(Ordering::Relaxed), self.load() * 16);
+    /// Moves the smoothed load an eighth of the way to the load, and notes
+    /// when the load changed. On the clock, at tick `tick`.
+    fn smooth(&self, tick: u64) {
+        let load = self.load();
+        if load != self.sampled.load(Ordering::Relaxed) {
+            self.sampled.store(load, Ordering::Relaxed);
+            self.settled.store(tick, Ordering::Relaxed);
+        }
+        let (avg, now) = (self.avg.load(Ordering::Relaxed), load * 16);
         // Rounded away from `avg`, so that it reaches `now`.
         let next = if now >= avg {
             avg + (now - avg).div_ceil(8)
@@ -206,6 +224,12 @@ impl<M: Machine> UserSched<M> {
             avg - (avg - now).div_ceil(8)
         };
         self.avg.store(next, Ordering::Relaxed);
+    }
+
+    /// Whether the load seen at the clock has stayed the same for the last
+    /// [`ROTATE_TICKS`] ticks of its CPU, whose tick is `tick`.
+    fn settled(&self, tick: u64) -> bool {
+        tick.saturating_sub(self.settled.load(Ordering::Relaxed)) >= ROTATE_TICKS
     }
 }
 
@@ -748,7 +772,7 @@ pub fn pin<M: Machine>(pinned: bool) {
 /// Hard-interrupt context (the clock) or `splz` replaying it.
 pub(crate) fn clock<M: Machine>(cpu: &'static Cpu<M>) {
     let us = &cpu.usched;
-    us.smooth();
+    us.smooth(cpu.ticks());
     if let Some(c) = us.current()
         && ptr::eq(c, cpu.curthread())
     {
@@ -804,12 +828,11 @@ fn balance<M: Machine>(cpu: &'static Cpu<M>) {
         let Some((to, theirs)) = least_loaded::<M>(cpu.index()) else {
             return;
         };
-        // One apart for a while (both loads smoothed): move the odd one
-        // out now and then.
-        let rotate = mine == theirs + 1
-            && cpu.ticks().is_multiple_of(ROTATE_TICKS)
-            && us.avg.load(Ordering::Relaxed)
-                >= M::world().cpus[to].usched.avg.load(Ordering::Relaxed) + 16;
+        // One apart, and both as they are for a while: move the odd one
+        // out (and it will move on from there after as long again).
+        let there = M::world().cpus[to];
+        let rotate =
+            mine == theirs + 1 && us.settled(cpu.ticks()) && there.usched.settled(there.ticks());
         if !(mine >= theirs + 2 || rotate) || !send_one(cpu, to) || rotate {
             return;
         }

@@ -217,3 +217,108 @@ fn a_pinned_user_thread_that_sleeps_every_tick_starves_nobody() {
         "a busy thread starved: {work:?}"
     );
 }
+
+/// Threads every CPU's user scheduler sent elsewhere so far.
+fn pushes(ncpus: usize) -> u64 {
+    (0..ncpus)
+        .map(|i| this_machine().cpus[i].usched.stats.pushes.get())
+        .sum()
+}
+
+/// ut-usched's flake, reproduced: a balanced spread (two busy threads a
+/// CPU) beside a pinned thread on CPU 0 that is busy for a while and then
+/// sleeps for a while, again and again — as a test's main thread that wakes
+/// to look. CPU 0 is one above the others for stretches of 20 ticks, never
+/// for good: nothing should move. Rotating the "odd one out" on such a
+/// stretch started chains of moves around the CPUs.
+#[test]
+fn a_thread_that_comes_and_goes_beside_a_balanced_spread_moves_nobody() {
+    const NCPUS: usize = 4;
+    let (moves, rounds) = run(NCPUS, Some(Duration::from_micros(500)), || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let work: Vec<Arc<AtomicU64>> = (0..2 * NCPUS)
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
+        let threads: Vec<ThreadRef<S>> =
+            work.iter().map(|w| busy(0, pri::USER, &stop, w)).collect();
+        wait_for("the spread", Duration::from_secs(30), || {
+            per_cpu(&threads, NCPUS) == vec![2; NCPUS]
+        });
+        // Settled: the same spread 100 ticks later.
+        let t0 = this_machine().cpus[0].ticks();
+        wait_for("ticks", Duration::from_secs(30), || {
+            this_machine().cpus[0].ticks() > t0 + 100
+        });
+        let p0 = pushes(NCPUS);
+        let rounds = Arc::new(AtomicU64::new(0));
+        let r2 = rounds.clone();
+        let comer = user_thread("comes-and-goes", 0, pri::USER, true, move || {
+            let ticks = || this_machine().cpus[0].ticks();
+            for _ in 0..10 {
+                let t = ticks();
+                while ticks() < t + 20 {
+                    std::thread::yield_now();
+                    user_return();
+                }
+                crate::tsleep::<S>(0x90e5, 0, "gone", 20);
+                user_return();
+                r2.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        comer.join();
+        let moves = pushes(NCPUS) - p0;
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join();
+        }
+        (moves, rounds.load(Ordering::Relaxed))
+    });
+    assert_eq!(rounds, 10);
+    assert_eq!(moves, 0, "{moves} threads moved in a balanced system");
+}
+
+/// The other side of the same rule: five busy threads on four CPUs are an
+/// uneven split for good, and the odd one out moves around, so that each
+/// thread takes its turn at sharing a CPU rather than two of them sharing
+/// one for ever. (Each thread's share of the CPUs is not compared: the
+/// simulated CPUs are host threads, as unevenly served as a busy host
+/// serves them.)
+#[test]
+fn the_odd_thread_out_of_an_uneven_split_moves_around() {
+    const NCPUS: usize = 4;
+    let (moves, seen) = run(NCPUS, Some(Duration::from_micros(500)), || {
+        let stop = Arc::new(AtomicBool::new(false));
+        let work: Vec<Arc<AtomicU64>> = (0..NCPUS + 1)
+            .map(|_| Arc::new(AtomicU64::new(0)))
+            .collect();
+        let threads: Vec<ThreadRef<S>> =
+            work.iter().map(|w| busy(0, pri::USER, &stop, w)).collect();
+        wait_for("the spread", Duration::from_secs(30), || {
+            let mut per = per_cpu(&threads, NCPUS);
+            per.sort_unstable();
+            per == vec![1, 1, 1, 2]
+        });
+        let p0 = pushes(NCPUS);
+        // The CPUs each thread was seen on, looking every tick or so.
+        let mut seen = vec![0u32; threads.len()];
+        let t0 = this_machine().cpus[0].ticks();
+        wait_for("ticks", Duration::from_secs(60), || {
+            for (s, t) in seen.iter_mut().zip(&threads) {
+                *s |= 1 << t.cpu();
+            }
+            this_machine().cpus[0].ticks() > t0 + 1000
+        });
+        let moves = pushes(NCPUS) - p0;
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join();
+        }
+        (moves, seen)
+    });
+    // Once every ROTATE_TICKS at best: 40 in 1000 ticks.
+    assert!(moves >= 10, "the odd thread out moved {moves} times");
+    assert!(
+        seen.iter().all(|s| s.count_ones() >= 2),
+        "a thread stayed on one CPU through {moves} moves (CPU sets {seen:?})"
+    );
+}
