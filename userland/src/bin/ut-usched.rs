@@ -51,6 +51,19 @@ fn ours(pid: u64, tids: &[u64]) -> Vec<ThreadInfo> {
     v
 }
 
+/// [`ours`] with every one of `tids` in it: THREADS again (a few times at
+/// most) when a thread moved past the listing.
+fn all_of_ours(pid: u64, tids: &[u64]) -> Vec<ThreadInfo> {
+    let mut v = ours(pid, tids);
+    for _ in 0..8 {
+        if v.len() == tids.len() {
+            break;
+        }
+        v = ours(pid, tids);
+    }
+    v
+}
+
 /// `threads` as the kernel listed them: tid cpu state estimate, per thread.
 fn describe(threads: &[ThreadInfo]) -> String {
     let mut s = String::from("tid@cpu/state/est:");
@@ -164,9 +177,9 @@ fn main(arg: &str) -> i64 {
     // 2. Fairness: over a window long enough for each to expect 150
     //    ticks, each gets its share within 10 % of the mean.
     let window = (150 * busy as u64).div_ceil(n as u64);
-    let before = ours(info.pid, &tids);
+    let before = all_of_ours(info.pid, &tids);
     let _ = sys::sleep_ns(window * ns_per_tick);
-    let after = ours(info.pid, &tids);
+    let after = all_of_ours(info.pid, &tids);
     ensure!(
         before.len() == busy && after.len() == busy,
         "threads missing from THREADS"
