@@ -52,21 +52,40 @@ pub(crate) fn dequeue<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) 
     }
 }
 
-/// The CPU where an operation on `td` must be done, if not this one: its
-/// owner — or, while it migrates away from this CPU (switched out here,
-/// not yet adopted there: `td.cpu` still names this CPU), its destination.
-/// A message to the destination sent from here travels behind the adoption
-/// message this CPU sent when the thread switched out (one FIFO per CPU
-/// pair, in order), so it finds the thread adopted; done here instead, it
-/// would act on a thread no run queue of this CPU holds, racing the new
-/// owner. Requires critical section.
-pub(crate) fn elsewhere<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) -> Option<usize> {
-    let on = td.cpu();
-    if on != cpu.index() {
-        return Some(on);
+/// Where an operation on a thread must be done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// This CPU owns it: do it here, now.
+    Here,
+    /// Another CPU: send it a message.
+    There(usize),
+    /// Nobody: the thread exited and its slot is free (`td.cpu` is
+    /// `NO_CPU`). Nothing runs, sleeps or waits there; drop the operation.
+    Nobody,
+}
+
+/// The CPU where an operation on `td` must be done: its owner — or, while
+/// it migrates away from this CPU (switched out here, not yet adopted
+/// there: `td.cpu` still names this CPU), its destination. A message to
+/// the destination sent from here travels behind the adoption message this
+/// CPU sent when the thread switched out (one FIFO per CPU pair, in
+/// order), so it finds the thread adopted; done here instead, it would act
+/// on a thread no run queue of this CPU holds, racing the new owner. A
+/// free slot has no owner: a wakeup or a forwarded message may name a
+/// thread that has exited since. Requires critical section.
+pub(crate) fn owner<M: Machine>(cpu: &'static Cpu<M>, td: &'static Thread<M>) -> Owner {
+    let on = td.cpu.load(Ordering::Acquire);
+    if on == NO_CPU {
+        return Owner::Nobody;
     }
-    (td.has(flags::MIGRATING) && !ptr::eq(td, cpu.curthread()))
-        .then(|| td.migrate_dest.load(Ordering::Relaxed) as usize)
+    if on as usize != cpu.index() {
+        return Owner::There(on as usize);
+    }
+    if td.has(flags::MIGRATING) && !ptr::eq(td, cpu.curthread()) {
+        Owner::There(td.migrate_dest.load(Ordering::Relaxed) as usize)
+    } else {
+        Owner::Here
+    }
 }
 
 /// Makes `td` runnable. On this CPU it is enqueued at once, and preempts the
@@ -140,15 +159,17 @@ pub fn deschedule_self<M: Machine>(_g: &CritGuard<M>) {
 pub fn deschedule<M: Machine>(td: &'static Thread<M>) {
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
-    if let Some(owner) = elsewhere(cpu, td) {
-        M::world().ipi.send(
-            owner,
-            deschedule_remote::<M>,
-            tdptr(td) as usize,
-            generation(td),
-        );
-    } else {
-        dequeue(cpu, td);
+    match owner(cpu, td) {
+        Owner::There(to) => {
+            M::world().ipi.send(
+                to,
+                deschedule_remote::<M>,
+                tdptr(td) as usize,
+                generation(td),
+            );
+        }
+        Owner::Here => dequeue(cpu, td),
+        Owner::Nobody => {}
     }
     drop(g);
 }
@@ -214,16 +235,18 @@ pub fn setpri<M: Machine>(td: &'static Thread<M>, p: u8) {
     assert!(p <= pri::MAX, "priority {p} out of range");
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
-    if let Some(owner) = elsewhere(cpu, td) {
-        // The priority rides in the low byte, the generation above it.
-        M::world().ipi.send(
-            owner,
-            setpri_remote::<M>,
-            tdptr(td) as usize,
-            generation(td) << 8 | usize::from(p),
-        );
-    } else {
-        set_priority(cpu, td, p);
+    match owner(cpu, td) {
+        Owner::There(to) => {
+            // The priority rides in the low byte, the generation above it.
+            M::world().ipi.send(
+                to,
+                setpri_remote::<M>,
+                tdptr(td) as usize,
+                generation(td) << 8 | usize::from(p),
+            );
+        }
+        Owner::Here => set_priority(cpu, td, p),
+        Owner::Nobody => {}
     }
     drop(g);
 }

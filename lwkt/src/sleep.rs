@@ -44,6 +44,7 @@ use core::sync::atomic::{AtomicPtr, Ordering, fence};
 use crate::Machine;
 use crate::cpu::Cpu;
 use crate::crit::{CritGuard, crit_enter};
+use crate::sched::Owner;
 use crate::slab::{deref, ptr as tdptr};
 use crate::thread::{Thread, flags};
 
@@ -244,11 +245,19 @@ fn wake_direct<M: Machine>(td: &'static Thread<M>, word: usize) {
     let ident = word & !(DIRECT_ALIGN - 1);
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
-    if let Some(owner) = crate::sched::elsewhere(cpu, td) {
-        M::world()
-            .ipi
-            .send(owner, wakeup_thread_remote::<M>, tdptr(td) as usize, word);
-    } else if td.has(flags::SLEEP_DIRECT)
+    let here = match crate::sched::owner(cpu, td) {
+        Owner::There(to) => {
+            M::world()
+                .ipi
+                .send(to, wakeup_thread_remote::<M>, tdptr(td) as usize, word);
+            false
+        }
+        Owner::Here => true,
+        // Exited: nobody sleeps there.
+        Owner::Nobody => false,
+    };
+    if here
+        && td.has(flags::SLEEP_DIRECT)
         && td.has(flags::TSLEEPQ)
         && td.sleep_ident.load(Ordering::Relaxed) == ident
     {
@@ -266,7 +275,7 @@ fn wake_direct<M: Machine>(td: &'static Thread<M>, word: usize) {
     drop(g);
 }
 
-fn wakeup_thread_remote<M: Machine>(arg: usize, word: usize) {
+pub(crate) fn wakeup_thread_remote<M: Machine>(arg: usize, word: usize) {
     // If the thread moved on meanwhile, this forwards to its new owner.
     if let Some(td) = deref(arg as *mut Thread<M>) {
         wake_direct::<M>(td, word);
@@ -517,21 +526,27 @@ fn interrupt_on_owner<M: Machine>(arg: usize) {
     };
     let g = crit_enter::<M>();
     let cpu = M::mycpu();
-    if let Some(owner) = crate::sched::elsewhere(cpu, td) {
-        // Its owner's, or (migrating) its destination's: `flags` are
-        // written by one CPU at a time.
-        M::world().ipi.send(owner, interrupt_remote::<M>, arg, 0);
-        drop(g);
-    } else {
-        td.set(flags::INTR_REQ);
-        if td.has(flags::INTR_SLEEP) && td.has(flags::TSLEEPQ) {
-            remove_from_sleepq(cpu, td);
-            crate::sched::schedule::<M>(td);
+    match crate::sched::owner(cpu, td) {
+        Owner::There(to) => {
+            // Its owner's, or (migrating) its destination's: `flags` are
+            // written by one CPU at a time.
+            M::world().ipi.send(to, interrupt_remote::<M>, arg, 0);
+            drop(g);
         }
-        crate::usched::interrupt_waiting(cpu, td);
-        drop(g);
-        // Release the message's reference (see `interrupt`).
-        drop(crate::ThreadRef::adopt(td));
+        Owner::Here => {
+            td.set(flags::INTR_REQ);
+            if td.has(flags::INTR_SLEEP) && td.has(flags::TSLEEPQ) {
+                remove_from_sleepq(cpu, td);
+                crate::sched::schedule::<M>(td);
+            }
+            crate::usched::interrupt_waiting(cpu, td);
+            drop(g);
+            // Release the message's reference (see `interrupt`).
+            drop(crate::ThreadRef::adopt(td));
+        }
+        // The message's reference keeps the thread from exiting and its
+        // slot from being freed.
+        Owner::Nobody => unreachable!("interrupting a freed thread slot"),
     }
 }
 

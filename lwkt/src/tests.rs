@@ -1235,6 +1235,51 @@ fn a_late_message_for_an_exited_thread_leaves_the_slots_new_thread_alone() {
     });
 }
 
+static FREED_TD: AtomicUsize = AtomicUsize::new(0);
+
+/// A direct wakeup for a thread that has exited, its slot free and not
+/// reused yet (no CPU owns it), does nothing — as the IPC core's wakeups
+/// may do: a waker that took a record's thread under the channel's token
+/// wakes it after it was interrupted, left and exited, or its message is
+/// forwarded from the CPU it left. It used to be sent on to "CPU
+/// `u32::MAX`" and panic indexing the IPI queues (seen once in
+/// `ipc::tests::interrupts_at_random_lose_nothing` under a busy host).
+#[test]
+fn a_direct_wakeup_for_an_exited_thread_whose_slot_is_free_does_nothing() {
+    run(2, None, || {
+        Builder::new("gone")
+            .spawn::<S>(|| {
+                let g = crit_enter::<S>();
+                crate::sched::deschedule_self(&g);
+                FREED_TD.store(crate::slab::ptr(current::<S>()) as usize, Ordering::SeqCst);
+                crate::switch::<S>();
+                drop(g);
+            })
+            .unwrap();
+        wait_until("the thread to block", || {
+            FREED_TD.load(Ordering::SeqCst) != 0
+        });
+        let td = crate::slab::deref(FREED_TD.load(Ordering::SeqCst) as *mut Thread<S>).unwrap();
+        let generation = td.generation.load(Ordering::SeqCst);
+        crate::schedule::<S>(td);
+        wait_until("the thread to exit", || {
+            td.generation.load(Ordering::SeqCst) != generation
+        });
+        assert_eq!(td.cpu.load(Ordering::SeqCst), crate::thread::NO_CPU);
+        let ident = 0x4000;
+        let woken = stats(0).wakeups + stats(1).wakeups;
+        crate::sleep::wakeup_thread::<S>(td, ident);
+        crate::sleep::wakeup_thread_at::<S>(td, ident, pri::KERN_DAEMON);
+        // A message for it arriving late, here.
+        crate::sleep::wakeup_thread_remote::<S>(crate::slab::ptr(td) as usize, ident);
+        for _ in 0..10 {
+            poll();
+            crate::yield_now::<S>();
+        }
+        assert_eq!(stats(0).wakeups + stats(1).wakeups, woken, "something woke");
+    });
+}
+
 static MIG_TD: AtomicUsize = AtomicUsize::new(0);
 static MIG_RAN: AtomicBool = AtomicBool::new(false);
 static MIG_HOLDING: AtomicBool = AtomicBool::new(false);
