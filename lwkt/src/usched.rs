@@ -99,7 +99,9 @@ pub struct UserSched<M: Machine> {
     /// The load at the last tick. Local.
     sampled: AtomicU32,
     /// The tick since which the load seen at each tick has stayed the
-    /// same. Shared like `load`.
+    /// same — or since a move of the odd thread out found none it could
+    /// move (so that the next try is [`ROTATE_TICKS`] later). Shared like
+    /// `load`.
     settled: AtomicU64,
     /// [`STEP_ASIDE`] or [`YIELD`] (0: none). Local.
     resched: AtomicU32,
@@ -830,10 +832,23 @@ fn balance<M: Machine>(cpu: &'static Cpu<M>) {
         };
         // One apart, and both as they are for a while: move the odd one
         // out (and it will move on from there after as long again).
-        let there = M::world().cpus[to];
-        let rotate =
-            mine == theirs + 1 && us.settled(cpu.ticks()) && there.usched.settled(there.ticks());
-        if !(mine >= theirs + 2 || rotate) || !send_one(cpu, to) || rotate {
+        let rotate = mine == theirs + 1
+            && us.settled(cpu.ticks())
+            && M::world().cpus[to]
+                .usched
+                .settled(M::world().cpus[to].ticks());
+        if !(mine >= theirs + 2 || rotate) {
+            return;
+        }
+        if !send_one(cpu, to) {
+            if rotate {
+                // Nothing movable (pinned, or already on its way): look
+                // again in ROTATE_TICKS, not on every tick.
+                us.settled.store(cpu.ticks(), Ordering::Relaxed);
+            }
+            return;
+        }
+        if rotate {
             return;
         }
     }
