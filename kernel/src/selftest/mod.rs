@@ -19,9 +19,10 @@ mod user;
 use core::fmt;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use lwkt::{Builder, ThreadRef};
+use lwkt::{Builder, Sema, ThreadRef};
 
 use crate::arch::qemu::{self, ExitCode};
 use crate::fatal::Fatal;
@@ -141,6 +142,29 @@ fn trim_all_caches() {
     let refs = (0..ncpus())
         .map(|c| spawn_on(c, "trim", lwkt::trim_cache::<X86>))
         .collect();
+    join_all(refs);
+}
+
+/// Grows the thread slab past the most threads a test that creates and
+/// exits threads on many CPUs can hold at once besides its live ones —
+/// every CPU's cache full ([`lwkt::slab::CACHE_MAX`] each) — plus `live`, by
+/// making that many threads at once (spread over the CPUs) and letting them
+/// exit. Slab chunks are never freed, so a test comparing kernel memory
+/// with a baseline calls this before taking it: otherwise a round whose
+/// exits happen to fill more CPUs' caches than the warm-up did grows the
+/// slab by a chunk, which is no leak.
+fn grow_thread_slab(live: usize) {
+    let n = ncpus() * lwkt::slab::CACHE_MAX as usize + live;
+    let gate = Arc::new(Sema::new(0));
+    let refs: Vec<ThreadRef<X86>> = (0..n)
+        .map(|i| {
+            let gate = gate.clone();
+            spawn_on(i % ncpus(), "slab", move || gate.wait::<X86>())
+        })
+        .collect();
+    for _ in 0..n {
+        gate.post::<X86>();
+    }
     join_all(refs);
 }
 
